@@ -1,0 +1,49 @@
+//! Records what the environment fingerprint needs to know about this build:
+//! the git commit, the rustc, and the candle-core version from Cargo.lock.
+
+use std::path::Path;
+use std::process::Command;
+
+fn output(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+fn candle_version(lock: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(lock).ok()?;
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "name = \"candle-core\"" {
+            let v = lines.next()?.trim();
+            return v
+                .strip_prefix("version = \"")
+                .and_then(|v| v.strip_suffix('"'))
+                .map(str::to_owned);
+        }
+    }
+    None
+}
+
+fn main() {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    let root = Path::new(&manifest).join("..");
+    let sha = output("git", &["-C", &manifest, "rev-parse", "--short=12", "HEAD"])
+        .unwrap_or_else(|| "unknown".into());
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let rustc_version = output(&rustc, &["--version"]).unwrap_or_else(|| "unknown".into());
+    let lock = root.join("Cargo.lock");
+    let candle = candle_version(&lock).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=CHIMERA_GIT_SHA={sha}");
+    println!("cargo:rustc-env=CHIMERA_RUSTC_VERSION={rustc_version}");
+    println!("cargo:rustc-env=CHIMERA_CANDLE_VERSION={candle}");
+    println!("cargo:rerun-if-changed={}", lock.display());
+    for f in [".git/HEAD", ".git/index"] {
+        let p = root.join(f);
+        if p.exists() {
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! The Chimera agent: discovers the machine's devices, holds one stream to the
+//! controller, runs assigned trials on per-device worker threads and reports
+//! their results. `main.rs` parses flags and calls [`run`]; `chimera run` and
+//! the tests call the same function.
+//!
+//! Architecture invariants: the agent never links the store; candle lives only
+//! in [`workloads`]; all agent state is owned by the one loop in this module
+//! (workers only run jobs and send outcomes back); a finished result stays in
+//! the outbox until the controller acknowledges it, across reconnects.
+
+pub mod discovery;
+pub mod harness;
+pub mod worker;
+pub mod workloads;
+
+use anyhow::Context;
+use chimera_domain::params::params_from_proto;
+use chimera_proto::v1 as proto;
+use chimera_proto::v1::agent_service_client::AgentServiceClient;
+use proto::agent_message::Msg as Up;
+use proto::controller_message::Msg as Down;
+use rand::Rng;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use worker::{Job, Outcome, Worker};
+
+/// Results kept for delivery while the controller is unreachable; beyond it the
+/// oldest is dropped (and logged).
+pub const MAX_OUTBOX: usize = 10_000;
+const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Agent settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Controller URL (`http://host:50051`).
+    pub controller: String,
+    /// This agent's name, unique in the fleet.
+    pub name: String,
+    /// First reconnect delay; doubles up to `max_backoff`, with jitter.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Config {
+    /// Settings with the default backoff.
+    pub fn new(controller: impl Into<String>, name: impl Into<String>) -> Self {
+        Config {
+            controller: controller.into(),
+            name: name.into(),
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Features compiled into this build.
+pub fn features() -> Vec<String> {
+    let mut f = vec!["cpu".to_owned(), "nvml".to_owned()];
+    if cfg!(feature = "cuda") {
+        f.push("cuda".to_owned());
+    }
+    f
+}
+
+/// The machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "agent".to_owned())
+}
+
+fn ref_key(r: &proto::TrialRef) -> (String, String, u32) {
+    (r.sweep_id.clone(), r.trial_id.clone(), r.attempt)
+}
+
+struct Running {
+    trial: proto::TrialRef,
+    cancel: Arc<AtomicBool>,
+}
+
+/// Everything the agent knows, owned by the loop.
+struct State {
+    devices: Vec<proto::Device>,
+    workers: HashMap<String, Worker>,
+    running: HashMap<String, Running>,
+    outbox: VecDeque<proto::AgentMessage>,
+    draining: bool,
+}
+
+enum SessionEnd {
+    /// Stop the agent (shutdown, or drained).
+    Exit,
+    /// Connect again; `welcomed` if the session got as far as a welcome.
+    Reconnect { welcomed: bool, why: String },
+}
+
+fn up(msg: Up) -> proto::AgentMessage {
+    proto::AgentMessage { msg: Some(msg) }
+}
+
+fn outbox_ref(m: &proto::AgentMessage) -> Option<&proto::TrialRef> {
+    match &m.msg {
+        Some(Up::Finished(f)) => f.trial.as_ref(),
+        Some(Up::Failed(f)) => f.trial.as_ref(),
+        _ => None,
+    }
+}
+
+impl State {
+    fn held(&self) -> Vec<proto::TrialRef> {
+        self.running
+            .values()
+            .map(|r| r.trial.clone())
+            .chain(self.outbox.iter().filter_map(outbox_ref).cloned())
+            .collect()
+    }
+
+    /// Records a finished trial and returns the message that reports it.
+    fn absorb(&mut self, o: Outcome) -> proto::AgentMessage {
+        self.running.remove(o.device_id());
+        let msg = match o {
+            Outcome::Finished {
+                trial,
+                metrics,
+                fingerprint,
+                wall_ms,
+                ..
+            } => up(Up::Finished(proto::TrialFinished {
+                trial: Some(trial),
+                metrics: metrics.into_iter().collect(),
+                fingerprint: Some((&fingerprint).into()),
+                wall_ms,
+            })),
+            Outcome::Failed { trial, reason, .. } => up(Up::Failed(proto::TrialFailed {
+                trial: Some(trial),
+                reason,
+            })),
+        };
+        if self.outbox.len() >= MAX_OUTBOX {
+            if let Some(old) = self.outbox.pop_front() {
+                warn!(trial = ?outbox_ref(&old), "outbox full: dropped the oldest undelivered result");
+            }
+        }
+        self.outbox.push_back(msg.clone());
+        msg
+    }
+
+    fn idle(&self) -> bool {
+        self.running.is_empty() && self.outbox.is_empty()
+    }
+
+    /// Starts an assigned trial; returns the message to send (started or failed).
+    fn assign(&mut self, a: proto::AssignTrial) -> Option<proto::AgentMessage> {
+        let trial = a.trial?;
+        let fail = |trial: proto::TrialRef, reason: String| {
+            warn!(trial = %trial.trial_id, %reason, "refused assignment");
+            Some(up(Up::Failed(proto::TrialFailed {
+                trial: Some(trial),
+                reason,
+            })))
+        };
+        if self.draining {
+            return fail(trial, "agent is draining".into());
+        }
+        let Some(worker) = self.workers.get(&a.device_id) else {
+            return fail(trial, format!("device `{}` cannot run trials on this agent", a.device_id));
+        };
+        if let Some(busy) = self.running.get(&a.device_id) {
+            return fail(
+                trial,
+                format!("device `{}` is busy with trial {}", a.device_id, busy.trial.trial_id),
+            );
+        }
+        let params = match params_from_proto(&a.params) {
+            Ok(p) => p,
+            Err(e) => return fail(trial, e.to_string()),
+        };
+        let settings = a.harness.map_or_else(harness::Settings::default, |h| harness::Settings {
+            warmup_iters: h.warmup_iters,
+            min_iters: h.min_iters.max(1),
+            min_time: Duration::from_millis(h.min_time_ms.into()),
+            max_time: Duration::from_millis(h.max_time_ms.max(h.min_time_ms).into()),
+        });
+        let cancel = Arc::new(AtomicBool::new(false));
+        let job = Job {
+            trial: trial.clone(),
+            device_id: a.device_id.clone(),
+            workload: a.workload,
+            params,
+            settings,
+            cancel: cancel.clone(),
+        };
+        if let Err(e) = worker.start(job) {
+            return fail(trial, e);
+        }
+        info!(sweep = %trial.sweep_id, trial = %trial.trial_id, attempt = trial.attempt, device = %a.device_id, "trial started");
+        self.running.insert(
+            a.device_id,
+            Running {
+                trial: trial.clone(),
+                cancel,
+            },
+        );
+        Some(up(Up::Started(proto::TrialStarted { trial: Some(trial) })))
+    }
+
+    fn cancel(&mut self, r: &proto::TrialRef) {
+        for run in self.running.values() {
+            if run.trial.sweep_id == r.sweep_id && run.trial.trial_id == r.trial_id {
+                info!(trial = %r.trial_id, "cancelling trial");
+                run.cancel.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn cancel_all(&self) {
+        for run in self.running.values() {
+            run.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Checks an agent name: 1 to 64 characters of `[A-Za-z0-9._-]`.
+pub fn check_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    anyhow::ensure!(
+        ok,
+        "agent name `{name}` is not valid: use 1 to 64 characters of letters, digits, `.`, `_`, `-`"
+    );
+    Ok(())
+}
+
+/// Runs the agent until `shutdown` is cancelled or the controller drains it.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    check_name(&config.name)?;
+    tonic::transport::Endpoint::from_shared(config.controller.clone())
+        .with_context(|| format!("parse controller URL `{}`", config.controller))?;
+    let devices = discovery::discover();
+    let (done_tx, mut done_rx) = mpsc::channel::<Outcome>(256);
+    let mut workers = HashMap::new();
+    for d in devices.iter().filter(|d| !d.capabilities.is_empty()) {
+        workers.insert(
+            d.id.clone(),
+            Worker::spawn(&d.id, done_tx.clone()).context("start a device worker thread")?,
+        );
+    }
+    for d in &devices {
+        info!(device = %d.id, class = %d.device_class, capabilities = d.capabilities.len(), "device");
+    }
+    let mut state = State {
+        devices,
+        workers,
+        running: HashMap::new(),
+        outbox: VecDeque::new(),
+        draining: false,
+    };
+    let mut delay = config.min_backoff;
+    loop {
+        let end = session(&config, &mut state, &mut done_rx, &shutdown).await;
+        match end {
+            Ok(SessionEnd::Exit) => break,
+            Ok(SessionEnd::Reconnect { welcomed, why }) => {
+                if welcomed {
+                    delay = config.min_backoff;
+                }
+                warn!(controller = %config.controller, reason = %why, "disconnected; reconnecting");
+            }
+            Err(e) => warn!(controller = %config.controller, error = %format!("{e:#}"), "cannot reach the controller"),
+        }
+        // Full jitter in [delay/2, delay], then double up to the cap.
+        let jittered = delay.mul_f64(rand::rng().random_range(0.5..=1.0));
+        delay = (delay * 2).min(config.max_backoff);
+        let sleep = tokio::time::sleep(jittered);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                _ = shutdown.cancelled() => break,
+                Some(o) = done_rx.recv() => { state.absorb(o); }
+            }
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    state.cancel_all();
+    if !state.outbox.is_empty() || !state.running.is_empty() {
+        warn!(
+            undelivered = state.outbox.len(),
+            running = state.running.len(),
+            "stopping with trials the controller will reassign"
+        );
+    }
+    Ok(())
+}
+
+async fn session(
+    config: &Config,
+    state: &mut State,
+    done_rx: &mut mpsc::Receiver<Outcome>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<SessionEnd> {
+    let endpoint = tonic::transport::Endpoint::from_shared(config.controller.clone())?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let channel = tokio::select! {
+        c = endpoint.connect() => c.context("connect")?,
+        _ = shutdown.cancelled() => return Ok(SessionEnd::Exit),
+    };
+    let mut client = AgentServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (out, out_rx) = mpsc::channel::<proto::AgentMessage>(1024);
+    let hello = up(Up::Hello(proto::Hello {
+        agent_name: config.name.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        hostname: hostname(),
+        devices: state.devices.clone(),
+        features: features(),
+        running: state.held(),
+    }));
+    out.send(hello).await.context("queue hello")?;
+    let mut inbound = client
+        .session(ReceiverStream::new(out_rx))
+        .await
+        .context("open the session")?
+        .into_inner();
+    let welcome = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
+        Ok(Ok(Some(proto::ControllerMessage {
+            msg: Some(Down::Welcome(w)),
+        }))) => w,
+        Ok(Ok(other)) => anyhow::bail!("expected a welcome, got {other:?}"),
+        Ok(Err(status)) => anyhow::bail!("controller refused the session: {}", status.message()),
+        Err(_) => anyhow::bail!("no welcome within 10 s"),
+    };
+    info!(controller = %config.controller, lease_ttl_ms = welcome.lease_ttl_ms, "connected");
+    for msg in state.outbox.iter().cloned() {
+        out.send(msg).await.context("resend buffered results")?;
+    }
+    let period = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(50, 60_000).into());
+    let mut heartbeat = tokio::time::interval(period);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reconnect = |why: String| {
+        Ok(SessionEnd::Reconnect {
+            welcomed: true,
+            why,
+        })
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(SessionEnd::Exit),
+            msg = inbound.message() => {
+                let msg = match msg {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return reconnect("controller closed the stream".into()),
+                    Err(status) => return reconnect(format!("stream error: {}", status.message())),
+                };
+                match msg.msg {
+                    Some(Down::Assign(a)) => {
+                        if let Some(reply) = state.assign(a) {
+                            if out.send(reply).await.is_err() {
+                                return reconnect("outbound stream closed".into());
+                            }
+                        }
+                    }
+                    Some(Down::Cancel(c)) => {
+                        if let Some(r) = c.trial {
+                            state.cancel(&r);
+                        }
+                    }
+                    Some(Down::Ack(ack)) => {
+                        if let Some(r) = ack.trial {
+                            if !ack.accepted {
+                                warn!(trial = %r.trial_id, attempt = r.attempt, reason = %ack.reason, "controller refused a result");
+                            }
+                            let key = ref_key(&r);
+                            state.outbox.retain(|m| outbox_ref(m).map(ref_key) != Some(key.clone()));
+                        }
+                    }
+                    Some(Down::Drain(_)) => {
+                        info!("draining: finishing running trials, taking no new ones");
+                        state.draining = true;
+                    }
+                    Some(Down::Welcome(_)) | None => {}
+                }
+            }
+            Some(o) = done_rx.recv() => {
+                let msg = state.absorb(o);
+                if out.send(msg).await.is_err() {
+                    return reconnect("outbound stream closed".into());
+                }
+            }
+            _ = heartbeat.tick() => {
+                let hb = up(Up::Heartbeat(proto::Heartbeat {
+                    running: state.running.values().map(|r| r.trial.clone()).collect(),
+                }));
+                if out.send(hb).await.is_err() {
+                    return reconnect("outbound stream closed".into());
+                }
+            }
+        }
+        if state.draining && state.idle() {
+            info!("drained: every result delivered, stopping");
+            return Ok(SessionEnd::Exit);
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! `chimera-agent`: parses flags and runs [`chimera_agent::run`].
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// Chimera's agent: runs benchmark trials on this machine's devices for a controller.
+#[derive(Parser, Debug)]
+#[command(name = "chimera-agent", version)]
+struct Args {
+    /// Controller URL.
+    #[arg(long, env = "CHIMERA_CONTROLLER", default_value = "http://127.0.0.1:50051")]
+    controller: String,
+    /// This agent's name, unique in the fleet (default: the host name).
+    #[arg(long, env = "CHIMERA_AGENT_NAME")]
+    name: Option<String>,
+    /// Print the devices this agent would offer (id, class, memory bytes, capabilities; tab-separated) and exit.
+    #[arg(long)]
+    list_devices: bool,
+}
+
+/// First Ctrl-C / SIGTERM: graceful; second: immediate exit.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            tracing::error!("cannot listen for SIGTERM");
+            return;
+        };
+        for n in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if n == 0 {
+                tracing::info!("shutting down (signal again to force)");
+                t.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+    token
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if args.list_devices {
+        for d in chimera_agent::discovery::discover() {
+            println!(
+                "{}\t{}\t{}\t{}",
+                d.id,
+                d.device_class,
+                d.memory_bytes,
+                d.capabilities.join(",")
+            );
+        }
+        return;
+    }
+    let config = chimera_agent::Config::new(
+        args.controller,
+        args.name.unwrap_or_else(chimera_agent::hostname),
+    );
+    if let Err(e) = chimera_agent::run(config, shutdown_on_signal()).await {
+        eprintln!("chimera-agent: failed to {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,324 @@
+//! `chimera`: the operator's command line.
+
+mod output;
+mod run;
+mod watch;
+
+use anyhow::{bail, Context};
+use chimera_domain::results::{ResultsFile, SweepSummary, TrialRecord};
+use chimera_proto::v1 as proto;
+use chimera_proto::v1::operator_service_client::OperatorServiceClient;
+use clap::{Parser, Subcommand, ValueEnum};
+use output::Format;
+use std::path::{Path, PathBuf};
+use tonic::transport::Channel;
+
+/// Chimera: a fleet-wide lab for LLM inference performance.
+#[derive(Parser, Debug)]
+#[command(name = "chimera", version)]
+struct Cli {
+    /// Controller URL.
+    #[arg(long, global = true, env = "CHIMERA_CONTROLLER", default_value = "http://127.0.0.1:50051")]
+    controller: String,
+    /// Output format of listing commands.
+    #[arg(long, short, global = true, value_enum, default_value_t = OutputArg::Table)]
+    output: OutputArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OutputArg {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Submit, list, inspect, watch and cancel sweeps.
+    #[command(subcommand)]
+    Sweep(SweepCmd),
+    /// List or drain agents.
+    #[command(subcommand)]
+    Agents(AgentsCmd),
+    /// Every trial of a sweep with its metrics.
+    Results {
+        /// Sweep id.
+        sweep: String,
+    },
+    /// Configurations x device classes for one metric, best per class marked.
+    Compare {
+        /// Sweep id, or the path of a results.json written by `chimera run`.
+        sweep: String,
+        /// Metric to compare.
+        #[arg(long, short, default_value = "gflop_per_s")]
+        metric: String,
+    },
+    /// Run a sweep on an in-process controller and local agent, print the
+    /// comparison and write DIR/results.json.
+    Run {
+        /// Sweep spec (YAML).
+        file: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "chimera-run")]
+        out: PathBuf,
+        /// Metric the printed comparison shows.
+        #[arg(long, short, default_value = "gflop_per_s")]
+        metric: String,
+    },
+    /// `chimera run examples/quickstart.yaml --out chimera-demo`.
+    Demo {
+        /// Output directory.
+        #[arg(long, default_value = "chimera-demo")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SweepCmd {
+    /// Submit a sweep spec; prints only the new sweep's id on stdout.
+    Submit {
+        file: PathBuf,
+        /// Wait until every trial finished, showing progress on stderr. Exits 2
+        /// if any trial failed or was cancelled.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Every sweep, newest first.
+    List,
+    /// One sweep's progress.
+    Status { sweep: String },
+    /// Follow a sweep's progress until it finishes.
+    Watch { sweep: String },
+    /// Cancel a sweep's unfinished trials.
+    Cancel { sweep: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentsCmd {
+    /// Connected agents and their devices.
+    List,
+    /// Stop assigning to an agent; it finishes its trials and exits.
+    Drain { name: String },
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli).await {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("chimera: failed to {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Connects to the controller.
+pub async fn connect(url: &str) -> anyhow::Result<OperatorServiceClient<Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("parse controller URL `{url}`"))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("reach the controller at {url}"))?;
+    Ok(OperatorServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(4 << 20))
+}
+
+/// A gRPC status as an error that says what the controller said.
+pub fn status(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
+    move |s| anyhow::anyhow!("{what}: {}", s.message())
+}
+
+/// Reads a spec file.
+pub fn read_spec(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("read sweep spec {}", path.display()))
+}
+
+/// The results of a sweep held by a controller.
+pub async fn fetch_results(
+    client: &mut OperatorServiceClient<Channel>,
+    sweep: &str,
+) -> anyhow::Result<ResultsFile> {
+    let s = client
+        .get_sweep(proto::GetSweepRequest {
+            sweep_id: sweep.to_owned(),
+        })
+        .await
+        .map_err(status("get the sweep"))?
+        .into_inner();
+    let trials = client
+        .list_trials(proto::ListTrialsRequest {
+            sweep_id: sweep.to_owned(),
+        })
+        .await
+        .map_err(status("list the sweep's trials"))?
+        .into_inner()
+        .trials
+        .into_iter()
+        .map(TrialRecord::try_from)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("read the controller's answer: {e}"))?;
+    Ok(ResultsFile::new(
+        SweepSummary {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            workload: s.workload.clone(),
+            state: output::sweep_state(s.state).to_owned(),
+            created_unix_ms: s.created_unix_ms,
+        },
+        trials,
+    ))
+}
+
+fn load_results_file(path: &Path) -> anyhow::Result<ResultsFile> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let file: ResultsFile =
+        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    if file.format != chimera_domain::results::RESULTS_FORMAT
+        || file.version > chimera_domain::results::RESULTS_VERSION
+    {
+        bail!(
+            "{}: format `{}` version {} is not a results file this build reads ({} version <= {})",
+            path.display(),
+            file.format,
+            file.version,
+            chimera_domain::results::RESULTS_FORMAT,
+            chimera_domain::results::RESULTS_VERSION
+        );
+    }
+    Ok(file)
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let fmt = match cli.output {
+        OutputArg::Table => Format::Table,
+        OutputArg::Json => Format::Json,
+        OutputArg::Csv => Format::Csv,
+    };
+    let url = cli.controller;
+    match cli.command {
+        Command::Sweep(cmd) => sweep(cmd, &url, fmt).await,
+        Command::Agents(AgentsCmd::List) => {
+            let mut client = connect(&url).await?;
+            let agents = client
+                .list_agents(proto::ListAgentsRequest {})
+                .await
+                .map_err(status("list agents"))?
+                .into_inner()
+                .agents;
+            output::agents(&agents, fmt)?;
+            Ok(0)
+        }
+        Command::Agents(AgentsCmd::Drain { name }) => {
+            let mut client = connect(&url).await?;
+            let agent = client
+                .drain_agent(proto::DrainAgentRequest { name })
+                .await
+                .map_err(status("drain the agent"))?
+                .into_inner();
+            output::agents(&[agent], fmt)?;
+            Ok(0)
+        }
+        Command::Results { sweep } => {
+            let mut client = connect(&url).await?;
+            let results = fetch_results(&mut client, &sweep).await?;
+            output::results(&results, fmt)?;
+            Ok(0)
+        }
+        Command::Compare { sweep, metric } => {
+            let path = Path::new(&sweep);
+            let results = if path.is_file() {
+                load_results_file(path)?
+            } else {
+                let mut client = connect(&url).await?;
+                fetch_results(&mut client, &sweep).await?
+            };
+            let cmp = chimera_domain::compare::compare(&results.trials, &metric);
+            output::comparison(&cmp, fmt)?;
+            Ok(0)
+        }
+        Command::Run { file, out, metric } => {
+            let spec = read_spec(&file)?;
+            run::run(&spec, &file.display().to_string(), &out, &metric, fmt).await
+        }
+        Command::Demo { out } => {
+            run::run(
+                run::QUICKSTART,
+                "examples/quickstart.yaml",
+                &out,
+                "gflop_per_s",
+                fmt,
+            )
+            .await
+        }
+    }
+}
+
+async fn sweep(cmd: SweepCmd, url: &str, fmt: Format) -> anyhow::Result<i32> {
+    let mut client = connect(url).await?;
+    match cmd {
+        SweepCmd::Submit { file, wait } => {
+            let spec = read_spec(&file)?;
+            let resp = client
+                .submit_sweep(proto::SubmitSweepRequest {
+                    spec_yaml: spec,
+                    source_name: file.display().to_string(),
+                })
+                .await
+                .map_err(status("submit the sweep"))?
+                .into_inner();
+            println!("{}", resp.sweep_id);
+            eprintln!("submitted sweep {} ({} trials)", resp.sweep_id, resp.trials);
+            if wait {
+                let last = watch::watch(&mut client, &resp.sweep_id).await?;
+                return Ok(watch::exit_code(&last));
+            }
+            Ok(0)
+        }
+        SweepCmd::List => {
+            let sweeps = client
+                .list_sweeps(proto::ListSweepsRequest {})
+                .await
+                .map_err(status("list sweeps"))?
+                .into_inner()
+                .sweeps;
+            output::sweeps(&sweeps, fmt)?;
+            Ok(0)
+        }
+        SweepCmd::Status { sweep } => {
+            let s = client
+                .get_sweep(proto::GetSweepRequest { sweep_id: sweep })
+                .await
+                .map_err(status("get the sweep"))?
+                .into_inner();
+            output::sweeps(&[s], fmt)?;
+            Ok(0)
+        }
+        SweepCmd::Watch { sweep } => {
+            let last = watch::watch(&mut client, &sweep).await?;
+            output::sweeps(&[last.clone()], fmt)?;
+            Ok(watch::exit_code(&last))
+        }
+        SweepCmd::Cancel { sweep } => {
+            let s = client
+                .cancel_sweep(proto::CancelSweepRequest { sweep_id: sweep })
+                .await
+                .map_err(status("cancel the sweep"))?
+                .into_inner();
+            output::sweeps(&[s], fmt)?;
+            Ok(0)
+        }
+    }
+}

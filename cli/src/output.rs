@@ -1,0 +1,271 @@
+//! Printing: every listing as a table, JSON or CSV on stdout. Numbers carry
+//! their unit in the column header.
+
+use chimera_domain::compare::Comparison;
+use chimera_domain::metrics;
+use chimera_domain::params::label;
+use chimera_domain::results::ResultsFile;
+use chimera_proto::v1 as proto;
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, ContentArrangement, Table};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::io::Write;
+
+/// How a listing is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// A sweep state's name.
+pub fn sweep_state(s: i32) -> &'static str {
+    match proto::SweepState::try_from(s) {
+        Ok(proto::SweepState::Running) => "running",
+        Ok(proto::SweepState::Done) => "done",
+        Ok(proto::SweepState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.iter().map(Cell::new));
+    t
+}
+
+fn emit(fmt: Format, header: &[&str], rows: Vec<Vec<String>>, json: serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match fmt {
+        Format::Table => {
+            let mut t = table(header);
+            for r in rows {
+                t.add_row(r);
+            }
+            writeln!(out, "{t}")?;
+        }
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?,
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(header)?;
+            for r in rows {
+                w.write_record(&r)?;
+            }
+            w.flush()?;
+        }
+    }
+    Ok(())
+}
+
+
+/// Sweeps.
+pub fn sweeps(list: &[proto::Sweep], fmt: Format) -> anyhow::Result<()> {
+    let header = [
+        "id", "name", "workload", "state", "total", "pending", "running", "succeeded", "failed",
+        "cancelled", "created_unix_s",
+    ];
+    let rows = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.name.clone(),
+                s.workload.clone(),
+                sweep_state(s.state).to_owned(),
+                s.trials_total.to_string(),
+                s.trials_pending.to_string(),
+                s.trials_running.to_string(),
+                s.trials_succeeded.to_string(),
+                s.trials_failed.to_string(),
+                s.trials_cancelled.to_string(),
+                (s.created_unix_ms / 1000).to_string(),
+            ]
+        })
+        .collect();
+    let js = list
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id, "name": s.name, "workload": s.workload, "state": sweep_state(s.state),
+                "created_unix_ms": s.created_unix_ms,
+                "trials": {"total": s.trials_total, "pending": s.trials_pending, "running": s.trials_running,
+                           "succeeded": s.trials_succeeded, "failed": s.trials_failed, "cancelled": s.trials_cancelled},
+            })
+        })
+        .collect();
+    emit(fmt, &header, rows, serde_json::Value::Array(js))
+}
+
+/// Agents.
+pub fn agents(list: &[proto::Agent], fmt: Format) -> anyhow::Result<()> {
+    let header = [
+        "name", "hostname", "version", "connected", "draining", "device", "device_class",
+        "memory_GiB", "running", "last_seen_ms",
+    ];
+    let mut rows = Vec::new();
+    for a in list {
+        for d in &a.devices {
+            rows.push(vec![
+                a.name.clone(),
+                a.hostname.clone(),
+                a.version.clone(),
+                a.connected.to_string(),
+                a.draining.to_string(),
+                d.id.clone(),
+                d.device_class.clone(),
+                format!("{:.1}", d.memory_bytes as f64 / (1u64 << 30) as f64),
+                a.running
+                    .iter()
+                    .map(|r| format!("{}/{}#{}", r.sweep_id, r.trial_id, r.attempt))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                a.last_seen_ms_ago.to_string(),
+            ]);
+        }
+    }
+    let js = list
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.name, "hostname": a.hostname, "version": a.version, "features": a.features,
+                "connected": a.connected, "draining": a.draining, "last_seen_ms_ago": a.last_seen_ms_ago,
+                "running": a.running.iter().map(|r| json!({"sweep_id": r.sweep_id, "trial_id": r.trial_id, "attempt": r.attempt})).collect::<Vec<_>>(),
+                "devices": a.devices.iter().map(|d| json!({
+                    "id": d.id, "kind": d.kind, "vendor": d.vendor, "model": d.model, "device_class": d.device_class,
+                    "memory_bytes": d.memory_bytes, "cores": d.cores, "compute_capability": d.compute_capability,
+                    "driver_version": d.driver_version, "capabilities": d.capabilities,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    emit(fmt, &header, rows, serde_json::Value::Array(js))
+}
+
+fn num(v: Option<&f64>) -> String {
+    v.map(|v| format!("{v:.4}")).unwrap_or_default()
+}
+
+/// Every trial of a sweep.
+pub fn results(r: &ResultsFile, fmt: Format) -> anyhow::Result<()> {
+    if fmt == Format::Json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    if fmt == Format::Csv {
+        // One column per parameter and per metric seen in any trial.
+        let params: BTreeSet<&String> = r.trials.iter().flat_map(|t| t.params.keys()).collect();
+        let mets: BTreeSet<&String> = r.trials.iter().flat_map(|t| t.metrics.keys()).collect();
+        let mut header: Vec<String> = [
+            "id", "state", "device_class", "config_index", "repeat", "attempt", "agent", "device_id",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        header.extend(params.iter().map(|p| format!("param.{p}")));
+        header.extend(mets.iter().map(|m| m.to_string()));
+        header.push("error".into());
+        let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+        w.write_record(&header)?;
+        for t in &r.trials {
+            let mut row = vec![
+                t.id.clone(),
+                t.state.name().to_owned(),
+                t.device_class.clone(),
+                t.config_index.to_string(),
+                t.repeat.to_string(),
+                t.attempt.to_string(),
+                t.agent.clone().unwrap_or_default(),
+                t.device_id.clone().unwrap_or_default(),
+            ];
+            row.extend(params.iter().map(|p| t.params.get(*p).map(|v| v.to_string()).unwrap_or_default()));
+            row.extend(mets.iter().map(|m| t.metrics.get(*m).map(|v| v.to_string()).unwrap_or_default()));
+            row.push(t.error.clone().unwrap_or_default());
+            w.write_record(&row)?;
+        }
+        w.flush()?;
+        return Ok(());
+    }
+    let header = [
+        "trial", "state", "device_class", "config", "GFLOP/s", "p50 ms", "p99 ms", "cov",
+        "iters", "attempt", "agent", "error",
+    ];
+    let rows = r
+        .trials
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.state.name().to_owned(),
+                t.device_class.clone(),
+                label(&t.params),
+                num(t.metrics.get(metrics::GFLOP_PER_S)),
+                num(t.metrics.get(metrics::LATENCY_MS_P50)),
+                num(t.metrics.get(metrics::LATENCY_MS_P99)),
+                num(t.metrics.get(metrics::COV)),
+                t.metrics
+                    .get(metrics::ITERATIONS)
+                    .map(|v| format!("{v:.0}"))
+                    .unwrap_or_default(),
+                t.attempt.to_string(),
+                t.agent.clone().unwrap_or_default(),
+                t.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    emit(fmt, &header, rows, serde_json::Value::Null)
+}
+
+/// A comparison: configurations x classes, best per class marked with `*`.
+pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
+    if fmt == Format::Json {
+        println!("{}", serde_json::to_string_pretty(c)?);
+        return Ok(());
+    }
+    let unit = if c.unit.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", c.unit)
+    };
+    let mut header = vec!["config".to_owned()];
+    for class in &c.classes {
+        header.push(format!("{class}{unit}"));
+        if fmt == Format::Table {
+            header.push("vs best".into());
+        }
+    }
+    let rows = c
+        .rows
+        .iter()
+        .map(|r| {
+            let mut row = vec![r.config.clone()];
+            for cell in &r.cells {
+                match cell {
+                    Some(cell) if fmt == Format::Table => {
+                        row.push(format!("{:.3}{}", cell.value, if cell.best { " *" } else { "" }));
+                        row.push(format!("{:.2}x", cell.ratio_to_best));
+                    }
+                    Some(cell) => row.push(cell.value.to_string()),
+                    None if fmt == Format::Table => {
+                        row.push("-".into());
+                        row.push(String::new());
+                    }
+                    None => row.push(String::new()),
+                }
+            }
+            row
+        })
+        .collect();
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    emit(fmt, &header_refs, rows, serde_json::Value::Null)?;
+    if fmt == Format::Table {
+        println!(
+            "{} ({}): median over repeats; * = best per device class",
+            c.metric,
+            if c.higher_is_better { "higher is better" } else { "lower is better" }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The Chimera controller: accepts sweeps, schedules their trials onto agents,
+//! records results. `main.rs` parses flags and calls [`serve`]; tests and
+//! `chimera run` call the same function.
+//!
+//! Architecture invariants: the controller never links candle; only
+//! [`store`] talks to a storage backend; only [`scheduler`] mutates scheduling state.
+
+pub mod agent_service;
+pub mod error;
+pub mod keys;
+pub mod operator_service;
+pub mod scheduler;
+pub mod store;
+
+use anyhow::Context;
+use chimera_proto::v1::agent_service_server::AgentServiceServer;
+use chimera_proto::v1::operator_service_server::OperatorServiceServer;
+use scheduler::{Scheduler, SchedulerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// Largest gRPC message accepted or sent, bytes.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Controller settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// An agent silent this long loses its lease and its running trials.
+    pub lease_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("chimera-data"),
+            lease_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Binds the listen address. Without TLS (not yet built) a non-loopback address
+/// needs `allow_insecure`, so nobody exposes the API by accident.
+pub async fn bind(addr: SocketAddr, allow_insecure: bool) -> anyhow::Result<TcpListener> {
+    if !addr.ip().is_loopback() && !allow_insecure {
+        anyhow::bail!(
+            "--listen {addr}: the controller has no TLS yet, so it listens on loopback only; \
+             pass --allow-insecure to listen on {} anyway (trusted networks only)",
+            addr.ip()
+        );
+    }
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("bind {addr}"))
+}
+
+/// Runs the controller on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(
+        store::embedded::EmbeddedStore::open(&config.data_dir)
+            .with_context(|| format!("open store in {}", config.data_dir.display()))?,
+    );
+    let (events, _) = broadcast::channel(4096);
+    let scheduler = Scheduler::recover(
+        store.clone(),
+        SchedulerConfig {
+            lease_ttl: config.lease_ttl,
+        },
+        events.clone(),
+    )
+    .await
+    .context("recover state from the store")?;
+    let (commands, rx) = mpsc::channel(8192);
+    let sched_token = shutdown.child_token();
+    let mut sched = tokio::spawn(scheduler.run(rx, sched_token.clone()));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<OperatorServiceServer<operator_service::OperatorApi>>()
+        .await;
+    health
+        .set_serving::<AgentServiceServer<agent_service::AgentApi>>()
+        .await;
+    let operator = OperatorServiceServer::new(operator_service::OperatorApi {
+        commands: commands.clone(),
+        store: store.clone(),
+        events,
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let agents = AgentServiceServer::new(agent_service::AgentApi { commands })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let addr = listener.local_addr().context("listener address")?;
+    info!(%addr, data_dir = %config.data_dir.display(), "controller serving");
+    let server_token = shutdown.clone();
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(health_service)
+        .add_service(operator)
+        .add_service(agents)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            server_token.cancelled().await
+        });
+    tokio::select! {
+        r = server => {
+            r.context("grpc server")?;
+            sched_token.cancel();
+            match tokio::time::timeout(Duration::from_secs(5), &mut sched).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => Err(anyhow::anyhow!("scheduler task: {e}")),
+                Err(_) => Ok(()),
+            }
+        }
+        r = &mut sched => {
+            // The scheduler only stops early when the store failed: stop serving.
+            shutdown.cancel();
+            let r = r.map_err(|e| anyhow::anyhow!("scheduler task: {e}"))?;
+            if let Err(e) = &r {
+                error!(error = %format!("{e:#}"), "scheduler stopped");
+            }
+            r
+        }
+    }
+}

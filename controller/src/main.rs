@@ -1,0 +1,103 @@
+//! `chimera-controller`: parses flags and runs [`chimera_controller::serve`].
+
+use anyhow::Context;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Chimera's controller: schedules trials onto agents and records their results.
+#[derive(Parser, Debug)]
+#[command(name = "chimera-controller", version)]
+struct Args {
+    /// Address to listen on (`127.0.0.1:0` picks a free port; the address is printed).
+    #[arg(long, env = "CHIMERA_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Directory of the embedded store (created if missing).
+    #[arg(long, env = "CHIMERA_DATA_DIR", default_value = "chimera-data")]
+    data_dir: PathBuf,
+    /// An agent silent this long loses its lease and its trials, e.g. `10s`, `1500ms`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    lease_ttl: Duration,
+    /// Listen on a non-loopback address without TLS (trusted networks only).
+    #[arg(long)]
+    allow_insecure: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like `10s` or `500ms`"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("`{s}`: unit must be ms, s or m")),
+    };
+    if d < Duration::from_millis(200) {
+        return Err(format!("`{s}` is too short: at least 200ms"));
+    }
+    Ok(d)
+}
+
+/// First Ctrl-C / SIGTERM: graceful; second: immediate exit.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        for n in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if n == 0 {
+                tracing::info!("shutting down (signal again to force)");
+                t.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+    token
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Args::parse()).await {
+        eprintln!("chimera-controller: failed to {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let listener = chimera_controller::bind(args.listen, args.allow_insecure).await?;
+    let addr = listener.local_addr().context("read the bound address")?;
+    // The one line on stdout: scripts and tests read the address from it.
+    println!("chimera-controller listening on http://{addr}");
+    let config = chimera_controller::Config {
+        data_dir: args.data_dir,
+        lease_ttl: args.lease_ttl,
+    };
+    chimera_controller::serve(listener, config, shutdown_on_signal())
+        .await
+        .context("run the controller")
+}

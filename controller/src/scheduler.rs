@@ -1,0 +1,1192 @@
+//! The scheduler: one task that owns all live state (agents, devices, queues,
+//! non-terminal trials, sweep progress) and is fed commands over a bounded channel.
+//!
+//! Architecture invariants:
+//! - Only this loop mutates scheduling state; services talk to it by [`Command`].
+//! - Commands are handled in batches: every change a batch makes goes to the store
+//!   in **one** transaction (group commit), and only after that commit are agents
+//!   messaged, callers answered and watchers told. Nothing is acknowledged before
+//!   it is durable; a store write that fails stops the controller (it recovers
+//!   from the store on restart) rather than let memory and store disagree.
+//! - No scan of the store per assignment: pending trials wait in a FIFO per device
+//!   class, free devices sit in an index per class; assignment is a pop from each.
+//! - An attempt number fences every trial: a report for any attempt but the
+//!   current one, or from another agent, is refused.
+
+use crate::error::ApiError;
+use crate::keys;
+use crate::store::{LeaseId, Op, Store, Txn};
+use chimera_domain::params::params_to_proto;
+use chimera_domain::results::{Fingerprint, TrialRecord, TrialState};
+use chimera_domain::spec::{find_line, Harness, ParsedSweep, Placement, SpecError, Target};
+use chimera_domain::{AgentId, SweepId, TrialId};
+use chimera_proto::v1 as proto;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Queue name of trials that may run on any matching device (placement `any`).
+const ANY: &str = "*";
+/// Most commands handled (and committed) together.
+const MAX_BATCH: usize = 512;
+
+/// A trial's identity: its sweep and its id within the sweep.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrialKey {
+    pub sweep: SweepId,
+    pub trial: TrialId,
+}
+
+/// One attempt of one trial, as an agent names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TrialRef {
+    pub key: TrialKey,
+    pub attempt: u32,
+}
+
+impl TrialRef {
+    fn to_proto(&self) -> proto::TrialRef {
+        proto::TrialRef {
+            sweep_id: self.key.sweep.0.clone(),
+            trial_id: self.key.trial.0.clone(),
+            attempt: self.attempt,
+        }
+    }
+}
+
+/// A validated `hello`.
+#[derive(Clone, Debug)]
+pub struct Hello {
+    pub name: AgentId,
+    pub version: String,
+    pub hostname: String,
+    pub devices: Vec<proto::Device>,
+    pub features: Vec<String>,
+    pub running: Vec<TrialRef>,
+}
+
+/// What an agent reported on its stream.
+#[derive(Clone, Debug)]
+pub enum AgentEvent {
+    Heartbeat,
+    Started(TrialRef),
+    Finished {
+        trial: TrialRef,
+        metrics: BTreeMap<String, f64>,
+        fingerprint: Fingerprint,
+        wall_ms: f64,
+    },
+    Failed {
+        trial: TrialRef,
+        reason: String,
+    },
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// A request to the scheduler.
+pub enum Command {
+    /// An agent opened a stream; the reply is its session number.
+    Hello {
+        hello: Hello,
+        tx: mpsc::Sender<proto::ControllerMessage>,
+        reply: Reply<u64>,
+    },
+    /// An agent sent a message on session `session`.
+    Agent {
+        agent: AgentId,
+        session: u64,
+        event: AgentEvent,
+    },
+    /// An agent's stream ended.
+    Gone { agent: AgentId, session: u64 },
+    /// Store and schedule a parsed sweep.
+    Submit {
+        parsed: Box<ParsedSweep>,
+        source: String,
+        reply: Reply<(SweepId, u32)>,
+    },
+    Cancel {
+        sweep: SweepId,
+        reply: Reply<proto::Sweep>,
+    },
+    GetSweep {
+        sweep: SweepId,
+        reply: Reply<proto::Sweep>,
+    },
+    ListSweeps {
+        reply: oneshot::Sender<Vec<proto::Sweep>>,
+    },
+    ListAgents {
+        reply: oneshot::Sender<Vec<proto::Agent>>,
+    },
+    Drain {
+        agent: AgentId,
+        reply: Reply<proto::Agent>,
+    },
+}
+
+/// A sweep as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SweepRecord {
+    pub id: String,
+    pub name: String,
+    pub workload: String,
+    pub spec_yaml: String,
+    pub created_unix_ms: i64,
+    /// `running`, `done` or `cancelled`.
+    pub state: String,
+    pub trials_total: u32,
+    pub harness: Harness,
+    pub placement: Placement,
+    pub target: Target,
+}
+
+/// An agent's registration as stored (attached to its lease).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct AgentRecord {
+    name: String,
+    hostname: String,
+    version: String,
+    device_classes: Vec<String>,
+}
+
+struct SweepMeta {
+    record: SweepRecord,
+    counts: HashMap<TrialState, u32>,
+}
+
+struct DeviceSlot {
+    device: proto::Device,
+    busy: Option<TrialKey>,
+}
+
+struct AgentState {
+    session: u64,
+    tx: Option<mpsc::Sender<proto::ControllerMessage>>,
+    hostname: String,
+    version: String,
+    features: Vec<String>,
+    devices: Vec<DeviceSlot>,
+    /// Non-terminal trials assigned to this agent.
+    trials: HashSet<TrialKey>,
+    deadline: Instant,
+    last_seen: Instant,
+    lease: LeaseId,
+    draining: bool,
+}
+
+/// Everything a batch does, applied after its store commit.
+#[derive(Default)]
+struct Effects {
+    ops: Vec<Op>,
+    sends: Vec<(mpsc::Sender<proto::ControllerMessage>, proto::ControllerMessage)>,
+    events: Vec<proto::SweepEvent>,
+    replies: Vec<Box<dyn FnOnce() + Send>>,
+    keepalives: Vec<LeaseId>,
+    revokes: Vec<LeaseId>,
+}
+
+impl Effects {
+    fn reply<T: Send + 'static>(&mut self, tx: oneshot::Sender<T>, value: T) {
+        self.replies.push(Box::new(move || {
+            let _ = tx.send(value);
+        }));
+    }
+}
+
+/// Scheduler settings.
+#[derive(Clone, Copy, Debug)]
+pub struct SchedulerConfig {
+    /// An agent silent this long loses its lease and its trials.
+    pub lease_ttl: Duration,
+}
+
+/// The scheduler's state; see the module docs.
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    config: SchedulerConfig,
+    agents: HashMap<AgentId, AgentState>,
+    sweeps: BTreeMap<SweepId, SweepMeta>,
+    live: HashMap<TrialKey, TrialRecord>,
+    queues: HashMap<String, VecDeque<TrialKey>>,
+    idle: HashMap<String, BTreeSet<(AgentId, usize)>>,
+    events: broadcast::Sender<proto::SweepEvent>,
+    next_session: u64,
+}
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing our own plain structs cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn sweep_state(s: &str) -> proto::SweepState {
+    match s {
+        "running" => proto::SweepState::Running,
+        "done" => proto::SweepState::Done,
+        "cancelled" => proto::SweepState::Cancelled,
+        _ => proto::SweepState::Unspecified,
+    }
+}
+
+fn capability(workload: &str, rec: &TrialRecord) -> String {
+    let op = rec.params.get("op").map(|v| v.to_string()).unwrap_or_default();
+    format!("{workload}/{op}")
+}
+
+impl Scheduler {
+    /// Rebuilds the scheduler from the store: sweeps, their progress, pending queues;
+    /// trials that were running wait one lease TTL for their agent to come back.
+    pub async fn recover(
+        store: Arc<dyn Store>,
+        config: SchedulerConfig,
+        events: broadcast::Sender<proto::SweepEvent>,
+    ) -> anyhow::Result<Self> {
+        let mut s = Scheduler {
+            store: store.clone(),
+            config,
+            agents: HashMap::new(),
+            sweeps: BTreeMap::new(),
+            live: HashMap::new(),
+            queues: HashMap::new(),
+            idle: HashMap::new(),
+            events,
+            next_session: 1,
+        };
+        for kv in store.range(keys::sweeps().as_bytes()).await?.kvs {
+            let record: SweepRecord = serde_json::from_slice(&kv.value).map_err(|e| {
+                anyhow::anyhow!("decode {}: {e}", String::from_utf8_lossy(&kv.key))
+            })?;
+            s.sweeps.insert(
+                SweepId(record.id.clone()),
+                SweepMeta {
+                    record,
+                    counts: HashMap::new(),
+                },
+            );
+        }
+        let deadline = Instant::now() + config.lease_ttl;
+        let mut held = 0;
+        for kv in store.range(keys::all_trials().as_bytes()).await?.kvs {
+            let rec: TrialRecord = serde_json::from_slice(&kv.value).map_err(|e| {
+                anyhow::anyhow!("decode {}: {e}", String::from_utf8_lossy(&kv.key))
+            })?;
+            let key = TrialKey {
+                sweep: SweepId(rec.sweep_id.clone()),
+                trial: TrialId(rec.id.clone()),
+            };
+            let Some(meta) = s.sweeps.get_mut(&key.sweep) else {
+                warn!(trial = %key.trial, sweep = %key.sweep, "trial without a sweep; ignored");
+                continue;
+            };
+            *meta.counts.entry(rec.state).or_default() += 1;
+            match rec.state {
+                TrialState::Pending => {
+                    s.queues
+                        .entry(rec.device_class.clone())
+                        .or_default()
+                        .push_back(key.clone());
+                }
+                TrialState::Assigned | TrialState::Running => {
+                    let name = AgentId(rec.agent.clone().unwrap_or_default());
+                    s.agents
+                        .entry(name)
+                        .or_insert_with(|| AgentState {
+                            session: 0,
+                            tx: None,
+                            hostname: String::new(),
+                            version: String::new(),
+                            features: vec![],
+                            devices: vec![],
+                            trials: HashSet::new(),
+                            deadline,
+                            last_seen: Instant::now(),
+                            lease: 0,
+                            draining: false,
+                        })
+                        .trials
+                        .insert(key.clone());
+                    held += 1;
+                }
+                _ => continue,
+            }
+            s.live.insert(key, rec);
+        }
+        info!(
+            sweeps = s.sweeps.len(),
+            live_trials = s.live.len(),
+            held_by_absent_agents = held,
+            "recovered state from store"
+        );
+        Ok(s)
+    }
+
+    /// Runs the loop until `shutdown` or until the command channel closes.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let period = (self.config.lease_ttl / 4).max(Duration::from_millis(50));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let mut batch = Vec::new();
+            let mut ticked = false;
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                c = rx.recv() => match c {
+                    Some(c) => batch.push(c),
+                    None => return Ok(()),
+                },
+                _ = tick.tick() => ticked = true,
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            let mut fx = Effects::default();
+            if ticked {
+                self.expire_agents(&mut fx);
+            }
+            for c in batch {
+                self.handle(c, &mut fx).await;
+            }
+            self.dispatch(&mut fx);
+            self.commit(fx).await?;
+        }
+    }
+
+    async fn commit(&mut self, fx: Effects) -> anyhow::Result<()> {
+        if !fx.ops.is_empty() {
+            let n = fx.ops.len();
+            self.store
+                .txn(Txn {
+                    success: fx.ops,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("commit {n} scheduler writes: {e}"))?;
+        }
+        for id in fx.keepalives {
+            if let Err(e) = self.store.lease_keep_alive(id).await {
+                debug!(lease = id, error = %e, "keep-alive failed");
+            }
+        }
+        for id in fx.revokes {
+            let _ = self.store.lease_revoke(id).await;
+        }
+        for (tx, msg) in fx.sends {
+            if tx.try_send(msg).is_err() {
+                warn!("agent stream is full or closed; message dropped (its lease will reconcile)");
+            }
+        }
+        for ev in fx.events {
+            let _ = self.events.send(ev);
+        }
+        for r in fx.replies {
+            r();
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, cmd: Command, fx: &mut Effects) {
+        match cmd {
+            Command::Hello { hello, tx, reply } => {
+                let r = self.hello(hello, tx, fx).await;
+                fx.reply(reply, r);
+            }
+            Command::Agent {
+                agent,
+                session,
+                event,
+            } => self.agent_event(&agent, session, event, fx),
+            Command::Gone { agent, session } => self.gone(&agent, session),
+            Command::Submit {
+                parsed,
+                source,
+                reply,
+            } => {
+                let r = self.submit(*parsed, &source, fx);
+                fx.reply(reply, r);
+            }
+            Command::Cancel { sweep, reply } => {
+                let r = self.cancel(&sweep, fx);
+                fx.reply(reply, r);
+            }
+            Command::GetSweep { sweep, reply } => {
+                let r = self.sweep_proto(&sweep);
+                fx.reply(reply, r);
+            }
+            Command::ListSweeps { reply } => {
+                let list = self
+                    .sweeps
+                    .keys()
+                    .rev()
+                    .filter_map(|id| self.sweep_proto(id).ok())
+                    .collect();
+                fx.reply(reply, list);
+            }
+            Command::ListAgents { reply } => {
+                let list = self
+                    .agents
+                    .iter()
+                    .filter(|(_, a)| a.session != 0)
+                    .map(|(n, a)| self.agent_proto(n, a))
+                    .collect();
+                fx.reply(reply, list);
+            }
+            Command::Drain { agent, reply } => {
+                let r = self.drain(&agent, fx);
+                fx.reply(reply, r);
+            }
+        }
+    }
+
+    // ---- agents -------------------------------------------------------------
+
+    async fn hello(
+        &mut self,
+        hello: Hello,
+        tx: mpsc::Sender<proto::ControllerMessage>,
+        fx: &mut Effects,
+    ) -> Result<u64, ApiError> {
+        let session = self.next_session;
+        self.next_session += 1;
+        let lease = self.store.lease_grant(self.config.lease_ttl).await?;
+        let now = Instant::now();
+        let name = hello.name.clone();
+        let mut state = AgentState {
+            session,
+            tx: Some(tx.clone()),
+            hostname: hello.hostname.clone(),
+            version: hello.version.clone(),
+            features: hello.features.clone(),
+            devices: hello
+                .devices
+                .iter()
+                .cloned()
+                .map(|device| DeviceSlot { device, busy: None })
+                .collect(),
+            trials: HashSet::new(),
+            deadline: now + self.config.lease_ttl,
+            last_seen: now,
+            lease,
+            draining: false,
+        };
+        fx.sends.push((
+            tx.clone(),
+            proto::ControllerMessage {
+                msg: Some(proto::controller_message::Msg::Welcome(proto::Welcome {
+                    lease_ttl_ms: self.config.lease_ttl.as_millis() as u32,
+                    heartbeat_interval_ms: (self.config.lease_ttl.as_millis() / 4).max(50) as u32,
+                    controller_version: env!("CARGO_PKG_VERSION").to_owned(),
+                })),
+            },
+        ));
+        // Reconcile with what we believed this agent held (a reconnect, or a
+        // controller restart): keep what it still runs, requeue the rest.
+        let mut requeue = Vec::new();
+        if let Some(old) = self.agents.remove(&name) {
+            self.unindex(&name, &old);
+            if old.lease != 0 && old.lease != lease {
+                fx.revokes.push(old.lease);
+            }
+            for key in old.trials {
+                let held = self.live.get(&key).and_then(|rec| {
+                    hello
+                        .running
+                        .iter()
+                        .find(|r| r.key == key && r.attempt == rec.attempt)
+                        .map(|_| rec.device_id.clone())
+                });
+                match held {
+                    Some(device_id) => {
+                        if let Some(slot) = state
+                            .devices
+                            .iter_mut()
+                            .find(|d| Some(&d.device.id) == device_id.as_ref())
+                        {
+                            slot.busy = Some(key.clone());
+                        }
+                        state.trials.insert(key);
+                    }
+                    None => requeue.push(key),
+                }
+            }
+        }
+        for r in &hello.running {
+            if !state.trials.contains(&r.key) {
+                // Not current (stale attempt, cancelled, or unknown): tell it to stop.
+                fx.sends.push((tx.clone(), cancel_msg(r)));
+            }
+        }
+        fx.ops.push(Op::Put {
+            key: keys::agent(&name.0).into_bytes(),
+            value: json(&AgentRecord {
+                name: name.0.clone(),
+                hostname: hello.hostname.clone(),
+                version: hello.version.clone(),
+                device_classes: hello.devices.iter().map(|d| d.device_class.clone()).collect(),
+            }),
+            lease,
+        });
+        info!(agent = %name, session, devices = state.devices.len(), kept = state.trials.len(), requeued = requeue.len(), "agent connected");
+        self.agents.insert(name.clone(), state);
+        for key in requeue {
+            self.requeue(&key, "agent reconnected without it", fx);
+        }
+        self.reindex_agent(&name);
+        Ok(session)
+    }
+
+    fn agent_event(&mut self, name: &AgentId, session: u64, event: AgentEvent, fx: &mut Effects) {
+        let Some(agent) = self.agents.get_mut(name) else {
+            return;
+        };
+        if agent.session != session {
+            return; // an old stream of a reconnected agent
+        }
+        let now = Instant::now();
+        agent.last_seen = now;
+        agent.deadline = now + self.config.lease_ttl;
+        fx.keepalives.push(agent.lease);
+        let tx = agent.tx.clone();
+        match event {
+            AgentEvent::Heartbeat => {}
+            AgentEvent::Started(r) => {
+                if self.is_current(name, &r) {
+                    self.update(&r.key, fx, |t| t.state = TrialState::Running);
+                } else if let Some(tx) = tx {
+                    fx.sends.push((tx, cancel_msg(&r)));
+                }
+            }
+            AgentEvent::Finished {
+                trial,
+                metrics,
+                fingerprint,
+                wall_ms,
+            } => {
+                let accepted = self.finish(name, &trial, fx, |t| {
+                    t.state = TrialState::Succeeded;
+                    t.metrics = metrics;
+                    t.fingerprint = Some(fingerprint);
+                    t.wall_ms = Some(wall_ms);
+                    t.error = None;
+                });
+                self.ack(tx, &trial, accepted, fx);
+            }
+            AgentEvent::Failed { trial, reason } => {
+                let accepted = self.finish(name, &trial, fx, |t| {
+                    t.state = TrialState::Failed;
+                    t.error = Some(reason);
+                });
+                self.ack(tx, &trial, accepted, fx);
+            }
+        }
+    }
+
+    fn ack(
+        &self,
+        tx: Option<mpsc::Sender<proto::ControllerMessage>>,
+        r: &TrialRef,
+        outcome: Result<(), String>,
+        fx: &mut Effects,
+    ) {
+        let Some(tx) = tx else { return };
+        let (accepted, reason) = match outcome {
+            Ok(()) => (true, String::new()),
+            Err(reason) => (false, reason),
+        };
+        fx.sends.push((
+            tx,
+            proto::ControllerMessage {
+                msg: Some(proto::controller_message::Msg::Ack(proto::ResultAck {
+                    trial: Some(r.to_proto()),
+                    accepted,
+                    reason,
+                })),
+            },
+        ));
+    }
+
+    fn is_current(&self, agent: &AgentId, r: &TrialRef) -> bool {
+        self.live.get(&r.key).is_some_and(|t| {
+            t.attempt == r.attempt
+                && t.agent.as_deref() == Some(agent.as_str())
+                && matches!(t.state, TrialState::Assigned | TrialState::Running)
+        })
+    }
+
+    /// Records a trial's outcome if `r` is its current attempt on this agent;
+    /// frees the device either way.
+    fn finish(
+        &mut self,
+        agent: &AgentId,
+        r: &TrialRef,
+        fx: &mut Effects,
+        apply: impl FnOnce(&mut TrialRecord),
+    ) -> Result<(), String> {
+        let current = self.is_current(agent, r);
+        self.release_device(agent, &r.key);
+        if !current {
+            let why = match self.live.get(&r.key) {
+                Some(t) => format!(
+                    "stale result: trial {} is at attempt {} on agent {}, this was attempt {}",
+                    r.key.trial,
+                    t.attempt,
+                    t.agent.as_deref().unwrap_or("-"),
+                    r.attempt
+                ),
+                None => format!(
+                    "trial {} of sweep {} is not running (finished, cancelled or unknown)",
+                    r.key.trial, r.key.sweep
+                ),
+            };
+            warn!(agent = %agent, trial = %r.key.trial, attempt = r.attempt, "{why}");
+            return Err(why);
+        }
+        self.update(&r.key, fx, apply);
+        Ok(())
+    }
+
+    fn release_device(&mut self, agent: &AgentId, key: &TrialKey) {
+        let Some(a) = self.agents.get_mut(agent) else {
+            return;
+        };
+        a.trials.remove(key);
+        for d in &mut a.devices {
+            if d.busy.as_ref() == Some(key) {
+                d.busy = None;
+            }
+        }
+        self.reindex_agent(agent);
+    }
+
+    fn gone(&mut self, name: &AgentId, session: u64) {
+        let Some(agent) = self.agents.get_mut(name) else {
+            return;
+        };
+        if agent.session != session {
+            return;
+        }
+        agent.tx = None;
+        info!(agent = %name, "agent stream closed; its trials wait for the lease to expire");
+        self.reindex_agent(name);
+    }
+
+    fn expire_agents(&mut self, fx: &mut Effects) {
+        let now = Instant::now();
+        let expired: Vec<AgentId> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.deadline <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in expired {
+            let Some(agent) = self.agents.remove(&name) else {
+                continue;
+            };
+            self.unindex(&name, &agent);
+            if agent.lease != 0 {
+                fx.revokes.push(agent.lease);
+            }
+            warn!(agent = %name, trials = agent.trials.len(), "agent lease expired");
+            for key in agent.trials {
+                self.requeue(&key, "agent lease expired", fx);
+            }
+        }
+    }
+
+    fn drain(&mut self, name: &AgentId, fx: &mut Effects) -> Result<proto::Agent, ApiError> {
+        let agent = self
+            .agents
+            .get_mut(name)
+            .filter(|a| a.session != 0)
+            .ok_or_else(|| ApiError::NotFound(format!("agent `{name}` is not connected")))?;
+        agent.draining = true;
+        if let Some(tx) = agent.tx.clone() {
+            fx.sends.push((
+                tx,
+                proto::ControllerMessage {
+                    msg: Some(proto::controller_message::Msg::Drain(proto::Drain {})),
+                },
+            ));
+        }
+        self.reindex_agent(name);
+        let a = &self.agents[name];
+        Ok(self.agent_proto(name, a))
+    }
+
+    fn agent_proto(&self, name: &AgentId, a: &AgentState) -> proto::Agent {
+        proto::Agent {
+            name: name.0.clone(),
+            hostname: a.hostname.clone(),
+            version: a.version.clone(),
+            devices: a.devices.iter().map(|d| d.device.clone()).collect(),
+            features: a.features.clone(),
+            running: a
+                .trials
+                .iter()
+                .filter_map(|k| {
+                    self.live.get(k).map(|t| proto::TrialRef {
+                        sweep_id: k.sweep.0.clone(),
+                        trial_id: k.trial.0.clone(),
+                        attempt: t.attempt,
+                    })
+                })
+                .collect(),
+            last_seen_ms_ago: a.last_seen.elapsed().as_millis() as u64,
+            connected: a.tx.is_some(),
+            draining: a.draining,
+        }
+    }
+
+    // ---- the free-device index ----------------------------------------------
+
+    fn unindex(&mut self, name: &AgentId, agent: &AgentState) {
+        for (i, d) in agent.devices.iter().enumerate() {
+            if let Some(set) = self.idle.get_mut(&d.device.device_class) {
+                set.remove(&(name.clone(), i));
+            }
+        }
+    }
+
+    /// Puts each device of the agent in or out of the free index.
+    fn reindex_agent(&mut self, name: &AgentId) {
+        let Some(agent) = self.agents.get(name) else {
+            return;
+        };
+        let usable = agent.tx.is_some() && !agent.draining;
+        for (i, d) in agent.devices.iter().enumerate() {
+            let set = self.idle.entry(d.device.device_class.clone()).or_default();
+            if usable && d.busy.is_none() && !d.device.capabilities.is_empty() {
+                set.insert((name.clone(), i));
+            } else {
+                set.remove(&(name.clone(), i));
+            }
+        }
+    }
+
+    // ---- trials -------------------------------------------------------------
+
+    /// Applies a change to a live trial, keeping counts, store and watchers in step.
+    fn update(&mut self, key: &TrialKey, fx: &mut Effects, apply: impl FnOnce(&mut TrialRecord)) {
+        let Some(rec) = self.live.get_mut(key) else {
+            return;
+        };
+        let before = rec.state;
+        apply(rec);
+        let after = rec.state;
+        let rec = rec.clone();
+        if after.is_terminal() {
+            self.live.remove(key);
+        }
+        fx.ops.push(Op::put(keys::trial(&rec.sweep_id, &rec.id), json(&rec)));
+        let mut sweep_changed = false;
+        if let Some(meta) = self.sweeps.get_mut(&key.sweep) {
+            if before != after {
+                if let Some(c) = meta.counts.get_mut(&before) {
+                    *c = c.saturating_sub(1);
+                }
+                *meta.counts.entry(after).or_default() += 1;
+            }
+            let open = [TrialState::Pending, TrialState::Assigned, TrialState::Running]
+                .iter()
+                .map(|s| meta.counts.get(s).copied().unwrap_or(0))
+                .sum::<u32>();
+            if open == 0 && meta.record.state == "running" {
+                meta.record.state = "done".into();
+                fx.ops.push(Op::put(keys::sweep(&meta.record.id), json(&meta.record)));
+                info!(sweep = %meta.record.id, "sweep done");
+                sweep_changed = true;
+            }
+        }
+        let _ = sweep_changed;
+        if let Ok(sweep) = self.sweep_proto(&key.sweep) {
+            fx.events.push(proto::SweepEvent {
+                sweep: Some(sweep),
+                trial: Some((&rec).into()),
+            });
+        }
+    }
+
+    fn requeue(&mut self, key: &TrialKey, why: &str, fx: &mut Effects) {
+        let Some(rec) = self.live.get(key) else {
+            return;
+        };
+        if !matches!(rec.state, TrialState::Assigned | TrialState::Running) {
+            return;
+        }
+        info!(sweep = %key.sweep, trial = %key.trial, attempt = rec.attempt, "{why}: trial back to pending");
+        let class = rec.device_class.clone();
+        self.update(key, fx, |t| {
+            t.state = TrialState::Pending;
+            t.agent = None;
+            t.device_id = None;
+        });
+        self.queues.entry(class).or_default().push_front(key.clone());
+    }
+
+    fn assign(&mut self, key: &TrialKey, agent: &AgentId, slot: usize, fx: &mut Effects) {
+        let Some(meta) = self.sweeps.get(&key.sweep) else {
+            return;
+        };
+        let harness = meta.record.harness;
+        let workload = meta.record.workload.clone();
+        let Some(a) = self.agents.get_mut(agent) else {
+            return;
+        };
+        let (Some(tx), Some(d)) = (a.tx.clone(), a.devices.get_mut(slot)) else {
+            return;
+        };
+        d.busy = Some(key.clone());
+        let device_id = d.device.id.clone();
+        a.trials.insert(key.clone());
+        self.update(key, fx, |t| {
+            t.state = TrialState::Assigned;
+            t.attempt += 1;
+            t.agent = Some(agent.0.clone());
+            t.device_id = Some(device_id.clone());
+            t.error = None;
+        });
+        let Some(rec) = self.live.get(key) else {
+            return;
+        };
+        debug!(sweep = %key.sweep, trial = %key.trial, attempt = rec.attempt, agent = %agent, "assigned");
+        fx.sends.push((
+            tx,
+            proto::ControllerMessage {
+                msg: Some(proto::controller_message::Msg::Assign(proto::AssignTrial {
+                    trial: Some(proto::TrialRef {
+                        sweep_id: key.sweep.0.clone(),
+                        trial_id: key.trial.0.clone(),
+                        attempt: rec.attempt,
+                    }),
+                    device_id,
+                    workload,
+                    params: params_to_proto(&rec.params),
+                    harness: Some(proto::HarnessConfig {
+                        warmup_iters: harness.warmup_iters,
+                        min_iters: harness.min_iters,
+                        min_time_ms: harness.min_time_ms,
+                        max_time_ms: harness.max_time_ms,
+                    }),
+                })),
+            },
+        ));
+        self.reindex_agent(agent);
+    }
+
+    fn device_fits(&self, agent: &AgentId, slot: usize, key: &TrialKey) -> bool {
+        let (Some(a), Some(meta), Some(rec)) = (
+            self.agents.get(agent),
+            self.sweeps.get(&key.sweep),
+            self.live.get(key),
+        ) else {
+            return false;
+        };
+        let Some(d) = a.devices.get(slot) else {
+            return false;
+        };
+        d.device
+            .capabilities
+            .contains(&capability(&meta.record.workload, rec))
+            && (rec.device_class != ANY
+                || meta
+                    .record
+                    .target
+                    .matches(&d.device.kind, &d.device.device_class, &agent.0))
+    }
+
+    /// Matches pending trials with free devices: per class, pop and assign.
+    fn dispatch(&mut self, fx: &mut Effects) {
+        let classes: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(c, _)| c.clone())
+            .collect();
+        for class in classes {
+            let candidates: Vec<(AgentId, usize)> = if class == ANY {
+                self.idle.values().flatten().cloned().collect()
+            } else {
+                self.idle
+                    .get(&class)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default()
+            };
+            for (agent, slot) in candidates {
+                // A device may have been taken by an earlier class in this pass.
+                let still_free = self
+                    .agents
+                    .get(&agent)
+                    .and_then(|a| a.devices.get(slot))
+                    .is_some_and(|d| d.busy.is_none());
+                if !still_free {
+                    continue;
+                }
+                let Some(key) = self.pop_for(&class, &agent, slot) else {
+                    if self.queues.get(&class).is_none_or(|q| q.is_empty()) {
+                        break;
+                    }
+                    continue;
+                };
+                self.assign(&key, &agent, slot, fx);
+            }
+        }
+    }
+
+    /// The first pending trial of `class` this device can run (looking a bounded
+    /// way down the queue); drops entries that are no longer pending.
+    fn pop_for(&mut self, class: &str, agent: &AgentId, slot: usize) -> Option<TrialKey> {
+        const LOOKAHEAD: usize = 64;
+        let mut i = 0;
+        loop {
+            let key = self.queues.get(class)?.get(i)?.clone();
+            let pending = self
+                .live
+                .get(&key)
+                .is_some_and(|t| t.state == TrialState::Pending);
+            if !pending {
+                self.queues.get_mut(class)?.remove(i);
+                continue;
+            }
+            if self.device_fits(agent, slot, &key) {
+                return self.queues.get_mut(class)?.remove(i);
+            }
+            i += 1;
+            if i >= LOOKAHEAD {
+                return None;
+            }
+        }
+    }
+
+    // ---- sweeps -------------------------------------------------------------
+
+    fn submit(
+        &mut self,
+        parsed: ParsedSweep,
+        source: &str,
+        fx: &mut Effects,
+    ) -> Result<(SweepId, u32), ApiError> {
+        let spec = &parsed.spec;
+        let workload = spec.workload.name();
+        // Device classes that match the target, with what each can run.
+        let mut classes: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+        for (name, a) in &self.agents {
+            if a.tx.is_none() || a.draining {
+                continue;
+            }
+            for d in &a.devices {
+                if !d.device.capabilities.is_empty()
+                    && spec
+                        .target
+                        .matches(&d.device.kind, &d.device.device_class, &name.0)
+                {
+                    classes
+                        .entry(d.device.device_class.clone())
+                        .or_default()
+                        .extend(d.device.capabilities.iter().cloned());
+                }
+            }
+        }
+        if classes.is_empty() {
+            let known: BTreeSet<&str> = self
+                .agents
+                .values()
+                .flat_map(|a| a.devices.iter().map(|d| d.device.device_class.as_str()))
+                .collect();
+            return Err(ApiError::InvalidArgument(format!(
+                "{}target: no connected agent has a device matching {}; connected device classes: [{}]",
+                find_line(source, "target", None).map(|l| format!("line {l}: ")).unwrap_or_default(),
+                serde_json::to_string(&spec.target).unwrap_or_default(),
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        for config in &parsed.configs {
+            let op = config.get("op").map(|v| v.to_string()).unwrap_or_default();
+            let cap = format!("{workload}/{op}");
+            let lacking: Vec<&String> = classes
+                .iter()
+                .filter(|(_, caps)| !caps.contains(&cap))
+                .map(|(c, _)| c)
+                .collect();
+            let refuse = match spec.placement {
+                Placement::EachClass => !lacking.is_empty(),
+                Placement::Any => lacking.len() == classes.len(),
+            };
+            if refuse {
+                let e = SpecError::at(
+                    source,
+                    "op",
+                    "op",
+                    Some(&op),
+                    format!(
+                        "op `{op}` of workload {workload} is not supported by the agents of device class(es) {}",
+                        lacking.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+                return Err(ApiError::InvalidArgument(e.to_string()));
+            }
+        }
+        let targets: Vec<String> = match spec.placement {
+            Placement::EachClass => classes.keys().cloned().collect(),
+            Placement::Any => vec![ANY.to_owned()],
+        };
+        let id = SweepId(ulid::Ulid::new().to_string());
+        let mut n = 0usize;
+        let mut trials = Vec::new();
+        for (ci, config) in parsed.configs.iter().enumerate() {
+            for class in &targets {
+                for repeat in 0..spec.repeats {
+                    let rec = TrialRecord {
+                        id: TrialId::nth(n).0,
+                        sweep_id: id.0.clone(),
+                        state: TrialState::Pending,
+                        device_class: class.clone(),
+                        params: config.clone(),
+                        config_index: ci as u32,
+                        repeat,
+                        attempt: 0,
+                        agent: None,
+                        device_id: None,
+                        metrics: BTreeMap::new(),
+                        fingerprint: None,
+                        error: None,
+                        wall_ms: None,
+                    };
+                    n += 1;
+                    trials.push(rec);
+                }
+            }
+        }
+        let total = u32::try_from(trials.len()).map_err(|_| {
+            ApiError::InvalidArgument(format!("the sweep expands into {} trials", trials.len()))
+        })?;
+        let record = SweepRecord {
+            id: id.0.clone(),
+            name: spec.name.clone(),
+            workload: workload.to_owned(),
+            spec_yaml: source.to_owned(),
+            created_unix_ms: now_unix_ms(),
+            state: "running".into(),
+            trials_total: total,
+            harness: spec.harness,
+            placement: spec.placement,
+            target: spec.target.clone(),
+        };
+        fx.ops.push(Op::put(keys::sweep(&id.0), json(&record)));
+        for rec in trials {
+            fx.ops.push(Op::put(keys::trial(&id.0, &rec.id), json(&rec)));
+            let key = TrialKey {
+                sweep: id.clone(),
+                trial: TrialId(rec.id.clone()),
+            };
+            self.queues
+                .entry(rec.device_class.clone())
+                .or_default()
+                .push_back(key.clone());
+            self.live.insert(key, rec);
+        }
+        self.sweeps.insert(
+            id.clone(),
+            SweepMeta {
+                record,
+                counts: HashMap::from([(TrialState::Pending, total)]),
+            },
+        );
+        info!(sweep = %id, trials = total, classes = targets.len(), "sweep submitted");
+        if let Ok(sweep) = self.sweep_proto(&id) {
+            fx.events.push(proto::SweepEvent {
+                sweep: Some(sweep),
+                trial: None,
+            });
+        }
+        Ok((id, total))
+    }
+
+    fn cancel(&mut self, id: &SweepId, fx: &mut Effects) -> Result<proto::Sweep, ApiError> {
+        let meta = self
+            .sweeps
+            .get_mut(id)
+            .ok_or_else(|| ApiError::NotFound(format!("sweep `{id}` not found")))?;
+        if meta.record.state != "running" {
+            return self.sweep_proto(id);
+        }
+        meta.record.state = "cancelled".into();
+        fx.ops.push(Op::put(keys::sweep(&id.0), json(&meta.record)));
+        let keys: Vec<TrialKey> = self.live.keys().filter(|k| &k.sweep == id).cloned().collect();
+        for key in keys {
+            let Some(rec) = self.live.get(&key) else {
+                continue;
+            };
+            if let (Some(agent), true) = (
+                rec.agent.clone(),
+                matches!(rec.state, TrialState::Assigned | TrialState::Running),
+            ) {
+                let r = TrialRef {
+                    key: key.clone(),
+                    attempt: rec.attempt,
+                };
+                if let Some(tx) = self.agents.get(&AgentId(agent)).and_then(|a| a.tx.clone()) {
+                    fx.sends.push((tx, cancel_msg(&r)));
+                }
+            }
+            // The device stays busy until the agent reports back or its lease ends.
+            self.update(&key, fx, |t| t.state = TrialState::Cancelled);
+        }
+        info!(sweep = %id, "sweep cancelled");
+        let sweep = self.sweep_proto(id)?;
+        fx.events.push(proto::SweepEvent {
+            sweep: Some(sweep.clone()),
+            trial: None,
+        });
+        Ok(sweep)
+    }
+
+    fn sweep_proto(&self, id: &SweepId) -> Result<proto::Sweep, ApiError> {
+        let meta = self
+            .sweeps
+            .get(id)
+            .ok_or_else(|| ApiError::NotFound(format!("sweep `{id}` not found")))?;
+        let c = |s: TrialState| meta.counts.get(&s).copied().unwrap_or(0);
+        let r = &meta.record;
+        Ok(proto::Sweep {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            workload: r.workload.clone(),
+            state: sweep_state(&r.state) as i32,
+            created_unix_ms: r.created_unix_ms,
+            spec_yaml: r.spec_yaml.clone(),
+            trials_total: r.trials_total,
+            trials_pending: c(TrialState::Pending),
+            trials_running: c(TrialState::Assigned) + c(TrialState::Running),
+            trials_succeeded: c(TrialState::Succeeded),
+            trials_failed: c(TrialState::Failed),
+            trials_cancelled: c(TrialState::Cancelled),
+        })
+    }
+}
+
+fn cancel_msg(r: &TrialRef) -> proto::ControllerMessage {
+    proto::ControllerMessage {
+        msg: Some(proto::controller_message::Msg::Cancel(proto::CancelTrial {
+            trial: Some(r.to_proto()),
+        })),
+    }
+}

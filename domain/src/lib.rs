@@ -1,0 +1,18 @@
+//! Domain types shared by the controller, the agent and the CLI.
+//!
+//! Architecture invariant: this crate links neither candle nor the store nor any
+//! network code. It is pure data and validation: the sweep spec and its expansion,
+//! the workload catalogue (ops, formats, block sizes), metric names, device
+//! classes, the results file format and the comparison over results.
+
+pub mod catalog;
+pub mod compare;
+pub mod device;
+pub mod ids;
+pub mod metrics;
+pub mod params;
+pub mod results;
+pub mod spec;
+
+pub use ids::{AgentId, SweepId, TrialId};
+pub use params::{ParamValue, Params};

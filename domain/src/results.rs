@@ -1,0 +1,231 @@
+//! Trials and results as the controller stores them and as `results.json` carries them.
+//!
+//! The file format is documented in `docs/results-format.md`; bump
+//! [`RESULTS_VERSION`] on any change that a reader could trip on.
+
+use crate::params::{self, Params};
+use chimera_proto::v1 as proto;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The `format` field of a results file.
+pub const RESULTS_FORMAT: &str = "chimera.results";
+/// The version of the results file format this build writes.
+pub const RESULTS_VERSION: u32 = 1;
+
+/// Lifecycle of a trial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrialState {
+    Pending,
+    Assigned,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TrialState {
+    /// Whether the trial will not change any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TrialState::Succeeded | TrialState::Failed | TrialState::Cancelled
+        )
+    }
+
+    /// The state's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrialState::Pending => "pending",
+            TrialState::Assigned => "assigned",
+            TrialState::Running => "running",
+            TrialState::Succeeded => "succeeded",
+            TrialState::Failed => "failed",
+            TrialState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl From<TrialState> for proto::TrialState {
+    fn from(s: TrialState) -> Self {
+        match s {
+            TrialState::Pending => proto::TrialState::Pending,
+            TrialState::Assigned => proto::TrialState::Assigned,
+            TrialState::Running => proto::TrialState::Running,
+            TrialState::Succeeded => proto::TrialState::Succeeded,
+            TrialState::Failed => proto::TrialState::Failed,
+            TrialState::Cancelled => proto::TrialState::Cancelled,
+        }
+    }
+}
+
+impl TryFrom<proto::TrialState> for TrialState {
+    type Error = String;
+    fn try_from(s: proto::TrialState) -> Result<Self, String> {
+        Ok(match s {
+            proto::TrialState::Pending => TrialState::Pending,
+            proto::TrialState::Assigned => TrialState::Assigned,
+            proto::TrialState::Running => TrialState::Running,
+            proto::TrialState::Succeeded => TrialState::Succeeded,
+            proto::TrialState::Failed => TrialState::Failed,
+            proto::TrialState::Cancelled => TrialState::Cancelled,
+            proto::TrialState::Unspecified => return Err("trial state is unspecified".into()),
+        })
+    }
+}
+
+/// Where a result was measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub agent_version: String,
+    pub agent_git_sha: String,
+    pub candle_version: String,
+    pub rustc_version: String,
+    pub cpu_model: String,
+    pub threads: u32,
+    pub os: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+impl From<proto::Fingerprint> for Fingerprint {
+    fn from(f: proto::Fingerprint) -> Self {
+        Fingerprint {
+            agent_version: f.agent_version,
+            agent_git_sha: f.agent_git_sha,
+            candle_version: f.candle_version,
+            rustc_version: f.rustc_version,
+            cpu_model: f.cpu_model,
+            threads: f.threads,
+            os: f.os,
+            extra: f.extra.into_iter().collect(),
+        }
+    }
+}
+
+impl From<&Fingerprint> for proto::Fingerprint {
+    fn from(f: &Fingerprint) -> Self {
+        proto::Fingerprint {
+            agent_version: f.agent_version.clone(),
+            agent_git_sha: f.agent_git_sha.clone(),
+            candle_version: f.candle_version.clone(),
+            rustc_version: f.rustc_version.clone(),
+            cpu_model: f.cpu_model.clone(),
+            threads: f.threads,
+            os: f.os.clone(),
+            extra: f.extra.clone().into_iter().collect(),
+        }
+    }
+}
+
+/// One trial: configuration, placement, state and (when finished) outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    pub id: String,
+    pub sweep_id: String,
+    pub state: TrialState,
+    /// Device class the trial must run on (`*` for placement `any`).
+    pub device_class: String,
+    pub params: Params,
+    /// Position of the configuration in the sweep's expansion.
+    pub config_index: u32,
+    /// Repeat number, 0-based.
+    #[serde(default)]
+    pub repeat: u32,
+    /// Current attempt; 0 before the first assignment. The fencing token.
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Wall time of the successful attempt on the agent, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_ms: Option<f64>,
+}
+
+impl From<&TrialRecord> for proto::Trial {
+    fn from(t: &TrialRecord) -> Self {
+        proto::Trial {
+            id: t.id.clone(),
+            sweep_id: t.sweep_id.clone(),
+            state: proto::TrialState::from(t.state) as i32,
+            device_class: t.device_class.clone(),
+            params: params::params_to_proto(&t.params),
+            attempt: t.attempt,
+            agent: t.agent.clone().unwrap_or_default(),
+            device_id: t.device_id.clone().unwrap_or_default(),
+            metrics: t.metrics.clone().into_iter().collect(),
+            fingerprint: t.fingerprint.as_ref().map(Into::into),
+            error: t.error.clone().unwrap_or_default(),
+            config_index: t.config_index,
+            repeat: t.repeat,
+            wall_ms: t.wall_ms.unwrap_or_default(),
+        }
+    }
+}
+
+impl TryFrom<proto::Trial> for TrialRecord {
+    type Error = String;
+    fn try_from(t: proto::Trial) -> Result<Self, String> {
+        let state = proto::TrialState::try_from(t.state)
+            .map_err(|_| format!("trial {}: unknown state {}", t.id, t.state))?;
+        let nonempty = |s: String| (!s.is_empty()).then_some(s);
+        Ok(TrialRecord {
+            state: state.try_into()?,
+            params: params::params_from_proto(&t.params).map_err(|e| e.to_string())?,
+            id: t.id,
+            sweep_id: t.sweep_id,
+            device_class: t.device_class,
+            config_index: t.config_index,
+            repeat: t.repeat,
+            attempt: t.attempt,
+            agent: nonempty(t.agent),
+            device_id: nonempty(t.device_id),
+            metrics: t.metrics.into_iter().collect(),
+            fingerprint: t.fingerprint.map(Into::into),
+            error: nonempty(t.error),
+            wall_ms: (t.wall_ms > 0.0).then_some(t.wall_ms),
+        })
+    }
+}
+
+/// A sweep's identity and state, as a results file carries it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepSummary {
+    pub id: String,
+    pub name: String,
+    pub workload: String,
+    /// `running`, `done` or `cancelled`.
+    pub state: String,
+    pub created_unix_ms: i64,
+}
+
+/// The results file (`results.json`, `chimera results ID --output json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResultsFile {
+    /// Always [`RESULTS_FORMAT`].
+    pub format: String,
+    /// [`RESULTS_VERSION`] of the writer.
+    pub version: u32,
+    pub sweep: SweepSummary,
+    pub trials: Vec<TrialRecord>,
+}
+
+impl ResultsFile {
+    /// A results file of this version.
+    pub fn new(sweep: SweepSummary, trials: Vec<TrialRecord>) -> Self {
+        ResultsFile {
+            format: RESULTS_FORMAT.to_owned(),
+            version: RESULTS_VERSION,
+            sweep,
+            trials,
+        }
+    }
+}

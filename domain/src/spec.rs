@@ -1,0 +1,753 @@
+//! The sweep spec: YAML in, validated and expanded configurations out.
+//!
+//! Everything that can be checked without knowing the fleet is checked here, at
+//! parse time, with an error that names the field path and the line. The
+//! controller adds the fleet-dependent checks (is there a matching device, does
+//! it support the op) on top.
+
+use crate::catalog::{DType, KernelOp, QuantFormat, Shape, Workload};
+use crate::params::{ParamValue, Params};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The spec format version this build reads.
+pub const SPEC_VERSION: u32 = 1;
+/// Most configurations one sweep may expand into (before repeats and classes).
+pub const MAX_CONFIGS: usize = 100_000;
+
+/// Why a spec was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct SpecError {
+    /// Dotted path of the offending field (`params.format[1]`); empty for the document.
+    pub path: String,
+    /// 1-based line in the YAML text, where known.
+    pub line: Option<usize>,
+    /// What is wrong, naming the value.
+    pub message: String,
+}
+
+impl SpecError {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        if let Some(line) = self.line {
+            out.push_str(&format!("line {line}: "));
+        }
+        if !self.path.is_empty() && self.path != "." {
+            out.push_str(&format!("{}: ", self.path));
+        }
+        out.push_str(&self.message);
+        out
+    }
+
+    /// A semantic error located by searching the source for the field.
+    pub fn at(source: &str, path: &str, field: &str, value: Option<&str>, message: String) -> Self {
+        SpecError {
+            path: path.to_owned(),
+            line: find_line(source, field, value),
+            message,
+        }
+    }
+}
+
+/// The first line that sets `field` (and mentions `value`, when given), 1-based.
+pub fn find_line(source: &str, field: &str, value: Option<&str>) -> Option<usize> {
+    let key = format!("{field}:");
+    let hit = |line: &str| {
+        let t = line.trim_start().trim_start_matches("- ").trim_start_matches('{');
+        (t.starts_with(&key) || line.contains(&format!(" {key}")) || line.contains(&format!("{{{key}")))
+            && value.is_none_or(|v| line.contains(v))
+    };
+    source
+        .lines()
+        .position(hit)
+        .or_else(|| source.lines().position(|l| l.contains(&key)))
+        .map(|i| i + 1)
+}
+
+/// A parsed, validated sweep spec.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SweepSpec {
+    /// Spec format version (1).
+    pub version: u32,
+    /// Human name of the sweep.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// The workload every trial runs.
+    pub workload: Workload,
+    /// Parameters shared by every variant.
+    pub params: Space,
+    /// Alternatives, each merged over `params`; the sweep is their union.
+    pub variants: Vec<Space>,
+    /// How configurations are chosen from the space.
+    pub search: Search,
+    /// Where each configuration runs.
+    pub placement: Placement,
+    /// Which devices may run the trials.
+    pub target: Target,
+    /// Times each configuration is run on each class.
+    pub repeats: u32,
+    /// Measurement settings.
+    pub harness: Harness,
+}
+
+/// A parameter space of one workload.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Space {
+    /// The `kernel` workload's parameters.
+    Kernel(KernelSpace),
+}
+
+/// Parameters of the `kernel` workload; each takes one value or a list (crossed as a grid).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSpace {
+    /// `matmul` or `qmatmul`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<OneOrMany<KernelOp>>,
+    /// Dense data type for `matmul` (default f32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<OneOrMany<DType>>,
+    /// Weight quantization format for `qmatmul`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<OneOrMany<QuantFormat>>,
+    /// `m,n,k` sizes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<OneOrMany<Shape>>,
+    /// CPU threads (default: every logical core of the device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<OneOrMany<Threads>>,
+}
+
+/// A thread count, 1..=1024.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Threads(pub u32);
+
+impl<'de> Deserialize<'de> for Threads {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u32::deserialize(d)?;
+        if v == 0 || v > 1024 {
+            return Err(de::Error::custom(format!(
+                "threads = {v} must be between 1 and 1024"
+            )));
+        }
+        Ok(Threads(v))
+    }
+}
+
+/// One value or a non-empty list of values.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        macro_rules! scalar {
+            ($fn:ident, $ty:ty, $de:ident) => {
+                fn $fn<E: de::Error>(self, v: $ty) -> Result<Self::Value, E> {
+                    T::deserialize(de::value::$de::<E>::new(v)).map(|t| OneOrMany(vec![t]))
+                }
+            };
+        }
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a value or a non-empty list of values")
+            }
+            scalar!(visit_str, &str, StrDeserializer);
+            scalar!(visit_u64, u64, U64Deserializer);
+            scalar!(visit_i64, i64, I64Deserializer);
+            scalar!(visit_f64, f64, F64Deserializer);
+            scalar!(visit_bool, bool, BoolDeserializer);
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                self.visit_str(&v)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element()? {
+                    out.push(v);
+                }
+                if out.is_empty() {
+                    return Err(de::Error::custom(
+                        "empty list: give at least one value",
+                    ));
+                }
+                Ok(OneOrMany(out))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// How configurations are picked from the space.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Search {
+    /// Every combination.
+    #[default]
+    Grid,
+}
+
+/// Where each configuration runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// Once on one device of every matching device class (the comparison).
+    #[default]
+    EachClass,
+    /// Once on any one matching device.
+    Any,
+}
+
+impl Placement {
+    /// The placement's name in specs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::EachClass => "each-class",
+            Placement::Any => "any",
+        }
+    }
+}
+
+/// A kind of device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Cpu,
+    Gpu,
+}
+
+impl DeviceKind {
+    /// The kind's name, as devices report it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Gpu => "gpu",
+        }
+    }
+}
+
+/// Which devices may run the sweep's trials. Every field narrows; empty matches all.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Target {
+    /// Device kinds (`cpu`, `gpu`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<OneOrMany<DeviceKind>>,
+    /// Exact device class names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<OneOrMany<String>>,
+    /// Agent names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents: Option<OneOrMany<String>>,
+}
+
+impl Target {
+    /// Whether a device of this kind and class on this agent is a target.
+    pub fn matches(&self, kind: &str, class: &str, agent: &str) -> bool {
+        self.kind
+            .as_ref()
+            .is_none_or(|k| k.0.iter().any(|k| k.name() == kind))
+            && self
+                .classes
+                .as_ref()
+                .is_none_or(|c| c.0.iter().any(|c| c == class))
+            && self
+                .agents
+                .as_ref()
+                .is_none_or(|a| a.0.iter().any(|a| a == agent))
+    }
+}
+
+/// The measurement harness's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Harness {
+    /// Iterations run and discarded before measuring.
+    pub warmup_iters: u32,
+    /// Measure at least this many iterations ...
+    pub min_iters: u32,
+    /// ... and for at least this long, milliseconds.
+    pub min_time_ms: u32,
+    /// Stop measuring after this long regardless, milliseconds.
+    pub max_time_ms: u32,
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Harness {
+            warmup_iters: 3,
+            min_iters: 10,
+            min_time_ms: 300,
+            max_time_ms: 10_000,
+        }
+    }
+}
+
+const FIELDS: &[&str] = &[
+    "version",
+    "name",
+    "description",
+    "workload",
+    "params",
+    "variants",
+    "search",
+    "placement",
+    "target",
+    "repeats",
+    "harness",
+];
+
+impl<'de> Deserialize<'de> for SweepSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(SpecVisitor)
+    }
+}
+
+struct SpecVisitor;
+
+fn set_once<T, E: de::Error>(slot: &mut Option<T>, v: T, key: &'static str) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(key));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+impl<'de> Visitor<'de> for SpecVisitor {
+    type Value = SweepSpec;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a sweep spec (a mapping with `name`, `workload`, `params`, ...)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SweepSpec, A::Error> {
+        let mut version = None;
+        let mut name = None;
+        let mut description = None;
+        let mut workload: Option<Workload> = None;
+        let mut params = None;
+        let mut variants = None;
+        let mut search = None;
+        let mut placement = None;
+        let mut target = None;
+        let mut repeats = None;
+        let mut harness = None;
+        let need_workload = |w: Option<Workload>, key: &str| {
+            w.ok_or_else(|| {
+                de::Error::custom(format!("`workload` must be given before `{key}`"))
+            })
+        };
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "version" => {
+                    let v: u32 = map.next_value()?;
+                    if v != SPEC_VERSION {
+                        return Err(de::Error::custom(format!(
+                            "version {v} is not supported; this build reads version {SPEC_VERSION}"
+                        )));
+                    }
+                    set_once(&mut version, v, "version")?
+                }
+                "name" => {
+                    let v: String = map.next_value()?;
+                    if v.trim().is_empty() || v.len() > 200 {
+                        return Err(de::Error::custom(format!(
+                            "name `{v}` must be 1 to 200 characters"
+                        )));
+                    }
+                    set_once(&mut name, v, "name")?
+                }
+                "description" => set_once(&mut description, map.next_value()?, "description")?,
+                "workload" => set_once(&mut workload, map.next_value()?, "workload")?,
+                "params" => {
+                    let space = match need_workload(workload, "params")? {
+                        Workload::Kernel => Space::Kernel(map.next_value()?),
+                    };
+                    set_once(&mut params, space, "params")?
+                }
+                "variants" => {
+                    let list: Vec<Space> = match need_workload(workload, "variants")? {
+                        Workload::Kernel => {
+                            let v: OneOrMany<KernelSpace> = map.next_value()?;
+                            v.0.into_iter().map(Space::Kernel).collect()
+                        }
+                    };
+                    set_once(&mut variants, list, "variants")?
+                }
+                "search" => set_once(&mut search, map.next_value()?, "search")?,
+                "placement" => set_once(&mut placement, map.next_value()?, "placement")?,
+                "target" => set_once(&mut target, map.next_value()?, "target")?,
+                "repeats" => {
+                    let v: u32 = map.next_value()?;
+                    if v == 0 || v > 1000 {
+                        return Err(de::Error::custom(format!(
+                            "repeats = {v} must be between 1 and 1000"
+                        )));
+                    }
+                    set_once(&mut repeats, v, "repeats")?
+                }
+                "harness" => {
+                    let h: Harness = map.next_value()?;
+                    if h.min_iters == 0 {
+                        return Err(de::Error::custom("harness.min_iters must be at least 1"));
+                    }
+                    if h.max_time_ms < h.min_time_ms {
+                        return Err(de::Error::custom(format!(
+                            "harness.max_time_ms = {} is less than min_time_ms = {}",
+                            h.max_time_ms, h.min_time_ms
+                        )));
+                    }
+                    set_once(&mut harness, h, "harness")?
+                }
+                other => return Err(de::Error::unknown_field(other, FIELDS)),
+            }
+        }
+        let workload = workload.ok_or_else(|| de::Error::missing_field("workload"))?;
+        Ok(SweepSpec {
+            version: version.unwrap_or(SPEC_VERSION),
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            description,
+            workload,
+            params: params.unwrap_or(match workload {
+                Workload::Kernel => Space::Kernel(KernelSpace::default()),
+            }),
+            variants: variants.unwrap_or_default(),
+            search: search.unwrap_or_default(),
+            placement: placement.unwrap_or_default(),
+            target: target.unwrap_or_default(),
+            repeats: repeats.unwrap_or(1),
+            harness: harness.unwrap_or_default(),
+        })
+    }
+}
+
+/// A spec parsed and expanded: what the controller stores and schedules.
+#[derive(Clone, Debug)]
+pub struct ParsedSweep {
+    /// The spec.
+    pub spec: SweepSpec,
+    /// Every configuration, in a stable order.
+    pub configs: Vec<Params>,
+}
+
+/// Parses YAML text into a spec and expands it; every error names field and line.
+pub fn parse(source: &str) -> Result<ParsedSweep, SpecError> {
+    let de = serde_yaml_ng::Deserializer::from_str(source);
+    let spec: SweepSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner.location().map(|l| l.line());
+        let mut message = inner.to_string();
+        // serde_yaml_ng appends " at line L column C"; the line is reported separately.
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
+            message = rest.to_owned();
+        }
+        SpecError {
+            path,
+            line,
+            message,
+        }
+    })?;
+    let configs = expand(&spec, source)?;
+    Ok(ParsedSweep { spec, configs })
+}
+
+/// Expands the spec's space into concrete configurations, checking each.
+pub fn expand(spec: &SweepSpec, source: &str) -> Result<Vec<Params>, SpecError> {
+    let variants: Vec<(String, Space)> = if spec.variants.is_empty() {
+        vec![("params".to_owned(), spec.params.clone())]
+    } else {
+        spec.variants
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("variants[{i}]"), merge(&spec.params, v)))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (path, space) in variants {
+        match space {
+            Space::Kernel(k) => expand_kernel(&k, &path, source, &mut out)?,
+        }
+        if out.len() > MAX_CONFIGS {
+            return Err(SpecError {
+                path,
+                line: None,
+                message: format!(
+                    "the sweep expands into more than {MAX_CONFIGS} configurations"
+                ),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn merge(base: &Space, over: &Space) -> Space {
+    match (base, over) {
+        (Space::Kernel(b), Space::Kernel(o)) => Space::Kernel(KernelSpace {
+            op: o.op.clone().or_else(|| b.op.clone()),
+            dtype: o.dtype.clone().or_else(|| b.dtype.clone()),
+            format: o.format.clone().or_else(|| b.format.clone()),
+            shape: o.shape.clone().or_else(|| b.shape.clone()),
+            threads: o.threads.clone().or_else(|| b.threads.clone()),
+        }),
+    }
+}
+
+fn list<T: Clone>(v: &Option<OneOrMany<T>>) -> Vec<Option<T>> {
+    match v {
+        Some(OneOrMany(items)) => items.iter().cloned().map(Some).collect(),
+        None => vec![None],
+    }
+}
+
+fn expand_kernel(
+    k: &KernelSpace,
+    path: &str,
+    source: &str,
+    out: &mut Vec<Params>,
+) -> Result<(), SpecError> {
+    let err = |field: &str, value: Option<&str>, message: String| {
+        SpecError::at(source, &format!("{path}.{field}"), field, value, message)
+    };
+    let Some(OneOrMany(ops)) = &k.op else {
+        return Err(err(
+            "op",
+            None,
+            "missing: give `op: matmul` or `op: qmatmul`".to_owned(),
+        ));
+    };
+    if k.shape.is_none() {
+        return Err(err(
+            "shape",
+            None,
+            "missing: give at least one `m,n,k` shape".to_owned(),
+        ));
+    }
+    for op in ops {
+        match op {
+            KernelOp::Matmul if k.format.is_some() => {
+                return Err(err(
+                    "format",
+                    None,
+                    "op matmul takes `dtype`, not `format` (a quantized weight is op qmatmul)"
+                        .to_owned(),
+                ))
+            }
+            KernelOp::Qmatmul if k.dtype.is_some() => {
+                return Err(err(
+                    "dtype",
+                    None,
+                    "op qmatmul multiplies f32 activations by a quantized weight: it takes `format`, not `dtype`".to_owned(),
+                ))
+            }
+            KernelOp::Qmatmul if k.format.is_none() => {
+                return Err(err(
+                    "format",
+                    None,
+                    "missing: op qmatmul needs a quantization `format` (q4_0, q8_0, q4k, ...)"
+                        .to_owned(),
+                ))
+            }
+            _ => {}
+        }
+        let dtypes = match op {
+            KernelOp::Matmul => list(&k.dtype.clone().or(Some(OneOrMany(vec![DType::F32])))),
+            KernelOp::Qmatmul => vec![None],
+        };
+        let formats = match op {
+            KernelOp::Matmul => vec![None],
+            KernelOp::Qmatmul => list(&k.format),
+        };
+        for dtype in &dtypes {
+            for format in &formats {
+                for shape in list(&k.shape).into_iter().flatten() {
+                    if let Some(f) = format {
+                        if shape.k % f.block_size() != 0 {
+                            let s = shape.to_string();
+                            return Err(err(
+                                "shape",
+                                Some(&s),
+                                format!(
+                                    "shape `{s}`: k = {} is not a multiple of {}'s block size {}",
+                                    shape.k,
+                                    f.name(),
+                                    f.block_size()
+                                ),
+                            ));
+                        }
+                    }
+                    for threads in list(&k.threads) {
+                        let mut p = Params::new();
+                        p.insert("op".into(), ParamValue::Text(op.name().into()));
+                        if let Some(d) = dtype {
+                            p.insert("dtype".into(), ParamValue::Text(d.name().into()));
+                        }
+                        if let Some(f) = format {
+                            p.insert("format".into(), ParamValue::Text(f.name().into()));
+                        }
+                        p.insert("shape".into(), ParamValue::Text(shape.to_string()));
+                        if let Some(t) = threads {
+                            p.insert("threads".into(), ParamValue::Int(t.0 as i64));
+                        }
+                        out.push(p);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A `kernel` trial's configuration, typed: what the agent runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KernelTrial {
+    pub op: KernelOp,
+    /// Data type for `matmul`.
+    pub dtype: DType,
+    /// Weight format for `qmatmul`.
+    pub format: Option<QuantFormat>,
+    pub shape: Shape,
+    /// Requested threads; `None` means every logical core.
+    pub threads: Option<u32>,
+}
+
+impl KernelTrial {
+    /// Reads and checks a trial's parameters (the receiver validates what the wire carried).
+    pub fn from_params(p: &Params) -> Result<Self, String> {
+        let text = |name: &str| -> Result<Option<&str>, String> {
+            match p.get(name) {
+                None => Ok(None),
+                Some(ParamValue::Text(s)) => Ok(Some(s)),
+                Some(other) => Err(format!("parameter `{name}` = `{other}` must be text")),
+            }
+        };
+        if let Some(unknown) = p
+            .keys()
+            .find(|k| !["op", "dtype", "format", "shape", "threads"].contains(&k.as_str()))
+        {
+            return Err(format!("unknown parameter `{unknown}` for workload kernel"));
+        }
+        let op: KernelOp = text("op")?.ok_or("parameter `op` is missing")?.parse()?;
+        let dtype = text("dtype")?.map(str::parse).transpose()?.unwrap_or(DType::F32);
+        let format: Option<QuantFormat> = text("format")?.map(str::parse).transpose()?;
+        let shape: Shape = text("shape")?.ok_or("parameter `shape` is missing")?.parse()?;
+        let threads = match p.get("threads") {
+            None => None,
+            Some(ParamValue::Int(t)) if (1..=1024).contains(t) => Some(*t as u32),
+            Some(other) => return Err(format!("parameter `threads` = `{other}` must be 1..=1024")),
+        };
+        if op == KernelOp::Qmatmul {
+            let f = format.ok_or("op qmatmul needs parameter `format`")?;
+            if shape.k % f.block_size() != 0 {
+                return Err(format!(
+                    "k = {} is not a multiple of {}'s block size {}",
+                    shape.k,
+                    f.name(),
+                    f.block_size()
+                ));
+            }
+        }
+        Ok(KernelTrial {
+            op,
+            dtype,
+            format,
+            shape,
+            threads,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name: t
+workload: kernel
+params:
+  shape: ["64,128,256", "1,256,512"]
+  threads: 1
+variants:
+  - op: matmul
+    dtype: [f32, f16]
+  - op: qmatmul
+    format: [q4_0, q8_0]
+"#;
+
+    #[test]
+    fn expands_variants_as_a_union_of_grids() {
+        let parsed = parse(GOOD).unwrap();
+        // matmul: 2 dtypes x 2 shapes; qmatmul: 2 formats x 2 shapes
+        assert_eq!(parsed.configs.len(), 8);
+        let labels: Vec<String> = parsed.configs.iter().map(crate::params::label).collect();
+        assert_eq!(labels[0], "op=matmul dtype=f32 shape=64,128,256 threads=1");
+        assert!(labels.contains(&"op=qmatmul format=q8_0 shape=1,256,512 threads=1".to_owned()));
+        assert_eq!(parsed.spec.placement, Placement::EachClass);
+    }
+
+    fn err(src: &str) -> SpecError {
+        parse(src).expect_err("spec should be refused")
+    }
+
+    #[test]
+    fn unknown_field_names_field_and_line() {
+        let e = err("name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: 1,2,3\n  colour: red\n");
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(e.message.contains("unknown field `colour`"), "{e}");
+        assert!(e.path.starts_with("params"), "{e}");
+    }
+
+    #[test]
+    fn unknown_workload_and_op_are_refused_with_line() {
+        let e = err("name: t\nworkload: training\n");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.to_string().contains("training"), "{e}");
+        let e = err("name: t\nworkload: kernel\nparams:\n  op: [matmul, conv]\n  shape: 1,2,3\n");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.to_string().contains("conv"), "{e}");
+        assert!(e.path.starts_with("params.op"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_and_empty_list_are_refused() {
+        let e = err("name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: 1,2,3\n  threads: many\n");
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(e.path.contains("threads"), "{e}");
+        let e = err("name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: []\n");
+        assert!(e.message.contains("empty list"), "{e}");
+        assert_eq!(e.line, Some(5), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let e = err("name: t\nworkload: kernel\nparams:\n  op: qmatmul\n  format: q4k\n  shape: \"1,64,100\"\n");
+        assert!(e.message.contains("block size 256"), "{e}");
+        assert_eq!(e.path, "params.shape");
+        assert_eq!(e.line, Some(6), "{e}");
+        let e = err("name: t\nworkload: kernel\nparams:\n  op: qmatmul\n  shape: 1,2,32\n");
+        assert_eq!(e.path, "params.format", "{e}");
+        let e = err("name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: 0,2,3\n");
+        assert!(e.message.contains("m = 0"), "{e}");
+    }
+
+    #[test]
+    fn kernel_trial_round_trips_through_params() {
+        let parsed = parse(GOOD).unwrap();
+        for c in &parsed.configs {
+            let t = KernelTrial::from_params(c).unwrap();
+            assert_eq!(t.threads, Some(1));
+        }
+        let mut bad = parsed.configs[0].clone();
+        bad.insert("shape".into(), ParamValue::Int(3));
+        assert!(KernelTrial::from_params(&bad).unwrap_err().contains("shape"));
+    }
+}
