@@ -1,1 +1,185 @@
+//! End-to-end: the real controller, two real agents and the real CLI as
+//! separate processes on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use chimera_e2e::*;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::time::Duration;
+
+fn trials(url: &str, sweep: &str) -> Vec<Value> {
+    let r = chimera_json(url, &["results", sweep]);
+    assert_eq!(r["format"], "chimera.results");
+    assert_eq!(r["version"], 1);
+    r["trials"].as_array().unwrap().clone()
+}
+
+fn submit(url: &str, file: &str, wait: bool) -> String {
+    let mut args = vec!["sweep", "submit", file];
+    if wait {
+        args.push("--wait");
+    }
+    let out = chimera(url, &args);
+    assert!(
+        out.status.success(),
+        "submit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout must hold only the sweep id: {stdout:?}");
+    lines[0].to_owned()
+}
+
+#[test]
+fn quickstart_runs_on_two_agents_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_controller(&dir.path().join("data"), "127.0.0.1:0", "3s");
+    let _a = start_agent(&c.url, "agent-a");
+    let _b = start_agent(&c.url, "agent-b");
+    wait_for_agents(&c.url, 2);
+
+    let id = submit(&c.url, "examples/quickstart.yaml", true);
+    let trials = trials(&c.url, &id);
+    assert_eq!(trials.len(), 8, "4 setups x 2 shapes on one device class");
+    for t in &trials {
+        assert_eq!(t["state"], "succeeded", "{t}");
+        for m in ["gflop_per_s", "latency_ms_p50", "latency_ms_p99", "latency_ms_mean", "iterations"] {
+            let v = t["metrics"][m].as_f64().unwrap_or_else(|| panic!("{m} missing: {t}"));
+            assert!(v > 0.0, "{m} = {v}: {t}");
+        }
+        assert!(t["metrics"]["cov"].as_f64().unwrap() >= 0.0);
+        let fp = &t["fingerprint"];
+        assert!(fp["candle_version"].as_str().unwrap().starts_with("0."), "{fp}");
+        assert!(fp["threads"].as_u64().unwrap() >= 1);
+        assert!(["agent-a", "agent-b"].contains(&t["agent"].as_str().unwrap()));
+    }
+
+    let status = chimera_json(&c.url, &["sweep", "status", &id]);
+    assert_eq!(status[0]["state"], "done");
+    assert_eq!(status[0]["trials"]["succeeded"], 8);
+    let list = chimera_json(&c.url, &["sweep", "list"]);
+    assert_eq!(list[0]["id"], id.as_str());
+
+    // The comparison marks one best setup per shape on the class.
+    let cmp = chimera_json(&c.url, &["compare", &id, "--metric", "gflop_per_s"]);
+    let rows = cmp["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    let best = rows.iter().filter(|r| r["cells"][0]["best"] == true).count();
+    assert_eq!(best, 2, "{cmp}");
+    let csv = chimera(&c.url, &["compare", &id, "--output", "csv"]);
+    assert!(String::from_utf8_lossy(&csv.stdout).starts_with("problem,setup,"));
+}
+
+#[test]
+fn a_bad_spec_is_refused_naming_field_and_line_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_controller(&dir.path().join("data"), "127.0.0.1:0", "3s");
+    let _a = start_agent(&c.url, "agent-a");
+    wait_for_agents(&c.url, 1);
+    let cases = [
+        ("name: x\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\n  colour: red\n", "line 6", "colour"),
+        ("name: x\nworkload: kernel\nparams:\n  op: fft\n  shape: 8,8,8\n", "line 4", "fft"),
+        ("name: x\nworkload: train\n", "line 2", "train"),
+        ("name: x\nworkload: kernel\nparams:\n  op: matmul\n  shape: []\n", "line 5", "empty list"),
+        ("name: x\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\nrepeats: lots\n", "line 6", "repeats"),
+        // No device of the target kind is connected: refused at submit.
+        ("name: x\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\ntarget:\n  kind: gpu\n", "target", "no connected agent"),
+    ];
+    for (i, (yaml, line, word)) in cases.iter().enumerate() {
+        let f = spec_file(dir.path(), &format!("bad{i}.yaml"), yaml);
+        let out = chimera(&c.url, &["sweep", "submit", f.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "case {i}: {stderr}");
+        assert!(out.stdout.is_empty(), "case {i}: nothing on stdout");
+        assert!(stderr.contains(line) && stderr.contains(word), "case {i}: {stderr}");
+    }
+    let list = chimera_json(&c.url, &["sweep", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 0, "nothing stored: {list}");
+}
+
+const SLOW: &str = "name: slow
+workload: kernel
+params:
+  op: matmul
+  shape: [\"64,256,256\", \"64,256,512\"]
+  threads: 1
+harness:
+  warmup_iters: 1
+  min_iters: 3
+  min_time_ms: 2500
+  max_time_ms: 3000
+";
+
+#[test]
+fn an_agent_killed_mid_trial_has_its_trial_rerun_elsewhere_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_controller(&dir.path().join("data"), "127.0.0.1:0", "2s");
+    let mut agents = vec![start_agent(&c.url, "agent-a"), start_agent(&c.url, "agent-b")];
+    wait_for_agents(&c.url, 2);
+    let f = spec_file(dir.path(), "slow.yaml", SLOW);
+    let id = submit(&c.url, f.to_str().unwrap(), false);
+
+    // Find a trial that is running, and kill the agent running it.
+    let (trial_id, victim) = wait_for("a running trial", Duration::from_secs(30), || {
+        trials(&c.url, &id).into_iter().find_map(|t| {
+            if t["state"] != "running" {
+                return None;
+            }
+            Some((t["id"].as_str()?.to_owned(), t["agent"].as_str()?.to_owned()))
+        })
+    });
+    let idx = agents.iter().position(|a| a.name == victim).unwrap();
+    agents[idx].kill();
+
+    let out = chimera(&c.url, &["sweep", "watch", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = trials(&c.url, &id);
+    assert_eq!(all.len(), 2);
+    let ids: HashSet<&str> = all.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "one record per trial");
+    let t = all.iter().find(|t| t["id"] == trial_id.as_str()).unwrap();
+    assert_eq!(t["state"], "succeeded", "{t}");
+    assert_eq!(t["attempt"], 2, "re-run as the next attempt: {t}");
+    assert_ne!(t["agent"], victim.as_str(), "re-run on the other agent: {t}");
+    assert!(t["metrics"]["gflop_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_controller_killed_and_restarted_keeps_its_sweeps_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut c = start_controller(&data, "127.0.0.1:0", "3s");
+    let addr = c.addr.clone();
+    let _a = start_agent(&c.url, "agent-a");
+    wait_for_agents(&c.url, 1);
+    let id = submit(&c.url, "examples/quickstart.yaml", false);
+
+    // Let some results land, then SIGKILL the controller mid-sweep.
+    let before = wait_for("two results", Duration::from_secs(60), || {
+        let done: Vec<Value> = trials(&c.url, &id)
+            .into_iter()
+            .filter(|t| t["state"] == "succeeded")
+            .collect();
+        (done.len() >= 2).then_some(done)
+    });
+    c.proc.kill();
+
+    // Same address, same data directory: the agent reconnects by itself.
+    let c = start_controller(&data, &addr, "3s");
+    let list = chimera_json(&c.url, &["sweep", "list"]);
+    assert_eq!(list[0]["id"], id.as_str(), "{list}");
+    let out = chimera(&c.url, &["sweep", "watch", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = trials(&c.url, &id);
+    assert_eq!(after.len(), 8);
+    for t in &after {
+        assert_eq!(t["state"], "succeeded", "{t}");
+    }
+    // Results acknowledged before the kill are there, unchanged.
+    for b in &before {
+        let a = after.iter().find(|t| t["id"] == b["id"]).unwrap();
+        assert_eq!(a["metrics"], b["metrics"]);
+        assert_eq!(a["attempt"], b["attempt"]);
+    }
+}

@@ -1,1 +1,163 @@
+//! Helpers for the end-to-end tests: start the real `chimera-controller` and
+//! `chimera-agent` binaries on loopback, run the real `chimera` CLI, stop
+//! everything by PID when the test ends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Path of a workspace binary, built by `cargo test --workspace` next to this test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so the binaries are built",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    /// SIGKILL now and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A controller process and its URL.
+pub struct Controller {
+    pub proc: Proc,
+    pub url: String,
+    pub addr: String,
+}
+
+/// Starts `chimera-controller` on `listen` (e.g. `127.0.0.1:0`) with its store in `data_dir`.
+pub fn start_controller(data_dir: &Path, listen: &str, lease_ttl: &str) -> Controller {
+    let mut child = Command::new(bin("chimera-controller"))
+        .args(["--listen", listen, "--lease-ttl", lease_ttl, "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start chimera-controller");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("chimera-controller listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from the controller: {line:?}"))
+        .to_owned();
+    let addr = url.trim_start_matches("http://").to_owned();
+    Controller {
+        proc: Proc {
+            child,
+            name: "controller".into(),
+        },
+        url,
+        addr,
+    }
+}
+
+/// Starts `chimera-agent --name NAME` against the controller.
+pub fn start_agent(url: &str, name: &str) -> Proc {
+    let child = Command::new(bin("chimera-agent"))
+        .args(["--controller", url, "--name", name])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start chimera-agent");
+    Proc {
+        child,
+        name: name.into(),
+    }
+}
+
+/// Runs the `chimera` CLI against the controller.
+pub fn chimera(url: &str, args: &[&str]) -> Output {
+    Command::new(bin("chimera"))
+        .arg("--controller")
+        .arg(url)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run chimera")
+}
+
+/// Runs `chimera ... -o json` and parses stdout; panics with stderr on failure.
+pub fn chimera_json(url: &str, args: &[&str]) -> serde_json::Value {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--output", "json"]);
+    let out = chimera(url, &all);
+    assert!(
+        out.status.success(),
+        "chimera {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "chimera {args:?}: stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until `n` agents are connected.
+pub fn wait_for_agents(url: &str, n: usize) {
+    wait_for(&format!("{n} connected agents"), Duration::from_secs(30), || {
+        let agents = chimera_json(url, &["agents", "list"]);
+        let connected = agents
+            .as_array()?
+            .iter()
+            .filter(|a| a["connected"] == true)
+            .count();
+        (connected >= n).then_some(())
+    })
+}
+
+/// Writes a spec file into `dir` and returns its path.
+pub fn spec_file(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, yaml).unwrap();
+    p
+}

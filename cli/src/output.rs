@@ -229,7 +229,7 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
     } else {
         format!(" [{}]", c.unit)
     };
-    let mut header = vec!["config".to_owned()];
+    let mut header = vec!["problem".to_owned(), "setup".to_owned()];
     for class in &c.classes {
         header.push(format!("{class}{unit}"));
         if fmt == Format::Table {
@@ -240,7 +240,7 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
         .rows
         .iter()
         .map(|r| {
-            let mut row = vec![r.config.clone()];
+            let mut row = vec![r.group.clone(), r.setup.clone()];
             for cell in &r.cells {
                 match cell {
                     Some(cell) if fmt == Format::Table => {
@@ -262,7 +262,7 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
     emit(fmt, &header_refs, rows, serde_json::Value::Null)?;
     if fmt == Format::Table {
         println!(
-            "{} ({}): median over repeats; * = best per device class",
+            "{} ({}): median over repeats; * = best setup for the problem on the device class",
             c.metric,
             if c.higher_is_better { "higher is better" } else { "lower is better" }
         );

@@ -256,6 +256,10 @@ impl<'de> Deserialize<'de> for Shape {
     }
 }
 
+/// Parameters that choose *how* a trial computes (the setup being compared);
+/// every other parameter says *what* it computes (the problem).
+pub const SETUP_PARAMS: &[&str] = &["op", "dtype", "format", "threads"];
+
 /// Order in which parameters are shown: the ones that define the configuration first.
 pub fn param_rank(name: &str) -> usize {
     const ORDER: &[&str] = &["op", "dtype", "format", "shape", "threads"];

@@ -13,9 +13,9 @@ pub struct Cell {
     pub value: f64,
     /// Successful trials the median is over.
     pub samples: usize,
-    /// The best configuration of this class for the metric.
+    /// The best configuration of its group on this class for the metric.
     pub best: bool,
-    /// value / best value of the class (1.0 for the best).
+    /// value / best value of the group on this class (1.0 for the best).
     pub ratio_to_best: f64,
 }
 
@@ -23,6 +23,11 @@ pub struct Cell {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Row {
     pub config_index: u32,
+    /// The problem the configuration solves (`shape=1,4096,4096`): the best is
+    /// chosen among rows of the same group, so setups are compared on equal work.
+    pub group: String,
+    /// The setup being compared within the group (`op=qmatmul format=q4_0`).
+    pub setup: String,
     /// `op=qmatmul format=q4_0 shape=...`
     pub config: String,
     /// One cell per class, in [`Comparison::classes`] order.
@@ -53,10 +58,15 @@ fn median(v: &mut [f64]) -> f64 {
 pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
     let higher = metrics::higher_is_better(metric);
     let mut classes: Vec<String> = Vec::new();
-    let mut configs: BTreeMap<u32, String> = BTreeMap::new();
+    let mut configs: BTreeMap<u32, (String, String, String)> = BTreeMap::new();
     let mut values: BTreeMap<(u32, String), Vec<f64>> = BTreeMap::new();
     for t in trials {
-        configs.entry(t.config_index).or_insert_with(|| label(&t.params));
+        configs
+            .entry(t.config_index)
+            .or_insert_with(|| {
+                let (problem, setup) = split(&t.params);
+                (problem, setup, label(&t.params))
+            });
         if t.state != TrialState::Succeeded {
             continue;
         }
@@ -79,31 +89,30 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
             (k, (median(&mut v), n))
         })
         .collect();
-    let best: BTreeMap<&String, f64> = classes
-        .iter()
-        .filter_map(|c| {
-            let vals = medians
-                .iter()
-                .filter(|((_, cls), _)| cls == c)
-                .map(|(_, (v, _))| *v);
-            let b = if higher {
-                vals.fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
-            } else {
-                vals.fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.min(v))))
-            };
-            b.map(|b| (c, b))
-        })
-        .collect();
-    let rows = configs
+    // Best per (group, class).
+    let mut best: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    for ((idx, class), (v, _)) in &medians {
+        let Some((group, ..)) = configs.get(idx) else {
+            continue;
+        };
+        best.entry((group.as_str(), class.as_str()))
+            .and_modify(|b| *b = if higher { b.max(*v) } else { b.min(*v) })
+            .or_insert(*v);
+    }
+    let mut order: Vec<(&u32, &(String, String, String))> = configs.iter().collect();
+    order.sort_by(|a, b| (&a.1 .0, a.0).cmp(&(&b.1 .0, b.0)));
+    let rows = order
         .into_iter()
-        .map(|(idx, config)| Row {
+        .map(|(&idx, (group, setup, config))| Row {
             config_index: idx,
-            config,
+            group: group.clone(),
+            setup: setup.clone(),
+            config: config.clone(),
             cells: classes
                 .iter()
                 .map(|c| {
                     medians.get(&(idx, c.clone())).map(|&(value, samples)| {
-                        let b = best.get(c).copied().unwrap_or(value);
+                        let b = best.get(&(group.as_str(), c.as_str())).copied().unwrap_or(value);
                         Cell {
                             value,
                             samples,
@@ -122,6 +131,16 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
         classes,
         rows,
     }
+}
+
+/// The parameters that say what is computed, as opposed to how: a comparison
+/// only ranks setups that did the same work.
+fn split(params: &crate::params::Params) -> (String, String) {
+    let (setup, problem): (crate::params::Params, crate::params::Params) = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(k, _)| crate::catalog::SETUP_PARAMS.contains(&k.as_str()));
+    (label(&problem), label(&setup))
 }
 
 #[cfg(test)]
@@ -167,5 +186,24 @@ mod tests {
         assert!(c.rows[1].cells[0].as_ref().unwrap().best);
         assert!(c.rows[0].cells[1].is_none(), "failed trials do not count");
         assert!(c.rows[1].cells[1].as_ref().unwrap().best);
+    }
+
+    #[test]
+    fn best_is_chosen_among_configs_of_the_same_problem() {
+        let mut trials = Vec::new();
+        for (idx, shape, v) in [(0, "1,8,8", 1.0), (1, "1,8,8", 2.0), (2, "64,8,8", 50.0), (3, "64,8,8", 40.0)] {
+            let mut t = trial(idx, "a", v, TrialState::Succeeded);
+            t.params.insert("shape".into(), ParamValue::Text(shape.into()));
+            trials.push(t);
+        }
+        let c = compare(&trials, "gflop_per_s");
+        let best: Vec<(u32, bool)> = c
+            .rows
+            .iter()
+            .map(|r| (r.config_index, r.cells[0].as_ref().unwrap().best))
+            .collect();
+        assert_eq!(best, vec![(0, false), (1, true), (2, true), (3, false)]);
+        assert_eq!(c.rows[0].group, "shape=1,8,8");
+        assert_eq!(c.rows[0].cells[0].as_ref().unwrap().ratio_to_best, 0.5);
     }
 }

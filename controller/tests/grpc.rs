@@ -1,0 +1,279 @@
+//! In-process gRPC tests: the real controller on `127.0.0.1:0`, driven by a
+//! scripted agent speaking the wire protocol, so each scheduling rule can be
+//! checked message by message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chimera_proto::v1 as proto;
+use chimera_proto::v1::agent_service_client::AgentServiceClient;
+use chimera_proto::v1::operator_service_client::OperatorServiceClient;
+use proto::agent_message::Msg as Up;
+use proto::controller_message::Msg as Down;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+struct Harness {
+    url: String,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start(lease_ttl: Duration) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = chimera_controller::bind("127.0.0.1:0".parse().unwrap(), false)
+        .await
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let config = chimera_controller::Config {
+        data_dir: dir.path().to_owned(),
+        lease_ttl,
+    };
+    tokio::spawn(chimera_controller::serve(listener, config, shutdown.clone()));
+    Harness {
+        url,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+async fn operator(url: &str) -> OperatorServiceClient<Channel> {
+    OperatorServiceClient::connect(url.to_owned()).await.unwrap()
+}
+
+fn device(id: &str, class: &str, caps: &[&str]) -> proto::Device {
+    proto::Device {
+        id: id.into(),
+        kind: "cpu".into(),
+        device_class: class.into(),
+        model: class.into(),
+        capabilities: caps.iter().map(|c| c.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// A scripted agent.
+struct Agent {
+    tx: mpsc::Sender<proto::AgentMessage>,
+    rx: tonic::Streaming<proto::ControllerMessage>,
+}
+
+impl Agent {
+    async fn connect(url: &str, name: &str, devices: Vec<proto::Device>, running: Vec<proto::TrialRef>) -> Agent {
+        let mut client = AgentServiceClient::connect(url.to_owned()).await.unwrap();
+        let (tx, out) = mpsc::channel(64);
+        tx.send(proto::AgentMessage {
+            msg: Some(Up::Hello(proto::Hello {
+                agent_name: name.into(),
+                devices,
+                running,
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+        let mut rx = client.session(ReceiverStream::new(out)).await.unwrap().into_inner();
+        match rx.message().await.unwrap().and_then(|m| m.msg) {
+            Some(Down::Welcome(_)) => {}
+            other => panic!("expected welcome, got {other:?}"),
+        }
+        Agent { tx, rx }
+    }
+
+    async fn next(&mut self) -> Down {
+        tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+            .await
+            .expect("a controller message within 10 s")
+            .unwrap()
+            .and_then(|m| m.msg)
+            .expect("a message")
+    }
+
+    async fn assignment(&mut self) -> proto::AssignTrial {
+        match self.next().await {
+            Down::Assign(a) => a,
+            other => panic!("expected an assignment, got {other:?}"),
+        }
+    }
+
+    async fn quiet_for(&mut self, d: Duration) -> bool {
+        tokio::time::timeout(d, self.rx.message()).await.is_err()
+    }
+
+    async fn send(&self, msg: Up) {
+        self.tx.send(proto::AgentMessage { msg: Some(msg) }).await.unwrap();
+    }
+
+    async fn finish(&mut self, trial: &proto::TrialRef, gflops: f64) -> proto::ResultAck {
+        self.send(Up::Finished(proto::TrialFinished {
+            trial: Some(trial.clone()),
+            metrics: [("gflop_per_s".to_owned(), gflops)].into(),
+            fingerprint: Some(Default::default()),
+            wall_ms: 1.0,
+        }))
+        .await;
+        loop {
+            match self.next().await {
+                Down::Ack(a) => return a,
+                Down::Assign(_) => continue,
+                other => panic!("expected an ack, got {other:?}"),
+            }
+        }
+    }
+}
+
+const ONE: &str = "name: one\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\n";
+
+async fn submit(url: &str, yaml: &str) -> Result<proto::SubmitSweepResponse, tonic::Status> {
+    operator(url)
+        .await
+        .submit_sweep(proto::SubmitSweepRequest {
+            spec_yaml: yaml.into(),
+            source_name: "test.yaml".into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn trials(url: &str, sweep: &str) -> Vec<proto::Trial> {
+    operator(url)
+        .await
+        .list_trials(proto::ListTrialsRequest { sweep_id: sweep.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .trials
+}
+
+#[tokio::test]
+async fn a_stale_attempt_is_refused_after_the_lease_expires() {
+    let h = start(Duration::from_millis(400)).await;
+    let caps = ["kernel/matmul", "kernel/qmatmul"];
+    let mut a = Agent::connect(&h.url, "a", vec![device("cpu", "c1", &caps)], vec![]).await;
+    let sweep = submit(&h.url, ONE).await.unwrap().sweep_id;
+    let first = a.assignment().await.trial.unwrap();
+    assert_eq!(first.attempt, 1);
+    // The agent vanishes; after the TTL its trial goes back to pending.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let t = &trials(&h.url, &sweep).await[0];
+    assert_eq!(t.state, proto::TrialState::Pending as i32, "{t:?}");
+
+    // A fresh agent gets attempt 2; the old attempt's result is refused.
+    let mut b = Agent::connect(&h.url, "b", vec![device("cpu", "c1", &caps)], vec![]).await;
+    let second = b.assignment().await.trial.unwrap();
+    assert_eq!((second.trial_id.as_str(), second.attempt), (first.trial_id.as_str(), 2));
+    let stale = b.finish(&first, 1.0).await;
+    assert!(!stale.accepted);
+    assert!(stale.reason.contains("attempt"), "{}", stale.reason);
+    let ok = b.finish(&second, 2.0).await;
+    assert!(ok.accepted, "{}", ok.reason);
+    let t = &trials(&h.url, &sweep).await[0];
+    assert_eq!(t.state, proto::TrialState::Succeeded as i32);
+    assert_eq!(t.metrics["gflop_per_s"], 2.0, "only the current attempt's result counts");
+}
+
+#[tokio::test]
+async fn one_trial_per_device_at_a_time() {
+    let h = start(Duration::from_secs(5)).await;
+    let mut a = Agent::connect(&h.url, "a", vec![device("cpu", "c1", &["kernel/matmul"])], vec![]).await;
+    let spec = "name: three\nworkload: kernel\nparams:\n  op: matmul\n  shape: [8,8,8, \"8,8,16\", \"8,8,32\"]\n";
+    let spec = spec.replace("[8,8,8, ", "[\"8,8,8\", ");
+    let resp = submit(&h.url, &spec).await.unwrap();
+    assert_eq!(resp.trials, 3);
+    for _ in 0..3 {
+        let t = a.assignment().await.trial.unwrap();
+        assert!(a.quiet_for(Duration::from_millis(300)).await, "no second trial while busy");
+        assert!(a.finish(&t, 1.0).await.accepted);
+    }
+    let s = operator(&h.url)
+        .await
+        .get_sweep(proto::GetSweepRequest { sweep_id: resp.sweep_id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((s.state, s.trials_succeeded), (proto::SweepState::Done as i32, 3));
+}
+
+#[tokio::test]
+async fn an_op_no_matching_agent_supports_is_refused_at_submit() {
+    let h = start(Duration::from_secs(5)).await;
+    let _a = Agent::connect(&h.url, "a", vec![device("cpu", "c1", &["kernel/matmul"])], vec![]).await;
+    let spec = "name: q\nworkload: kernel\nparams:\n  shape: 8,8,32\nvariants:\n  - op: matmul\n  - op: qmatmul\n    format: q8_0\n";
+    let err = submit(&h.url, spec).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("qmatmul"), "{}", err.message());
+    assert!(err.message().contains("line 7"), "{}", err.message());
+    let list = operator(&h.url).await.list_sweeps(proto::ListSweepsRequest {}).await.unwrap();
+    assert!(list.into_inner().sweeps.is_empty(), "nothing stored");
+}
+
+#[tokio::test]
+async fn each_class_runs_every_config_on_every_class_and_any_runs_it_once() {
+    let h = start(Duration::from_secs(5)).await;
+    let caps = ["kernel/matmul"];
+    let mut a = Agent::connect(&h.url, "a", vec![device("cpu", "class-a", &caps)], vec![]).await;
+    let mut b = Agent::connect(&h.url, "b", vec![device("cpu", "class-b", &caps)], vec![]).await;
+    let each = submit(&h.url, ONE).await.unwrap();
+    assert_eq!(each.trials, 2, "one per class");
+    let ta = a.assignment().await;
+    let tb = b.assignment().await;
+    assert!(a.finish(ta.trial.as_ref().unwrap(), 1.0).await.accepted);
+    assert!(b.finish(tb.trial.as_ref().unwrap(), 1.0).await.accepted);
+    let classes: Vec<String> = trials(&h.url, &each.sweep_id).await.into_iter().map(|t| t.device_class).collect();
+    assert_eq!(classes, vec!["class-a", "class-b"]);
+
+    let any = submit(&h.url, &format!("{ONE}placement: any\n")).await.unwrap();
+    assert_eq!(any.trials, 1, "once on any device");
+}
+
+#[tokio::test]
+async fn a_reconnecting_agent_keeps_the_trial_it_still_runs() {
+    let h = start(Duration::from_secs(5)).await;
+    let caps = ["kernel/matmul"];
+    let mut a = Agent::connect(&h.url, "a", vec![device("cpu", "c1", &caps)], vec![]).await;
+    let sweep = submit(&h.url, ONE).await.unwrap().sweep_id;
+    let t = a.assignment().await.trial.unwrap();
+    drop(a);
+    // Back before the lease ends, still running it: same attempt, result accepted.
+    let mut a = Agent::connect(&h.url, "a", vec![device("cpu", "c1", &caps)], vec![t.clone()]).await;
+    let ack = a.finish(&t, 3.0).await;
+    assert!(ack.accepted, "{}", ack.reason);
+    let rec = &trials(&h.url, &sweep).await[0];
+    assert_eq!((rec.attempt, rec.state), (1, proto::TrialState::Succeeded as i32));
+}
+
+#[tokio::test]
+async fn malformed_requests_are_refused_with_the_field_named() {
+    let h = start(Duration::from_secs(5)).await;
+    let mut op = operator(&h.url).await;
+    let e = op
+        .get_sweep(proto::GetSweepRequest { sweep_id: "../etc".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("sweep_id"), "{}", e.message());
+    let e = op
+        .get_sweep(proto::GetSweepRequest { sweep_id: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    // A hello with a bad name is refused.
+    let mut client = AgentServiceClient::connect(h.url.clone()).await.unwrap();
+    let (tx, out) = mpsc::channel(4);
+    tx.send(proto::AgentMessage {
+        msg: Some(Up::Hello(proto::Hello { agent_name: "bad name!".into(), ..Default::default() })),
+    })
+    .await
+    .unwrap();
+    let e = client.session(ReceiverStream::new(out)).await.unwrap_err();
+    assert!(e.message().contains("agent_name"), "{}", e.message());
+}
