@@ -7,7 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc);
     tonic_prost_build::configure().compile_with_config(
         config,
-        &["chimera/v1/common.proto", "chimera/v1/agent.proto", "chimera/v1/operator.proto"],
+        &[
+            "chimera/v1/common.proto",
+            "chimera/v1/agent.proto",
+            "chimera/v1/operator.proto",
+        ],
         &["."],
     )?;
     println!("cargo:rerun-if-changed=chimera");

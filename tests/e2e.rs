@@ -27,7 +27,11 @@ fn submit(url: &str, file: &str, wait: bool) -> String {
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "stdout must hold only the sweep id: {stdout:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "stdout must hold only the sweep id: {stdout:?}"
+    );
     lines[0].to_owned()
 }
 
@@ -44,13 +48,24 @@ fn quickstart_runs_on_two_agents_through_the_cli() {
     assert_eq!(trials.len(), 8, "4 setups x 2 shapes on one device class");
     for t in &trials {
         assert_eq!(t["state"], "succeeded", "{t}");
-        for m in ["gflop_per_s", "latency_ms_p50", "latency_ms_p99", "latency_ms_mean", "iterations"] {
-            let v = t["metrics"][m].as_f64().unwrap_or_else(|| panic!("{m} missing: {t}"));
+        for m in [
+            "gflop_per_s",
+            "latency_ms_p50",
+            "latency_ms_p99",
+            "latency_ms_mean",
+            "iterations",
+        ] {
+            let v = t["metrics"][m]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{m} missing: {t}"));
             assert!(v > 0.0, "{m} = {v}: {t}");
         }
         assert!(t["metrics"]["cov"].as_f64().unwrap() >= 0.0);
         let fp = &t["fingerprint"];
-        assert!(fp["candle_version"].as_str().unwrap().starts_with("0."), "{fp}");
+        assert!(
+            fp["candle_version"].as_str().unwrap().starts_with("0."),
+            "{fp}"
+        );
         assert!(fp["threads"].as_u64().unwrap() >= 1);
         assert!(["agent-a", "agent-b"].contains(&t["agent"].as_str().unwrap()));
     }
@@ -65,7 +80,10 @@ fn quickstart_runs_on_two_agents_through_the_cli() {
     let cmp = chimera_json(&c.url, &["compare", &id, "--metric", "gflop_per_s"]);
     let rows = cmp["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 8);
-    let best = rows.iter().filter(|r| r["cells"][0]["best"] == true).count();
+    let best = rows
+        .iter()
+        .filter(|r| r["cells"][0]["best"] == true)
+        .count();
     assert_eq!(best, 2, "{cmp}");
     let csv = chimera(&c.url, &["compare", &id, "--output", "csv"]);
     assert!(String::from_utf8_lossy(&csv.stdout).starts_with("problem,setup,"));
@@ -92,7 +110,10 @@ fn a_bad_spec_is_refused_naming_field_and_line_and_stores_nothing() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "case {i}: {stderr}");
         assert!(out.stdout.is_empty(), "case {i}: nothing on stdout");
-        assert!(stderr.contains(line) && stderr.contains(word), "case {i}: {stderr}");
+        assert!(
+            stderr.contains(line) && stderr.contains(word),
+            "case {i}: {stderr}"
+        );
     }
     let list = chimera_json(&c.url, &["sweep", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 0, "nothing stored: {list}");
@@ -115,7 +136,10 @@ harness:
 fn an_agent_killed_mid_trial_has_its_trial_rerun_elsewhere_once() {
     let dir = tempfile::tempdir().unwrap();
     let c = start_controller(&dir.path().join("data"), "127.0.0.1:0", "2s");
-    let mut agents = vec![start_agent(&c.url, "agent-a"), start_agent(&c.url, "agent-b")];
+    let mut agents = [
+        start_agent(&c.url, "agent-a"),
+        start_agent(&c.url, "agent-b"),
+    ];
     wait_for_agents(&c.url, 2);
     let f = spec_file(dir.path(), "slow.yaml", SLOW);
     let id = submit(&c.url, f.to_str().unwrap(), false);
@@ -126,14 +150,21 @@ fn an_agent_killed_mid_trial_has_its_trial_rerun_elsewhere_once() {
             if t["state"] != "running" {
                 return None;
             }
-            Some((t["id"].as_str()?.to_owned(), t["agent"].as_str()?.to_owned()))
+            Some((
+                t["id"].as_str()?.to_owned(),
+                t["agent"].as_str()?.to_owned(),
+            ))
         })
     });
     let idx = agents.iter().position(|a| a.name == victim).unwrap();
     agents[idx].kill();
 
     let out = chimera(&c.url, &["sweep", "watch", &id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let all = trials(&c.url, &id);
     assert_eq!(all.len(), 2);
     let ids: HashSet<&str> = all.iter().map(|t| t["id"].as_str().unwrap()).collect();
@@ -141,7 +172,11 @@ fn an_agent_killed_mid_trial_has_its_trial_rerun_elsewhere_once() {
     let t = all.iter().find(|t| t["id"] == trial_id.as_str()).unwrap();
     assert_eq!(t["state"], "succeeded", "{t}");
     assert_eq!(t["attempt"], 2, "re-run as the next attempt: {t}");
-    assert_ne!(t["agent"], victim.as_str(), "re-run on the other agent: {t}");
+    assert_ne!(
+        t["agent"],
+        victim.as_str(),
+        "re-run on the other agent: {t}"
+    );
     assert!(t["metrics"]["gflop_per_s"].as_f64().unwrap() > 0.0);
 }
 
@@ -170,7 +205,11 @@ fn a_controller_killed_and_restarted_keeps_its_sweeps_and_resumes() {
     let list = chimera_json(&c.url, &["sweep", "list"]);
     assert_eq!(list[0]["id"], id.as_str(), "{list}");
     let out = chimera(&c.url, &["sweep", "watch", &id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let after = trials(&c.url, &id);
     assert_eq!(after.len(), 8);
     for t in &after {

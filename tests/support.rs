@@ -137,22 +137,29 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// Waits until `n` agents are connected.
 pub fn wait_for_agents(url: &str, n: usize) {
-    wait_for(&format!("{n} connected agents"), Duration::from_secs(30), || {
-        let agents = chimera_json(url, &["agents", "list"]);
-        let connected = agents
-            .as_array()?
-            .iter()
-            .filter(|a| a["connected"] == true)
-            .count();
-        (connected >= n).then_some(())
-    })
+    wait_for(
+        &format!("{n} connected agents"),
+        Duration::from_secs(30),
+        || {
+            let agents = chimera_json(url, &["agents", "list"]);
+            let connected = agents
+                .as_array()?
+                .iter()
+                .filter(|a| a["connected"] == true)
+                .count();
+            (connected >= n).then_some(())
+        },
+    )
 }
 
 /// Writes a spec file into `dir` and returns its path.

@@ -77,7 +77,8 @@ pub fn measure<E: std::fmt::Display>(
         run(&mut iteration)?;
         samples_ms.push(t.elapsed().as_secs_f64() * 1e3);
         let elapsed = start.elapsed();
-        let enough = samples_ms.len() >= settings.min_iters as usize && elapsed >= settings.min_time;
+        let enough =
+            samples_ms.len() >= settings.min_iters as usize && elapsed >= settings.min_time;
         if enough || elapsed >= settings.max_time || samples_ms.len() >= MAX_SAMPLES {
             break;
         }
@@ -193,7 +194,9 @@ mod tests {
         let cancel = AtomicBool::new(true);
         let r = measure(&Settings::default(), &cancel, || Ok::<(), String>(()));
         assert!(matches!(r, Err(HarnessError::Cancelled)));
-        let r = measure(&Settings::default(), &AtomicBool::new(false), || Err("boom"));
+        let r = measure(&Settings::default(), &AtomicBool::new(false), || {
+            Err("boom")
+        });
         assert!(matches!(r, Err(HarnessError::Workload(m)) if m == "boom"));
     }
 

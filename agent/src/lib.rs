@@ -172,24 +172,32 @@ impl State {
             return fail(trial, "agent is draining".into());
         }
         let Some(worker) = self.workers.get(&a.device_id) else {
-            return fail(trial, format!("device `{}` cannot run trials on this agent", a.device_id));
+            return fail(
+                trial,
+                format!("device `{}` cannot run trials on this agent", a.device_id),
+            );
         };
         if let Some(busy) = self.running.get(&a.device_id) {
             return fail(
                 trial,
-                format!("device `{}` is busy with trial {}", a.device_id, busy.trial.trial_id),
+                format!(
+                    "device `{}` is busy with trial {}",
+                    a.device_id, busy.trial.trial_id
+                ),
             );
         }
         let params = match params_from_proto(&a.params) {
             Ok(p) => p,
             Err(e) => return fail(trial, e.to_string()),
         };
-        let settings = a.harness.map_or_else(harness::Settings::default, |h| harness::Settings {
-            warmup_iters: h.warmup_iters,
-            min_iters: h.min_iters.max(1),
-            min_time: Duration::from_millis(h.min_time_ms.into()),
-            max_time: Duration::from_millis(h.max_time_ms.max(h.min_time_ms).into()),
-        });
+        let settings = a
+            .harness
+            .map_or_else(harness::Settings::default, |h| harness::Settings {
+                warmup_iters: h.warmup_iters,
+                min_iters: h.min_iters.max(1),
+                min_time: Duration::from_millis(h.min_time_ms.into()),
+                max_time: Duration::from_millis(h.max_time_ms.max(h.min_time_ms).into()),
+            });
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Job {
             trial: trial.clone(),
@@ -278,7 +286,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 }
                 warn!(controller = %config.controller, reason = %why, "disconnected; reconnecting");
             }
-            Err(e) => warn!(controller = %config.controller, error = %format!("{e:#}"), "cannot reach the controller"),
+            Err(e) => {
+                warn!(controller = %config.controller, error = %format!("{e:#}"), "cannot reach the controller")
+            }
         }
         // Full jitter in [delay/2, delay], then double up to the cap.
         let jittered = delay.mul_f64(rand::rng().random_range(0.5..=1.0));

@@ -8,7 +8,11 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "chimera-agent", version)]
 struct Args {
     /// Controller URL.
-    #[arg(long, env = "CHIMERA_CONTROLLER", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "CHIMERA_CONTROLLER",
+        default_value = "http://127.0.0.1:50051"
+    )]
     controller: String,
     /// This agent's name, unique in the fleet (default: the host name).
     #[arg(long, env = "CHIMERA_AGENT_NAME")]
@@ -49,8 +53,7 @@ fn shutdown_on_signal() -> CancellationToken {
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -83,7 +83,13 @@ fn run_job(job: Job) -> Outcome {
     let _enter = span.enter();
     // A panic inside candle must fail the trial, not kill the agent.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        workloads::run(&job.workload, &job.params, &job.device_id, &job.settings, &job.cancel)
+        workloads::run(
+            &job.workload,
+            &job.params,
+            &job.device_id,
+            &job.settings,
+            &job.cancel,
+        )
     }))
     .unwrap_or_else(|p| {
         let msg = p
@@ -95,7 +101,10 @@ fn run_job(job: Job) -> Outcome {
     });
     match result {
         Ok(out) => {
-            tracing::info!(wall_ms = start.elapsed().as_millis() as u64, "trial finished");
+            tracing::info!(
+                wall_ms = start.elapsed().as_millis() as u64,
+                "trial finished"
+            );
             Outcome::Finished {
                 trial: job.trial,
                 device_id: job.device_id,

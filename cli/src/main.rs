@@ -18,7 +18,12 @@ use tonic::transport::Channel;
 #[command(name = "chimera", version)]
 struct Cli {
     /// Controller URL.
-    #[arg(long, global = true, env = "CHIMERA_CONTROLLER", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "CHIMERA_CONTROLLER",
+        default_value = "http://127.0.0.1:50051"
+    )]
     controller: String,
     /// Output format of listing commands.
     #[arg(long, short, global = true, value_enum, default_value_t = OutputArg::Table)]
@@ -107,8 +112,7 @@ enum AgentsCmd {
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -308,7 +312,7 @@ async fn sweep(cmd: SweepCmd, url: &str, fmt: Format) -> anyhow::Result<i32> {
         }
         SweepCmd::Watch { sweep } => {
             let last = watch::watch(&mut client, &sweep).await?;
-            output::sweeps(&[last.clone()], fmt)?;
+            output::sweeps(std::slice::from_ref(&last), fmt)?;
             Ok(watch::exit_code(&last))
         }
         SweepCmd::Cancel { sweep } => {

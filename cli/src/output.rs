@@ -37,7 +37,12 @@ fn table(header: &[&str]) -> Table {
     t
 }
 
-fn emit(fmt: Format, header: &[&str], rows: Vec<Vec<String>>, json: serde_json::Value) -> anyhow::Result<()> {
+fn emit(
+    fmt: Format,
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+    json: serde_json::Value,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match fmt {
         Format::Table => {
@@ -60,12 +65,20 @@ fn emit(fmt: Format, header: &[&str], rows: Vec<Vec<String>>, json: serde_json::
     Ok(())
 }
 
-
 /// Sweeps.
 pub fn sweeps(list: &[proto::Sweep], fmt: Format) -> anyhow::Result<()> {
     let header = [
-        "id", "name", "workload", "state", "total", "pending", "running", "succeeded", "failed",
-        "cancelled", "created_unix_s",
+        "id",
+        "name",
+        "workload",
+        "state",
+        "total",
+        "pending",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "created_unix_s",
     ];
     let rows = list
         .iter()
@@ -102,8 +115,16 @@ pub fn sweeps(list: &[proto::Sweep], fmt: Format) -> anyhow::Result<()> {
 /// Agents.
 pub fn agents(list: &[proto::Agent], fmt: Format) -> anyhow::Result<()> {
     let header = [
-        "name", "hostname", "version", "connected", "draining", "device", "device_class",
-        "memory_GiB", "running", "last_seen_ms",
+        "name",
+        "hostname",
+        "version",
+        "connected",
+        "draining",
+        "device",
+        "device_class",
+        "memory_GiB",
+        "running",
+        "last_seen_ms",
     ];
     let mut rows = Vec::new();
     for a in list {
@@ -159,7 +180,14 @@ pub fn results(r: &ResultsFile, fmt: Format) -> anyhow::Result<()> {
         let params: BTreeSet<&String> = r.trials.iter().flat_map(|t| t.params.keys()).collect();
         let mets: BTreeSet<&String> = r.trials.iter().flat_map(|t| t.metrics.keys()).collect();
         let mut header: Vec<String> = [
-            "id", "state", "device_class", "config_index", "repeat", "attempt", "agent", "device_id",
+            "id",
+            "state",
+            "device_class",
+            "config_index",
+            "repeat",
+            "attempt",
+            "agent",
+            "device_id",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -180,8 +208,15 @@ pub fn results(r: &ResultsFile, fmt: Format) -> anyhow::Result<()> {
                 t.agent.clone().unwrap_or_default(),
                 t.device_id.clone().unwrap_or_default(),
             ];
-            row.extend(params.iter().map(|p| t.params.get(*p).map(|v| v.to_string()).unwrap_or_default()));
-            row.extend(mets.iter().map(|m| t.metrics.get(*m).map(|v| v.to_string()).unwrap_or_default()));
+            row.extend(
+                params
+                    .iter()
+                    .map(|p| t.params.get(*p).map(|v| v.to_string()).unwrap_or_default()),
+            );
+            row.extend(
+                mets.iter()
+                    .map(|m| t.metrics.get(*m).map(|v| v.to_string()).unwrap_or_default()),
+            );
             row.push(t.error.clone().unwrap_or_default());
             w.write_record(&row)?;
         }
@@ -189,8 +224,18 @@ pub fn results(r: &ResultsFile, fmt: Format) -> anyhow::Result<()> {
         return Ok(());
     }
     let header = [
-        "trial", "state", "device_class", "config", "GFLOP/s", "p50 ms", "p99 ms", "cov",
-        "iters", "attempt", "agent", "error",
+        "trial",
+        "state",
+        "device_class",
+        "config",
+        "GFLOP/s",
+        "p50 ms",
+        "p99 ms",
+        "cov",
+        "iters",
+        "attempt",
+        "agent",
+        "error",
     ];
     let rows = r
         .trials
@@ -244,7 +289,11 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
             for cell in &r.cells {
                 match cell {
                     Some(cell) if fmt == Format::Table => {
-                        row.push(format!("{:.3}{}", cell.value, if cell.best { " *" } else { "" }));
+                        row.push(format!(
+                            "{:.3}{}",
+                            cell.value,
+                            if cell.best { " *" } else { "" }
+                        ));
                         row.push(format!("{:.2}x", cell.ratio_to_best));
                     }
                     Some(cell) => row.push(cell.value.to_string()),
@@ -264,7 +313,11 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
         println!(
             "{} ({}): median over repeats; * = best setup for the problem on the device class",
             c.metric,
-            if c.higher_is_better { "higher is better" } else { "lower is better" }
+            if c.higher_is_better {
+                "higher is better"
+            } else {
+                "lower is better"
+            }
         );
     }
     Ok(())

@@ -79,7 +79,10 @@ async fn drive(
         if agents.iter().any(|a| a.connected) {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "the local agent did not connect within 30 s");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the local agent did not connect within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let resp = client
@@ -90,7 +93,10 @@ async fn drive(
         .await
         .map_err(status("submit the sweep"))?
         .into_inner();
-    eprintln!("running sweep {} ({} trials) on the local agent", resp.sweep_id, resp.trials);
+    eprintln!(
+        "running sweep {} ({} trials) on the local agent",
+        resp.sweep_id, resp.trials
+    );
     let last = watch::watch(&mut client, &resp.sweep_id).await?;
     let results = fetch_results(&mut client, &resp.sweep_id).await?;
     let path = out.join("results.json");
@@ -99,7 +105,11 @@ async fn drive(
     let cmp = chimera_domain::compare::compare(&results.trials, metric);
     output::comparison(&cmp, fmt)?;
     for t in results.trials.iter().filter(|t| t.error.is_some()) {
-        eprintln!("trial {} failed: {}", t.id, t.error.as_deref().unwrap_or_default());
+        eprintln!(
+            "trial {} failed: {}",
+            t.id,
+            t.error.as_deref().unwrap_or_default()
+        );
     }
     Ok(watch::exit_code(&last))
 }

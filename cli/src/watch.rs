@@ -31,8 +31,10 @@ pub async fn watch(
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} trials  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} trials  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut last = None;
     while let Some(ev) = stream.message().await.map_err(status("watch the sweep"))? {
@@ -44,7 +46,8 @@ pub async fn watch(
             s.trials_running, s.trials_failed
         ));
         if let Some(t) = ev.trial {
-            let state = proto::TrialState::try_from(t.state).unwrap_or(proto::TrialState::Unspecified);
+            let state =
+                proto::TrialState::try_from(t.state).unwrap_or(proto::TrialState::Unspecified);
             let finished = matches!(
                 state,
                 proto::TrialState::Succeeded | proto::TrialState::Failed
@@ -73,7 +76,9 @@ pub async fn watch(
         }
     }
     bar.finish_and_clear();
-    let last = last.ok_or_else(|| anyhow::anyhow!("watch: the controller closed the stream without any state"))?;
+    let last = last.ok_or_else(|| {
+        anyhow::anyhow!("watch: the controller closed the stream without any state")
+    })?;
     if last.state == proto::SweepState::Running as i32 {
         anyhow::bail!(
             "watch sweep {}: the controller closed the stream before the sweep finished",

@@ -4,16 +4,28 @@
 use std::process::Command;
 
 fn chimera(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_chimera")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_chimera"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn run_refuses_a_bad_spec_before_starting_anything() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("bad.yaml");
-    std::fs::write(&spec, "name: x\nworkload: kernel\nparams:\n  op: matmul\n  shape: 1,2,3\n  speed: 11\n").unwrap();
+    std::fs::write(
+        &spec,
+        "name: x\nworkload: kernel\nparams:\n  op: matmul\n  shape: 1,2,3\n  speed: 11\n",
+    )
+    .unwrap();
     let out_dir = dir.path().join("out");
-    let out = chimera(&["run", spec.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    let out = chimera(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 6") && err.contains("speed"), "{err}");

@@ -119,7 +119,11 @@ fn event(msg: proto::agent_message::Msg) -> Result<AgentEvent, Status> {
                 trial,
                 metrics: f.metrics.into_iter().collect::<BTreeMap<_, _>>(),
                 fingerprint: f.fingerprint.unwrap_or_default().into(),
-                wall_ms: if f.wall_ms.is_finite() { f.wall_ms } else { 0.0 },
+                wall_ms: if f.wall_ms.is_finite() {
+                    f.wall_ms
+                } else {
+                    0.0
+                },
             }
         }
         Msg::Failed(f) => AgentEvent::Failed {
@@ -145,7 +149,11 @@ impl AgentService for AgentApi {
             .map_err(|_| invalid("no hello within 10 s".into()))??;
         let hello = match first.and_then(|m| m.msg) {
             Some(proto::agent_message::Msg::Hello(h)) => Hello::try_from(h)?,
-            _ => return Err(invalid("the first message on a session must be hello".into())),
+            _ => {
+                return Err(invalid(
+                    "the first message on a session must be hello".into(),
+                ))
+            }
         };
         let name = hello.name.clone();
         let (tx, rx) = mpsc::channel(OUTBOUND);

@@ -9,6 +9,9 @@ pub enum ApiError {
     /// The named thing does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The request clashes with current state (a duplicate agent name).
+    #[error("{0}")]
+    Conflict(String),
     /// The controller is shutting down or its store failed.
     #[error("{0}")]
     Unavailable(String),
@@ -23,6 +26,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
             ApiError::NotFound(m) => tonic::Status::not_found(m),
             ApiError::Unavailable(m) => tonic::Status::unavailable(m),
+            ApiError::Conflict(m) => tonic::Status::already_exists(m),
             ApiError::Store(e) => tonic::Status::internal(format!("store: {e}")),
         }
     }

@@ -95,7 +95,9 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<proto::GetSweepRequest>,
     ) -> Result<Response<proto::Sweep>, Status> {
-        Ok(Response::new(self.sweep(&request.into_inner().sweep_id).await?))
+        Ok(Response::new(
+            self.sweep(&request.into_inner().sweep_id).await?,
+        ))
     }
 
     async fn list_sweeps(
@@ -199,7 +201,11 @@ impl OperatorService for OperatorApi {
                         // Fell behind: send a fresh snapshot instead of the lost events.
                         let (reply, answer) = oneshot::channel();
                         let sweep = SweepId(id.clone());
-                        if this_commands.send(Command::GetSweep { sweep, reply }).await.is_err() {
+                        if this_commands
+                            .send(Command::GetSweep { sweep, reply })
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                         match answer.await {

@@ -185,7 +185,10 @@ struct AgentState {
 #[derive(Default)]
 struct Effects {
     ops: Vec<Op>,
-    sends: Vec<(mpsc::Sender<proto::ControllerMessage>, proto::ControllerMessage)>,
+    sends: Vec<(
+        mpsc::Sender<proto::ControllerMessage>,
+        proto::ControllerMessage,
+    )>,
     events: Vec<proto::SweepEvent>,
     replies: Vec<Box<dyn FnOnce() + Send>>,
     keepalives: Vec<LeaseId>,
@@ -242,7 +245,11 @@ fn sweep_state(s: &str) -> proto::SweepState {
 }
 
 fn capability(workload: &str, rec: &TrialRecord) -> String {
-    let op = rec.params.get("op").map(|v| v.to_string()).unwrap_or_default();
+    let op = rec
+        .params
+        .get("op")
+        .map(|v| v.to_string())
+        .unwrap_or_default();
     format!("{workload}/{op}")
 }
 
@@ -266,9 +273,8 @@ impl Scheduler {
             next_session: 1,
         };
         for kv in store.range(keys::sweeps().as_bytes()).await?.kvs {
-            let record: SweepRecord = serde_json::from_slice(&kv.value).map_err(|e| {
-                anyhow::anyhow!("decode {}: {e}", String::from_utf8_lossy(&kv.key))
-            })?;
+            let record: SweepRecord = serde_json::from_slice(&kv.value)
+                .map_err(|e| anyhow::anyhow!("decode {}: {e}", String::from_utf8_lossy(&kv.key)))?;
             s.sweeps.insert(
                 SweepId(record.id.clone()),
                 SweepMeta {
@@ -280,9 +286,8 @@ impl Scheduler {
         let deadline = Instant::now() + config.lease_ttl;
         let mut held = 0;
         for kv in store.range(keys::all_trials().as_bytes()).await?.kvs {
-            let rec: TrialRecord = serde_json::from_slice(&kv.value).map_err(|e| {
-                anyhow::anyhow!("decode {}: {e}", String::from_utf8_lossy(&kv.key))
-            })?;
+            let rec: TrialRecord = serde_json::from_slice(&kv.value)
+                .map_err(|e| anyhow::anyhow!("decode {}: {e}", String::from_utf8_lossy(&kv.key)))?;
             let key = TrialKey {
                 sweep: SweepId(rec.sweep_id.clone()),
                 trial: TrialId(rec.id.clone()),
@@ -465,6 +470,15 @@ impl Scheduler {
         tx: mpsc::Sender<proto::ControllerMessage>,
         fx: &mut Effects,
     ) -> Result<u64, ApiError> {
+        if let Some(old) = self.agents.get(&hello.name) {
+            let live = old.tx.as_ref().is_some_and(|t| !t.is_closed());
+            if live && old.hostname != hello.hostname {
+                return Err(ApiError::Conflict(format!(
+                    "agent name `{}` is already connected from host `{}`; agent names must be unique",
+                    hello.name, old.hostname
+                )));
+            }
+        }
         let session = self.next_session;
         self.next_session += 1;
         let lease = self.store.lease_grant(self.config.lease_ttl).await?;
@@ -541,7 +555,11 @@ impl Scheduler {
                 name: name.0.clone(),
                 hostname: hello.hostname.clone(),
                 version: hello.version.clone(),
-                device_classes: hello.devices.iter().map(|d| d.device_class.clone()).collect(),
+                device_classes: hello
+                    .devices
+                    .iter()
+                    .map(|d| d.device_class.clone())
+                    .collect(),
             }),
             lease,
         });
@@ -796,8 +814,8 @@ impl Scheduler {
         if after.is_terminal() {
             self.live.remove(key);
         }
-        fx.ops.push(Op::put(keys::trial(&rec.sweep_id, &rec.id), json(&rec)));
-        let mut sweep_changed = false;
+        fx.ops
+            .push(Op::put(keys::trial(&rec.sweep_id, &rec.id), json(&rec)));
         if let Some(meta) = self.sweeps.get_mut(&key.sweep) {
             if before != after {
                 if let Some(c) = meta.counts.get_mut(&before) {
@@ -805,18 +823,21 @@ impl Scheduler {
                 }
                 *meta.counts.entry(after).or_default() += 1;
             }
-            let open = [TrialState::Pending, TrialState::Assigned, TrialState::Running]
-                .iter()
-                .map(|s| meta.counts.get(s).copied().unwrap_or(0))
-                .sum::<u32>();
+            let open = [
+                TrialState::Pending,
+                TrialState::Assigned,
+                TrialState::Running,
+            ]
+            .iter()
+            .map(|s| meta.counts.get(s).copied().unwrap_or(0))
+            .sum::<u32>();
             if open == 0 && meta.record.state == "running" {
                 meta.record.state = "done".into();
-                fx.ops.push(Op::put(keys::sweep(&meta.record.id), json(&meta.record)));
+                fx.ops
+                    .push(Op::put(keys::sweep(&meta.record.id), json(&meta.record)));
                 info!(sweep = %meta.record.id, "sweep done");
-                sweep_changed = true;
             }
         }
-        let _ = sweep_changed;
         if let Ok(sweep) = self.sweep_proto(&key.sweep) {
             fx.events.push(proto::SweepEvent {
                 sweep: Some(sweep),
@@ -839,7 +860,10 @@ impl Scheduler {
             t.agent = None;
             t.device_id = None;
         });
-        self.queues.entry(class).or_default().push_front(key.clone());
+        self.queues
+            .entry(class)
+            .or_default()
+            .push_front(key.clone());
     }
 
     fn assign(&mut self, key: &TrialKey, agent: &AgentId, slot: usize, fx: &mut Effects) {
@@ -1092,7 +1116,8 @@ impl Scheduler {
         };
         fx.ops.push(Op::put(keys::sweep(&id.0), json(&record)));
         for rec in trials {
-            fx.ops.push(Op::put(keys::trial(&id.0, &rec.id), json(&rec)));
+            fx.ops
+                .push(Op::put(keys::trial(&id.0, &rec.id), json(&rec)));
             let key = TrialKey {
                 sweep: id.clone(),
                 trial: TrialId(rec.id.clone()),
@@ -1130,7 +1155,12 @@ impl Scheduler {
         }
         meta.record.state = "cancelled".into();
         fx.ops.push(Op::put(keys::sweep(&id.0), json(&meta.record)));
-        let keys: Vec<TrialKey> = self.live.keys().filter(|k| &k.sweep == id).cloned().collect();
+        let keys: Vec<TrialKey> = self
+            .live
+            .keys()
+            .filter(|k| &k.sweep == id)
+            .cloned()
+            .collect();
         for key in keys {
             let Some(rec) = self.live.get(&key) else {
                 continue;

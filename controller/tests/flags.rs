@@ -12,7 +12,10 @@ fn refuses_a_public_address_without_tls() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--listen 0.0.0.0:0") && err.contains("--allow-insecure"), "{err}");
+    assert!(
+        err.contains("--listen 0.0.0.0:0") && err.contains("--allow-insecure"),
+        "{err}"
+    );
 }
 
 #[test]

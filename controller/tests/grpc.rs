@@ -37,7 +37,11 @@ async fn start(lease_ttl: Duration) -> Harness {
         data_dir: dir.path().to_owned(),
         lease_ttl,
     };
-    tokio::spawn(chimera_controller::serve(listener, config, shutdown.clone()));
+    tokio::spawn(chimera_controller::serve(
+        listener,
+        config,
+        shutdown.clone(),
+    ));
     Harness {
         url,
         shutdown,
@@ -46,7 +50,9 @@ async fn start(lease_ttl: Duration) -> Harness {
 }
 
 async fn operator(url: &str) -> OperatorServiceClient<Channel> {
-    OperatorServiceClient::connect(url.to_owned()).await.unwrap()
+    OperatorServiceClient::connect(url.to_owned())
+        .await
+        .unwrap()
 }
 
 fn device(id: &str, class: &str, caps: &[&str]) -> proto::Device {
@@ -67,12 +73,30 @@ struct Agent {
 }
 
 impl Agent {
-    async fn connect(url: &str, name: &str, devices: Vec<proto::Device>, running: Vec<proto::TrialRef>) -> Agent {
+    async fn connect(
+        url: &str,
+        name: &str,
+        devices: Vec<proto::Device>,
+        running: Vec<proto::TrialRef>,
+    ) -> Agent {
+        Self::connect_from(url, name, "host", devices, running)
+            .await
+            .unwrap()
+    }
+
+    async fn connect_from(
+        url: &str,
+        name: &str,
+        hostname: &str,
+        devices: Vec<proto::Device>,
+        running: Vec<proto::TrialRef>,
+    ) -> Result<Agent, tonic::Status> {
         let mut client = AgentServiceClient::connect(url.to_owned()).await.unwrap();
         let (tx, out) = mpsc::channel(64);
         tx.send(proto::AgentMessage {
             msg: Some(Up::Hello(proto::Hello {
                 agent_name: name.into(),
+                hostname: hostname.into(),
                 devices,
                 running,
                 ..Default::default()
@@ -80,12 +104,12 @@ impl Agent {
         })
         .await
         .unwrap();
-        let mut rx = client.session(ReceiverStream::new(out)).await.unwrap().into_inner();
+        let mut rx = client.session(ReceiverStream::new(out)).await?.into_inner();
         match rx.message().await.unwrap().and_then(|m| m.msg) {
             Some(Down::Welcome(_)) => {}
             other => panic!("expected welcome, got {other:?}"),
         }
-        Agent { tx, rx }
+        Ok(Agent { tx, rx })
     }
 
     async fn next(&mut self) -> Down {
@@ -109,7 +133,10 @@ impl Agent {
     }
 
     async fn send(&self, msg: Up) {
-        self.tx.send(proto::AgentMessage { msg: Some(msg) }).await.unwrap();
+        self.tx
+            .send(proto::AgentMessage { msg: Some(msg) })
+            .await
+            .unwrap();
     }
 
     async fn finish(&mut self, trial: &proto::TrialRef, gflops: f64) -> proto::ResultAck {
@@ -146,7 +173,9 @@ async fn submit(url: &str, yaml: &str) -> Result<proto::SubmitSweepResponse, ton
 async fn trials(url: &str, sweep: &str) -> Vec<proto::Trial> {
     operator(url)
         .await
-        .list_trials(proto::ListTrialsRequest { sweep_id: sweep.into() })
+        .list_trials(proto::ListTrialsRequest {
+            sweep_id: sweep.into(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -170,7 +199,10 @@ async fn a_stale_attempt_is_refused_after_the_lease_expires() {
     // A fresh agent gets attempt 2; the old attempt's result is refused.
     let mut b = Agent::connect(&h.url, "b", vec![device("cpu", "c1", &caps)], vec![]).await;
     let second = b.assignment().await.trial.unwrap();
-    assert_eq!((second.trial_id.as_str(), second.attempt), (first.trial_id.as_str(), 2));
+    assert_eq!(
+        (second.trial_id.as_str(), second.attempt),
+        (first.trial_id.as_str(), 2)
+    );
     let stale = b.finish(&first, 1.0).await;
     assert!(!stale.accepted);
     assert!(stale.reason.contains("attempt"), "{}", stale.reason);
@@ -178,41 +210,68 @@ async fn a_stale_attempt_is_refused_after_the_lease_expires() {
     assert!(ok.accepted, "{}", ok.reason);
     let t = &trials(&h.url, &sweep).await[0];
     assert_eq!(t.state, proto::TrialState::Succeeded as i32);
-    assert_eq!(t.metrics["gflop_per_s"], 2.0, "only the current attempt's result counts");
+    assert_eq!(
+        t.metrics["gflop_per_s"], 2.0,
+        "only the current attempt's result counts"
+    );
 }
 
 #[tokio::test]
 async fn one_trial_per_device_at_a_time() {
     let h = start(Duration::from_secs(5)).await;
-    let mut a = Agent::connect(&h.url, "a", vec![device("cpu", "c1", &["kernel/matmul"])], vec![]).await;
+    let mut a = Agent::connect(
+        &h.url,
+        "a",
+        vec![device("cpu", "c1", &["kernel/matmul"])],
+        vec![],
+    )
+    .await;
     let spec = "name: three\nworkload: kernel\nparams:\n  op: matmul\n  shape: [8,8,8, \"8,8,16\", \"8,8,32\"]\n";
     let spec = spec.replace("[8,8,8, ", "[\"8,8,8\", ");
     let resp = submit(&h.url, &spec).await.unwrap();
     assert_eq!(resp.trials, 3);
     for _ in 0..3 {
         let t = a.assignment().await.trial.unwrap();
-        assert!(a.quiet_for(Duration::from_millis(300)).await, "no second trial while busy");
+        assert!(
+            a.quiet_for(Duration::from_millis(300)).await,
+            "no second trial while busy"
+        );
         assert!(a.finish(&t, 1.0).await.accepted);
     }
     let s = operator(&h.url)
         .await
-        .get_sweep(proto::GetSweepRequest { sweep_id: resp.sweep_id })
+        .get_sweep(proto::GetSweepRequest {
+            sweep_id: resp.sweep_id,
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((s.state, s.trials_succeeded), (proto::SweepState::Done as i32, 3));
+    assert_eq!(
+        (s.state, s.trials_succeeded),
+        (proto::SweepState::Done as i32, 3)
+    );
 }
 
 #[tokio::test]
 async fn an_op_no_matching_agent_supports_is_refused_at_submit() {
     let h = start(Duration::from_secs(5)).await;
-    let _a = Agent::connect(&h.url, "a", vec![device("cpu", "c1", &["kernel/matmul"])], vec![]).await;
+    let _a = Agent::connect(
+        &h.url,
+        "a",
+        vec![device("cpu", "c1", &["kernel/matmul"])],
+        vec![],
+    )
+    .await;
     let spec = "name: q\nworkload: kernel\nparams:\n  shape: 8,8,32\nvariants:\n  - op: matmul\n  - op: qmatmul\n    format: q8_0\n";
     let err = submit(&h.url, spec).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("qmatmul"), "{}", err.message());
     assert!(err.message().contains("line 7"), "{}", err.message());
-    let list = operator(&h.url).await.list_sweeps(proto::ListSweepsRequest {}).await.unwrap();
+    let list = operator(&h.url)
+        .await
+        .list_sweeps(proto::ListSweepsRequest {})
+        .await
+        .unwrap();
     assert!(list.into_inner().sweeps.is_empty(), "nothing stored");
 }
 
@@ -228,10 +287,16 @@ async fn each_class_runs_every_config_on_every_class_and_any_runs_it_once() {
     let tb = b.assignment().await;
     assert!(a.finish(ta.trial.as_ref().unwrap(), 1.0).await.accepted);
     assert!(b.finish(tb.trial.as_ref().unwrap(), 1.0).await.accepted);
-    let classes: Vec<String> = trials(&h.url, &each.sweep_id).await.into_iter().map(|t| t.device_class).collect();
+    let classes: Vec<String> = trials(&h.url, &each.sweep_id)
+        .await
+        .into_iter()
+        .map(|t| t.device_class)
+        .collect();
     assert_eq!(classes, vec!["class-a", "class-b"]);
 
-    let any = submit(&h.url, &format!("{ONE}placement: any\n")).await.unwrap();
+    let any = submit(&h.url, &format!("{ONE}placement: any\n"))
+        .await
+        .unwrap();
     assert_eq!(any.trials, 1, "once on any device");
 }
 
@@ -244,11 +309,35 @@ async fn a_reconnecting_agent_keeps_the_trial_it_still_runs() {
     let t = a.assignment().await.trial.unwrap();
     drop(a);
     // Back before the lease ends, still running it: same attempt, result accepted.
-    let mut a = Agent::connect(&h.url, "a", vec![device("cpu", "c1", &caps)], vec![t.clone()]).await;
+    let mut a = Agent::connect(
+        &h.url,
+        "a",
+        vec![device("cpu", "c1", &caps)],
+        vec![t.clone()],
+    )
+    .await;
     let ack = a.finish(&t, 3.0).await;
     assert!(ack.accepted, "{}", ack.reason);
     let rec = &trials(&h.url, &sweep).await[0];
-    assert_eq!((rec.attempt, rec.state), (1, proto::TrialState::Succeeded as i32));
+    assert_eq!(
+        (rec.attempt, rec.state),
+        (1, proto::TrialState::Succeeded as i32)
+    );
+}
+
+#[tokio::test]
+async fn a_second_agent_with_a_taken_name_on_another_host_is_refused() {
+    let h = start(Duration::from_secs(5)).await;
+    let devices = vec![device("cpu", "c1", &["kernel/matmul"])];
+    let _a = Agent::connect_from(&h.url, "a", "host-1", devices.clone(), vec![])
+        .await
+        .unwrap();
+    let err = Agent::connect_from(&h.url, "a", "host-2", devices, vec![])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    assert!(err.message().contains("host-1"), "{}", err.message());
 }
 
 #[tokio::test]
@@ -256,13 +345,17 @@ async fn malformed_requests_are_refused_with_the_field_named() {
     let h = start(Duration::from_secs(5)).await;
     let mut op = operator(&h.url).await;
     let e = op
-        .get_sweep(proto::GetSweepRequest { sweep_id: "../etc".into() })
+        .get_sweep(proto::GetSweepRequest {
+            sweep_id: "../etc".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("sweep_id"), "{}", e.message());
     let e = op
-        .get_sweep(proto::GetSweepRequest { sweep_id: "nope".into() })
+        .get_sweep(proto::GetSweepRequest {
+            sweep_id: "nope".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
@@ -270,7 +363,10 @@ async fn malformed_requests_are_refused_with_the_field_named() {
     let mut client = AgentServiceClient::connect(h.url.clone()).await.unwrap();
     let (tx, out) = mpsc::channel(4);
     tx.send(proto::AgentMessage {
-        msg: Some(Up::Hello(proto::Hello { agent_name: "bad name!".into(), ..Default::default() })),
+        msg: Some(Up::Hello(proto::Hello {
+            agent_name: "bad name!".into(),
+            ..Default::default()
+        })),
     })
     .await
     .unwrap();

@@ -176,7 +176,10 @@ impl FromStr for QuantFormat {
             .find(|f| f.name() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = QuantFormat::ALL.iter().map(|f| f.name()).collect();
-                format!("unknown format `{s}`, expected one of: {}", names.join(", "))
+                format!(
+                    "unknown format `{s}`, expected one of: {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -233,7 +236,9 @@ impl FromStr for Shape {
             n: dims[1],
             k: dims[2],
         };
-        let largest = (shape.m * shape.k).max(shape.n * shape.k).max(shape.m * shape.n);
+        let largest = (shape.m * shape.k)
+            .max(shape.n * shape.k)
+            .max(shape.m * shape.n);
         if largest > MAX_ELEMENTS {
             return Err(format!(
                 "shape `{s}`: an operand of {largest} elements exceeds the limit of {MAX_ELEMENTS}"
@@ -263,8 +268,5 @@ pub const SETUP_PARAMS: &[&str] = &["op", "dtype", "format", "threads"];
 /// Order in which parameters are shown: the ones that define the configuration first.
 pub fn param_rank(name: &str) -> usize {
     const ORDER: &[&str] = &["op", "dtype", "format", "shape", "threads"];
-    ORDER
-        .iter()
-        .position(|n| *n == name)
-        .unwrap_or(ORDER.len())
+    ORDER.iter().position(|n| *n == name).unwrap_or(ORDER.len())
 }

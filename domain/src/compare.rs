@@ -61,12 +61,10 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
     let mut configs: BTreeMap<u32, (String, String, String)> = BTreeMap::new();
     let mut values: BTreeMap<(u32, String), Vec<f64>> = BTreeMap::new();
     for t in trials {
-        configs
-            .entry(t.config_index)
-            .or_insert_with(|| {
-                let (problem, setup) = split(&t.params);
-                (problem, setup, label(&t.params))
-            });
+        configs.entry(t.config_index).or_insert_with(|| {
+            let (problem, setup) = split(&t.params);
+            (problem, setup, label(&t.params))
+        });
         if t.state != TrialState::Succeeded {
             continue;
         }
@@ -112,7 +110,10 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
                 .iter()
                 .map(|c| {
                     medians.get(&(idx, c.clone())).map(|&(value, samples)| {
-                        let b = best.get(&(group.as_str(), c.as_str())).copied().unwrap_or(value);
+                        let b = best
+                            .get(&(group.as_str(), c.as_str()))
+                            .copied()
+                            .unwrap_or(value);
                         Cell {
                             value,
                             samples,
@@ -191,9 +192,15 @@ mod tests {
     #[test]
     fn best_is_chosen_among_configs_of_the_same_problem() {
         let mut trials = Vec::new();
-        for (idx, shape, v) in [(0, "1,8,8", 1.0), (1, "1,8,8", 2.0), (2, "64,8,8", 50.0), (3, "64,8,8", 40.0)] {
+        for (idx, shape, v) in [
+            (0, "1,8,8", 1.0),
+            (1, "1,8,8", 2.0),
+            (2, "64,8,8", 50.0),
+            (3, "64,8,8", 40.0),
+        ] {
             let mut t = trial(idx, "a", v, TrialState::Succeeded);
-            t.params.insert("shape".into(), ParamValue::Text(shape.into()));
+            t.params
+                .insert("shape".into(), ParamValue::Text(shape.into()));
             trials.push(t);
         }
         let c = compare(&trials, "gflop_per_s");

@@ -55,8 +55,13 @@ impl SpecError {
 pub fn find_line(source: &str, field: &str, value: Option<&str>) -> Option<usize> {
     let key = format!("{field}:");
     let hit = |line: &str| {
-        let t = line.trim_start().trim_start_matches("- ").trim_start_matches('{');
-        (t.starts_with(&key) || line.contains(&format!(" {key}")) || line.contains(&format!("{{{key}")))
+        let t = line
+            .trim_start()
+            .trim_start_matches("- ")
+            .trim_start_matches('{');
+        (t.starts_with(&key)
+            || line.contains(&format!(" {key}"))
+            || line.contains(&format!("{{{key}")))
             && value.is_none_or(|v| line.contains(v))
     };
     source
@@ -173,9 +178,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
                     out.push(v);
                 }
                 if out.is_empty() {
-                    return Err(de::Error::custom(
-                        "empty list: give at least one value",
-                    ));
+                    return Err(de::Error::custom("empty list: give at least one value"));
                 }
                 Ok(OneOrMany(out))
             }
@@ -339,9 +342,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
         let mut repeats = None;
         let mut harness = None;
         let need_workload = |w: Option<Workload>, key: &str| {
-            w.ok_or_else(|| {
-                de::Error::custom(format!("`workload` must be given before `{key}`"))
-            })
+            w.ok_or_else(|| de::Error::custom(format!("`workload` must be given before `{key}`")))
         };
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
@@ -481,9 +482,7 @@ pub fn expand(spec: &SweepSpec, source: &str) -> Result<Vec<Params>, SpecError> 
             return Err(SpecError {
                 path,
                 line: None,
-                message: format!(
-                    "the sweep expands into more than {MAX_CONFIGS} configurations"
-                ),
+                message: format!("the sweep expands into more than {MAX_CONFIGS} configurations"),
             });
         }
     }
@@ -571,7 +570,7 @@ fn expand_kernel(
             for format in &formats {
                 for shape in list(&k.shape).into_iter().flatten() {
                     if let Some(f) = format {
-                        if shape.k % f.block_size() != 0 {
+                        if !shape.k.is_multiple_of(f.block_size()) {
                             let s = shape.to_string();
                             return Err(err(
                                 "shape",
@@ -637,9 +636,14 @@ impl KernelTrial {
             return Err(format!("unknown parameter `{unknown}` for workload kernel"));
         }
         let op: KernelOp = text("op")?.ok_or("parameter `op` is missing")?.parse()?;
-        let dtype = text("dtype")?.map(str::parse).transpose()?.unwrap_or(DType::F32);
+        let dtype = text("dtype")?
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or(DType::F32);
         let format: Option<QuantFormat> = text("format")?.map(str::parse).transpose()?;
-        let shape: Shape = text("shape")?.ok_or("parameter `shape` is missing")?.parse()?;
+        let shape: Shape = text("shape")?
+            .ok_or("parameter `shape` is missing")?
+            .parse()?;
         let threads = match p.get("threads") {
             None => None,
             Some(ParamValue::Int(t)) if (1..=1024).contains(t) => Some(*t as u32),
@@ -647,7 +651,7 @@ impl KernelTrial {
         };
         if op == KernelOp::Qmatmul {
             let f = format.ok_or("op qmatmul needs parameter `format`")?;
-            if shape.k % f.block_size() != 0 {
+            if !shape.k.is_multiple_of(f.block_size()) {
                 return Err(format!(
                     "k = {} is not a multiple of {}'s block size {}",
                     shape.k,
@@ -700,7 +704,9 @@ variants:
 
     #[test]
     fn unknown_field_names_field_and_line() {
-        let e = err("name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: 1,2,3\n  colour: red\n");
+        let e = err(
+            "name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: 1,2,3\n  colour: red\n",
+        );
         assert_eq!(e.line, Some(6), "{e}");
         assert!(e.message.contains("unknown field `colour`"), "{e}");
         assert!(e.path.starts_with("params"), "{e}");
@@ -719,7 +725,9 @@ variants:
 
     #[test]
     fn wrong_type_and_empty_list_are_refused() {
-        let e = err("name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: 1,2,3\n  threads: many\n");
+        let e = err(
+            "name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: 1,2,3\n  threads: many\n",
+        );
         assert_eq!(e.line, Some(6), "{e}");
         assert!(e.path.contains("threads"), "{e}");
         let e = err("name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: []\n");
@@ -748,6 +756,8 @@ variants:
         }
         let mut bad = parsed.configs[0].clone();
         bad.insert("shape".into(), ParamValue::Int(3));
-        assert!(KernelTrial::from_params(&bad).unwrap_err().contains("shape"));
+        assert!(KernelTrial::from_params(&bad)
+            .unwrap_err()
+            .contains("shape"));
     }
 }

@@ -24,10 +24,15 @@ fn candle_device(device_id: &str) -> Result<Device, String> {
         return Ok(Device::Cpu);
     }
     #[cfg(feature = "cuda")]
-    if let Some(i) = device_id.strip_prefix("gpu:").and_then(|i| i.parse::<usize>().ok()) {
+    if let Some(i) = device_id
+        .strip_prefix("gpu:")
+        .and_then(|i| i.parse::<usize>().ok())
+    {
         return Device::new_cuda(i).map_err(|e| format!("open CUDA device {i}: {e}"));
     }
-    Err(format!("device `{device_id}` is not supported by this agent build"))
+    Err(format!(
+        "device `{device_id}` is not supported by this agent build"
+    ))
 }
 
 fn ggml(format: QuantFormat) -> GgmlDType {
@@ -59,7 +64,9 @@ fn candle_dtype(d: DType) -> CDType {
 fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, String> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let pools = POOLS.get_or_init(Default::default);
-    let mut pools = pools.lock().map_err(|_| "thread pool registry poisoned".to_owned())?;
+    let mut pools = pools
+        .lock()
+        .map_err(|_| "thread pool registry poisoned".to_owned())?;
     if let Some(p) = pools.get(&threads) {
         return Ok(p.clone());
     }
@@ -152,7 +159,11 @@ mod tests {
             op,
             dtype,
             format,
-            shape: Shape { m: 4, n: 64, k: 256 },
+            shape: Shape {
+                m: 4,
+                n: 64,
+                k: 256,
+            },
             threads: Some(1),
         }
     }
@@ -166,8 +177,13 @@ mod tests {
             assert_eq!(out.metrics["iterations"], 3.0);
         }
         for f in QuantFormat::ALL {
-            let out = run(&trial(KernelOp::Qmatmul, DType::F32, Some(f)), "cpu", &quick(), &cancel)
-                .unwrap_or_else(|e| panic!("{}: {e}", f.name()));
+            let out = run(
+                &trial(KernelOp::Qmatmul, DType::F32, Some(f)),
+                "cpu",
+                &quick(),
+                &cancel,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", f.name()));
             assert!(out.metrics["latency_ms_p50"] > 0.0, "{}", f.name());
             assert_eq!(out.threads, 1);
         }
@@ -176,9 +192,14 @@ mod tests {
     #[test]
     fn an_unknown_device_fails_with_a_reason() {
         let cancel = AtomicBool::new(false);
-        let e = run(&trial(KernelOp::Matmul, DType::F32, None), "gpu:7", &quick(), &cancel)
-            .err()
-            .unwrap();
+        let e = run(
+            &trial(KernelOp::Matmul, DType::F32, None),
+            "gpu:7",
+            &quick(),
+            &cancel,
+        )
+        .err()
+        .unwrap();
         assert!(e.contains("gpu:7"), "{e}");
     }
 }

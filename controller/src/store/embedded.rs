@@ -22,6 +22,9 @@ const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
 const HEADER: usize = 32;
 
+/// A key put under a lease by a transaction.
+type Attached = (LeaseId, Vec<u8>);
+
 /// The file name inside the data directory.
 pub const FILE_NAME: &str = "chimera.redb";
 
@@ -135,7 +138,11 @@ impl EmbeddedStore {
     fn range_blocking(&self, prefix: &[u8]) -> Result<Range, StoreError> {
         let rtx = self.inner.db.begin_read().map_err(backend)?;
         let revision = match rtx.open_table(META) {
-            Ok(t) => t.get(REVISION).map_err(backend)?.map(|v| v.value()).unwrap_or(0),
+            Ok(t) => t
+                .get(REVISION)
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0),
             Err(redb::TableError::TableDoesNotExist(_)) => 0,
             Err(e) => return Err(backend(e)),
         };
@@ -160,7 +167,8 @@ impl EmbeddedStore {
         Ok(Range { kvs, revision })
     }
 
-    fn txn_blocking(&self, txn: Txn) -> Result<(TxnResult, Vec<(LeaseId, Vec<u8>)>), StoreError> {
+    /// Applies the transaction; also returns the keys it attached to leases.
+    fn txn_blocking(&self, txn: Txn) -> Result<(TxnResult, Vec<Attached>), StoreError> {
         for op in txn.success.iter().chain(&txn.failure) {
             if let Op::Put { key, value, .. } = op {
                 if value.len() > MAX_VALUE_BYTES {
@@ -178,11 +186,17 @@ impl EmbeddedStore {
         {
             let mut kv = wtx.open_table(KV).map_err(backend)?;
             let mut meta = wtx.open_table(META).map_err(backend)?;
-            let current = meta.get(REVISION).map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+            let current = meta
+                .get(REVISION)
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0);
             let mut holds = true;
             for c in &txn.compare {
                 let key = match c {
-                    Compare::Version(k, ..) | Compare::ModRevision(k, ..) | Compare::Value(k, ..) => k,
+                    Compare::Version(k, ..)
+                    | Compare::ModRevision(k, ..)
+                    | Compare::Value(k, ..) => k,
                 };
                 let rec = kv
                     .get(key.as_slice())
@@ -190,7 +204,9 @@ impl EmbeddedStore {
                     .map(|v| decode(key, v.value()))
                     .transpose()?;
                 holds &= match c {
-                    Compare::Version(_, op, v) => op.holds(rec.as_ref().map_or(0, |r| r.version), *v),
+                    Compare::Version(_, op, v) => {
+                        op.holds(rec.as_ref().map_or(0, |r| r.version), *v)
+                    }
                     Compare::ModRevision(_, op, v) => {
                         op.holds(rec.as_ref().map_or(0, |r| r.mod_revision), *v)
                     }

@@ -118,7 +118,11 @@ pub enum StoreError {
     LeaseNotFound(LeaseId),
     /// A value over the store's size limit.
     #[error("value of {size} bytes for key `{key}` exceeds the limit of {limit} bytes")]
-    TooLarge { key: String, size: usize, limit: usize },
+    TooLarge {
+        key: String,
+        size: usize,
+        limit: usize,
+    },
 }
 
 /// Largest value accepted (etcd's default request limit is 1.5 MiB).

@@ -10,7 +10,13 @@ fn open() -> (tempfile::TempDir, EmbeddedStore) {
 #[tokio::test]
 async fn revisions_and_compare_and_swap() {
     let (_dir, s) = open();
-    let r1 = s.txn(Txn { success: vec![Op::put("a/1", "x")], ..Default::default() }).await.unwrap();
+    let r1 = s
+        .txn(Txn {
+            success: vec![Op::put("a/1", "x")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert!(r1.succeeded);
     assert_eq!(r1.revision, 1);
     let kv = s.get(b"a/1").await.unwrap().unwrap();
@@ -26,7 +32,10 @@ async fn revisions_and_compare_and_swap() {
     let lost = s.txn(ok).await.unwrap();
     assert!(!lost.succeeded);
     let kv = s.get(b"a/1").await.unwrap().unwrap();
-    assert_eq!((kv.value.as_slice(), kv.version, kv.mod_revision), (&b"y"[..], 2, 2));
+    assert_eq!(
+        (kv.value.as_slice(), kv.version, kv.mod_revision),
+        (&b"y"[..], 2, 2)
+    );
 
     // Create-if-absent via version == 0.
     let create = Txn {
@@ -41,10 +50,22 @@ async fn revisions_and_compare_and_swap() {
 #[tokio::test]
 async fn prefix_range_is_ordered_and_bounded() {
     let (_dir, s) = open();
-    let ops = ["b/2", "a/9", "b/1", "ba/0", "c"].iter().map(|k| Op::put(*k, "v")).collect();
-    s.txn(Txn { success: ops, ..Default::default() }).await.unwrap();
+    let ops = ["b/2", "a/9", "b/1", "ba/0", "c"]
+        .iter()
+        .map(|k| Op::put(*k, "v"))
+        .collect();
+    s.txn(Txn {
+        success: ops,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let r = s.range(b"b/").await.unwrap();
-    let keys: Vec<_> = r.kvs.iter().map(|kv| String::from_utf8(kv.key.clone()).unwrap()).collect();
+    let keys: Vec<_> = r
+        .kvs
+        .iter()
+        .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
+        .collect();
     assert_eq!(keys, vec!["b/1", "b/2"]);
     assert_eq!(r.revision, 1, "one transaction is one revision");
 }
@@ -58,7 +79,11 @@ async fn survives_reopen_and_drops_leased_keys() {
         s.txn(Txn {
             success: vec![
                 Op::put("keep", "1"),
-                Op::Put { key: b"leased".to_vec(), value: b"1".to_vec(), lease },
+                Op::Put {
+                    key: b"leased".to_vec(),
+                    value: b"1".to_vec(),
+                    lease,
+                },
             ],
             ..Default::default()
         })
@@ -75,18 +100,32 @@ async fn expired_lease_takes_its_keys() {
     let (_dir, s) = open();
     let lease = s.lease_grant(Duration::from_millis(1)).await.unwrap();
     s.txn(Txn {
-        success: vec![Op::Put { key: b"agent/x".to_vec(), value: b"1".to_vec(), lease }],
+        success: vec![Op::Put {
+            key: b"agent/x".to_vec(),
+            value: b"1".to_vec(),
+            lease,
+        }],
         ..Default::default()
     })
     .await
     .unwrap();
     std::thread::sleep(Duration::from_millis(5));
-    assert!(matches!(s.lease_keep_alive(lease).await, Err(StoreError::LeaseNotFound(_))));
+    assert!(matches!(
+        s.lease_keep_alive(lease).await,
+        Err(StoreError::LeaseNotFound(_))
+    ));
     assert_eq!(s.expire_leases().await.unwrap(), 1);
     assert!(s.get(b"agent/x").await.unwrap().is_none());
     // A put on an unknown lease is refused and changes nothing.
     let err = s
-        .txn(Txn { success: vec![Op::Put { key: b"k".to_vec(), value: vec![], lease: 99 }], ..Default::default() })
+        .txn(Txn {
+            success: vec![Op::Put {
+                key: b"k".to_vec(),
+                value: vec![],
+                lease: 99,
+            }],
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::LeaseNotFound(99)));
@@ -97,6 +136,12 @@ async fn expired_lease_takes_its_keys() {
 async fn oversized_value_is_refused() {
     let (_dir, s) = open();
     let big = vec![0u8; MAX_VALUE_BYTES + 1];
-    let err = s.txn(Txn { success: vec![Op::put("big", big)], ..Default::default() }).await.unwrap_err();
+    let err = s
+        .txn(Txn {
+            success: vec![Op::put("big", big)],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("big"), "{err}");
 }
