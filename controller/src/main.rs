@@ -21,7 +21,7 @@ struct Args {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     lease_ttl: Duration,
     /// Listen on a non-loopback address without TLS (trusted networks only).
-    #[arg(long)]
+    #[arg(long, env = "CHIMERA_ALLOW_INSECURE")]
     allow_insecure: bool,
 }
 

@@ -449,8 +449,14 @@ pub fn parse(source: &str) -> Result<ParsedSweep, SpecError> {
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }
-        if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
-            message = rest.to_owned();
+        // serde_yaml_ng may prefix its own path (`params: ...`); ours is more precise.
+        if let Some((head, rest)) = message.split_once(": ") {
+            let pathlike = head
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._[]".contains(c));
+            if pathlike && path.starts_with(head) {
+                message = rest.to_owned();
+            }
         }
         SpecError {
             path,
@@ -710,6 +716,7 @@ variants:
         assert_eq!(e.line, Some(6), "{e}");
         assert!(e.message.contains("unknown field `colour`"), "{e}");
         assert!(e.path.starts_with("params"), "{e}");
+        assert!(e.message.starts_with("unknown field"), "no doubled path: {e}");
     }
 
     #[test]
