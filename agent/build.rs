@@ -40,10 +40,18 @@ fn main() {
     println!("cargo:rustc-env=CHIMERA_RUSTC_VERSION={rustc_version}");
     println!("cargo:rustc-env=CHIMERA_CANDLE_VERSION={candle}");
     println!("cargo:rerun-if-changed={}", lock.display());
-    for f in [".git/HEAD", ".git/index"] {
-        let p = root.join(f);
-        if p.exists() {
-            println!("cargo:rerun-if-changed={}", p.display());
-        }
+    // Rebuild when the commit changes: HEAD names a branch, the branch file (or
+    // packed-refs) holds the commit.
+    let git = root.join(".git");
+    let head = git.join("HEAD");
+    let mut watch = vec![head.clone(), git.join("packed-refs")];
+    if let Some(branch) = std::fs::read_to_string(&head)
+        .ok()
+        .and_then(|h| h.trim().strip_prefix("ref: ").map(str::to_owned))
+    {
+        watch.push(git.join(branch));
+    }
+    for p in watch.iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", p.display());
     }
 }
