@@ -87,11 +87,20 @@ struct Running {
     cancel: Arc<AtomicBool>,
 }
 
+/// A trial's identity on this agent: (sweep, trial).
+type TrialKey = (String, String);
+
+fn trial_key(r: &proto::TrialRef) -> TrialKey {
+    (r.sweep_id.clone(), r.trial_id.clone())
+}
+
 /// Everything the agent knows, owned by the loop.
 struct State {
     devices: Vec<proto::Device>,
     workers: HashMap<String, Worker>,
-    running: HashMap<String, Running>,
+    /// Trials accepted and not yet finished: running, or queued behind another
+    /// trial on the same device's worker (which runs them one at a time).
+    running: HashMap<TrialKey, Running>,
     outbox: VecDeque<proto::AgentMessage>,
     draining: bool,
 }
@@ -126,7 +135,7 @@ impl State {
 
     /// Records a finished trial and returns the message that reports it.
     fn absorb(&mut self, o: Outcome) -> proto::AgentMessage {
-        self.running.remove(o.device_id());
+        self.running.remove(&trial_key(o.trial()));
         let msg = match o {
             Outcome::Finished {
                 trial,
@@ -177,15 +186,6 @@ impl State {
                 format!("device `{}` cannot run trials on this agent", a.device_id),
             );
         };
-        if let Some(busy) = self.running.get(&a.device_id) {
-            return fail(
-                trial,
-                format!(
-                    "device `{}` is busy with trial {}",
-                    a.device_id, busy.trial.trial_id
-                ),
-            );
-        }
         let params = match params_from_proto(&a.params) {
             Ok(p) => p,
             Err(e) => return fail(trial, e.to_string()),
@@ -212,7 +212,7 @@ impl State {
         }
         info!(sweep = %trial.sweep_id, trial = %trial.trial_id, attempt = trial.attempt, device = %a.device_id, "trial started");
         self.running.insert(
-            a.device_id,
+            trial_key(&trial),
             Running {
                 trial: trial.clone(),
                 cancel,
@@ -222,11 +222,9 @@ impl State {
     }
 
     fn cancel(&mut self, r: &proto::TrialRef) {
-        for run in self.running.values() {
-            if run.trial.sweep_id == r.sweep_id && run.trial.trial_id == r.trial_id {
-                info!(trial = %r.trial_id, "cancelling trial");
-                run.cancel.store(true, Ordering::Relaxed);
-            }
+        if let Some(run) = self.running.get(&trial_key(r)) {
+            info!(trial = %r.trial_id, "cancelling trial");
+            run.cancel.store(true, Ordering::Relaxed);
         }
     }
 

@@ -39,15 +39,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The device it ran on.
-    pub fn device_id(&self) -> &str {
+    /// The trial attempt it reports.
+    pub fn trial(&self) -> &proto::TrialRef {
         match self {
-            Outcome::Finished { device_id, .. } | Outcome::Failed { device_id, .. } => device_id,
+            Outcome::Finished { trial, .. } | Outcome::Failed { trial, .. } => trial,
         }
     }
 }
 
-/// A device's worker thread.
+/// A device's worker thread; jobs queue in its channel and run one at a time.
 pub struct Worker {
     jobs: std::sync::mpsc::Sender<Job>,
 }

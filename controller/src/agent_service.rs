@@ -96,7 +96,12 @@ fn event(msg: proto::agent_message::Msg) -> Result<AgentEvent, Status> {
     use proto::agent_message::Msg;
     Ok(match msg {
         Msg::Hello(_) => return Err(invalid("hello may only be the first message".into())),
-        Msg::Heartbeat(_) => AgentEvent::Heartbeat,
+        Msg::Heartbeat(h) => AgentEvent::Heartbeat(
+            h.running
+                .into_iter()
+                .map(|r| trial_ref(Some(r), "heartbeat.running"))
+                .collect::<Result<_, _>>()?,
+        ),
         Msg::Started(s) => AgentEvent::Started(trial_ref(s.trial, "started")?),
         Msg::Finished(f) => {
             let trial = trial_ref(f.trial, "finished")?;

@@ -73,7 +73,8 @@ pub struct Hello {
 /// What an agent reported on its stream.
 #[derive(Clone, Debug)]
 pub enum AgentEvent {
-    Heartbeat,
+    /// Lease renewal, with the trials the agent runs (or has queued) now.
+    Heartbeat(Vec<TrialRef>),
     Started(TrialRef),
     Finished {
         trial: TrialRef,
@@ -163,7 +164,8 @@ struct SweepMeta {
 
 struct DeviceSlot {
     device: proto::Device,
-    busy: Option<TrialKey>,
+    /// The attempt this device runs (as the controller believes).
+    busy: Option<TrialRef>,
 }
 
 struct AgentState {
@@ -173,8 +175,9 @@ struct AgentState {
     version: String,
     features: Vec<String>,
     devices: Vec<DeviceSlot>,
-    /// Non-terminal trials assigned to this agent.
-    trials: HashSet<TrialKey>,
+    /// Non-terminal trials assigned to this agent, with when they were
+    /// assigned (or adopted after a reconnect).
+    trials: HashMap<TrialKey, Instant>,
     deadline: Instant,
     last_seen: Instant,
     lease: LeaseId,
@@ -315,14 +318,14 @@ impl Scheduler {
                             version: String::new(),
                             features: vec![],
                             devices: vec![],
-                            trials: HashSet::new(),
+                            trials: HashMap::new(),
                             deadline,
                             last_seen: Instant::now(),
                             lease: 0,
                             draining: false,
                         })
                         .trials
-                        .insert(key.clone());
+                        .insert(key.clone(), Instant::now());
                     held += 1;
                 }
                 _ => continue,
@@ -496,7 +499,7 @@ impl Scheduler {
                 .cloned()
                 .map(|device| DeviceSlot { device, busy: None })
                 .collect(),
-            trials: HashSet::new(),
+            trials: HashMap::new(),
             deadline: now + self.config.lease_ttl,
             last_seen: now,
             lease,
@@ -520,31 +523,31 @@ impl Scheduler {
             if old.lease != 0 && old.lease != lease {
                 fx.revokes.push(old.lease);
             }
-            for key in old.trials {
+            for key in old.trials.into_keys() {
                 let held = self.live.get(&key).and_then(|rec| {
                     hello
                         .running
                         .iter()
                         .find(|r| r.key == key && r.attempt == rec.attempt)
-                        .map(|_| rec.device_id.clone())
+                        .map(|r| (rec.device_id.clone(), r.clone()))
                 });
                 match held {
-                    Some(device_id) => {
+                    Some((device_id, r)) => {
                         if let Some(slot) = state
                             .devices
                             .iter_mut()
                             .find(|d| Some(&d.device.id) == device_id.as_ref())
                         {
-                            slot.busy = Some(key.clone());
+                            slot.busy = Some(r);
                         }
-                        state.trials.insert(key);
+                        state.trials.insert(key, now);
                     }
                     None => requeue.push(key),
                 }
             }
         }
         for r in &hello.running {
-            if !state.trials.contains(&r.key) {
+            if !state.trials.contains_key(&r.key) {
                 // Not current (stale attempt, cancelled, or unknown): tell it to stop.
                 fx.sends.push((tx.clone(), cancel_msg(r)));
             }
@@ -585,7 +588,7 @@ impl Scheduler {
         fx.keepalives.push(agent.lease);
         let tx = agent.tx.clone();
         match event {
-            AgentEvent::Heartbeat => {}
+            AgentEvent::Heartbeat(running) => self.reconcile(name, &running, fx),
             AgentEvent::Started(r) => {
                 if self.is_current(name, &r) {
                     self.update(&r.key, fx, |t| t.state = TrialState::Running);
@@ -615,6 +618,34 @@ impl Scheduler {
                 });
                 self.ack(tx, &trial, accepted, fx);
             }
+        }
+    }
+
+    /// Compares what the agent says it runs with what it should run: a trial
+    /// assigned more than one TTL ago that the agent does not report never
+    /// reached it (or was lost there), so it goes back to pending.
+    fn reconcile(&mut self, name: &AgentId, running: &[TrialRef], fx: &mut Effects) {
+        let Some(agent) = self.agents.get(name) else {
+            return;
+        };
+        let ttl = self.config.lease_ttl;
+        let lost: Vec<TrialKey> = agent
+            .trials
+            .iter()
+            .filter(|(key, since)| since.elapsed() > ttl && !running.iter().any(|r| &r.key == *key))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in lost {
+            if let Some(attempt) = self.live.get(&key).map(|t| t.attempt) {
+                self.release_device(
+                    name,
+                    &TrialRef {
+                        key: key.clone(),
+                        attempt,
+                    },
+                );
+            }
+            self.requeue(&key, "agent does not report it running", fx);
         }
     }
 
@@ -660,7 +691,7 @@ impl Scheduler {
         apply: impl FnOnce(&mut TrialRecord),
     ) -> Result<(), String> {
         let current = self.is_current(agent, r);
-        self.release_device(agent, &r.key);
+        self.release_device(agent, r);
         if !current {
             let why = match self.live.get(&r.key) {
                 Some(t) => format!(
@@ -682,13 +713,21 @@ impl Scheduler {
         Ok(())
     }
 
-    fn release_device(&mut self, agent: &AgentId, key: &TrialKey) {
+    /// Frees the device running exactly this attempt (a stale report for an
+    /// older attempt never frees a device running a newer one).
+    fn release_device(&mut self, agent: &AgentId, r: &TrialRef) {
+        let newer = self
+            .live
+            .get(&r.key)
+            .is_some_and(|t| t.agent.as_deref() == Some(agent.as_str()) && t.attempt != r.attempt);
         let Some(a) = self.agents.get_mut(agent) else {
             return;
         };
-        a.trials.remove(key);
+        if !newer {
+            a.trials.remove(&r.key);
+        }
         for d in &mut a.devices {
-            if d.busy.as_ref() == Some(key) {
+            if d.busy.as_ref() == Some(r) {
                 d.busy = None;
             }
         }
@@ -724,7 +763,7 @@ impl Scheduler {
                 fx.revokes.push(agent.lease);
             }
             warn!(agent = %name, trials = agent.trials.len(), "agent lease expired");
-            for key in agent.trials {
+            for key in agent.trials.into_keys() {
                 self.requeue(&key, "agent lease expired", fx);
             }
         }
@@ -759,7 +798,7 @@ impl Scheduler {
             features: a.features.clone(),
             running: a
                 .trials
-                .iter()
+                .keys()
                 .filter_map(|k| {
                     self.live.get(k).map(|t| proto::TrialRef {
                         sweep_id: k.sweep.0.clone(),
@@ -878,12 +917,16 @@ impl Scheduler {
         let (Some(tx), Some(d)) = (a.tx.clone(), a.devices.get_mut(slot)) else {
             return;
         };
-        d.busy = Some(key.clone());
+        let attempt = self.live.get(key).map_or(1, |t| t.attempt + 1);
+        d.busy = Some(TrialRef {
+            key: key.clone(),
+            attempt,
+        });
         let device_id = d.device.id.clone();
-        a.trials.insert(key.clone());
+        a.trials.insert(key.clone(), Instant::now());
         self.update(key, fx, |t| {
             t.state = TrialState::Assigned;
-            t.attempt += 1;
+            t.attempt = attempt;
             t.agent = Some(agent.0.clone());
             t.device_id = Some(device_id.clone());
             t.error = None;

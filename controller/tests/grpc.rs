@@ -217,6 +217,36 @@ async fn a_stale_attempt_is_refused_after_the_lease_expires() {
 }
 
 #[tokio::test]
+async fn a_trial_the_agent_does_not_report_is_assigned_again() {
+    let h = start(Duration::from_millis(400)).await;
+    let mut a = Agent::connect(
+        &h.url,
+        "a",
+        vec![device("cpu", "c1", &["kernel/matmul"])],
+        vec![],
+    )
+    .await;
+    submit(&h.url, ONE).await.unwrap();
+    let first = a.assignment().await.trial.unwrap();
+    // The agent stays alive but never reports the trial (as if the assignment was lost).
+    let mut again = None;
+    for _ in 0..40 {
+        a.send(Up::Heartbeat(proto::Heartbeat { running: vec![] }))
+            .await;
+        if let Ok(Ok(Some(msg))) =
+            tokio::time::timeout(Duration::from_millis(100), a.rx.message()).await
+        {
+            if let Some(Down::Assign(x)) = msg.msg {
+                again = x.trial;
+                break;
+            }
+        }
+    }
+    let again = again.expect("re-assigned after one lease TTL");
+    assert_eq!((again.trial_id, again.attempt), (first.trial_id, 2));
+}
+
+#[tokio::test]
 async fn one_trial_per_device_at_a_time() {
     let h = start(Duration::from_secs(5)).await;
     let mut a = Agent::connect(

@@ -716,7 +716,10 @@ variants:
         assert_eq!(e.line, Some(6), "{e}");
         assert!(e.message.contains("unknown field `colour`"), "{e}");
         assert!(e.path.starts_with("params"), "{e}");
-        assert!(e.message.starts_with("unknown field"), "no doubled path: {e}");
+        assert!(
+            e.message.starts_with("unknown field"),
+            "no doubled path: {e}"
+        );
     }
 
     #[test]
