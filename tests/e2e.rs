@@ -39,7 +39,7 @@ fn submit(url: &str, file: &str, wait: bool) -> String {
 fn quickstart_runs_on_two_agents_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let c = start_controller(&dir.path().join("data"), "127.0.0.1:0", "3s");
-    let _a = start_agent(&c.url, "agent-a");
+    let mut a = start_agent(&c.url, "agent-a");
     let _b = start_agent(&c.url, "agent-b");
     wait_for_agents(&c.url, 2);
 
@@ -87,6 +87,12 @@ fn quickstart_runs_on_two_agents_through_the_cli() {
     assert_eq!(best, 2, "{cmp}");
     let csv = chimera(&c.url, &["compare", &id, "--output", "csv"]);
     assert!(String::from_utf8_lossy(&csv.stdout).starts_with("problem,setup,"));
+
+    // A drained agent finishes up and exits cleanly.
+    let drained = chimera_json(&c.url, &["agents", "drain", "agent-a"]);
+    assert_eq!(drained[0]["draining"], true, "{drained}");
+    let status = a.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "drained agent exit: {status}");
 }
 
 #[test]

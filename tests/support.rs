@@ -42,6 +42,14 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Waits for the process to exit by itself; returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        wait_for(&format!("{} to exit", self.name), limit, || {
+            child.try_wait().ok().flatten()
+        })
+    }
 }
 
 impl Drop for Proc {
@@ -62,7 +70,7 @@ pub fn start_controller(data_dir: &Path, listen: &str, lease_ttl: &str) -> Contr
     let mut child = Command::new(bin("chimera-controller"))
         .args(["--listen", listen, "--lease-ttl", lease_ttl, "--data-dir"])
         .arg(data_dir)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -90,7 +98,7 @@ pub fn start_controller(data_dir: &Path, listen: &str, lease_ttl: &str) -> Contr
 pub fn start_agent(url: &str, name: &str) -> Proc {
     let child = Command::new(bin("chimera-agent"))
         .args(["--controller", url, "--name", name])
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
