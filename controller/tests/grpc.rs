@@ -84,6 +84,17 @@ impl Agent {
             .unwrap()
     }
 
+    /// An agent with one CPU device of class `c1` that runs `kernel/matmul`.
+    async fn simple(url: &str, name: &str) -> Agent {
+        Self::connect(
+            url,
+            name,
+            vec![device("cpu", "c1", &["kernel/matmul"])],
+            vec![],
+        )
+        .await
+    }
+
     async fn connect_from(
         url: &str,
         name: &str,
@@ -219,13 +230,7 @@ async fn a_stale_attempt_is_refused_after_the_lease_expires() {
 #[tokio::test]
 async fn a_trial_the_agent_does_not_report_is_assigned_again() {
     let h = start(Duration::from_millis(400)).await;
-    let mut a = Agent::connect(
-        &h.url,
-        "a",
-        vec![device("cpu", "c1", &["kernel/matmul"])],
-        vec![],
-    )
-    .await;
+    let mut a = Agent::simple(&h.url, "a").await;
     submit(&h.url, ONE).await.unwrap();
     let first = a.assignment().await.trial.unwrap();
     // The agent stays alive but never reports the trial (as if the assignment was lost).
@@ -249,15 +254,8 @@ async fn a_trial_the_agent_does_not_report_is_assigned_again() {
 #[tokio::test]
 async fn one_trial_per_device_at_a_time() {
     let h = start(Duration::from_secs(5)).await;
-    let mut a = Agent::connect(
-        &h.url,
-        "a",
-        vec![device("cpu", "c1", &["kernel/matmul"])],
-        vec![],
-    )
-    .await;
-    let spec = "name: three\nworkload: kernel\nparams:\n  op: matmul\n  shape: [8,8,8, \"8,8,16\", \"8,8,32\"]\n";
-    let spec = spec.replace("[8,8,8, ", "[\"8,8,8\", ");
+    let mut a = Agent::simple(&h.url, "a").await;
+    let spec = "name: three\nworkload: kernel\nparams:\n  op: matmul\n  shape: [\"8,8,8\", \"8,8,16\", \"8,8,32\"]\n";
     let resp = submit(&h.url, &spec).await.unwrap();
     assert_eq!(resp.trials, 3);
     for _ in 0..3 {
@@ -285,13 +283,7 @@ async fn one_trial_per_device_at_a_time() {
 #[tokio::test]
 async fn an_op_no_matching_agent_supports_is_refused_at_submit() {
     let h = start(Duration::from_secs(5)).await;
-    let _a = Agent::connect(
-        &h.url,
-        "a",
-        vec![device("cpu", "c1", &["kernel/matmul"])],
-        vec![],
-    )
-    .await;
+    let _a = Agent::simple(&h.url, "a").await;
     let spec = "name: q\nworkload: kernel\nparams:\n  shape: 8,8,32\nvariants:\n  - op: matmul\n  - op: qmatmul\n    format: q8_0\n";
     let err = submit(&h.url, spec).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
