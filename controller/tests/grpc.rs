@@ -256,7 +256,7 @@ async fn one_trial_per_device_at_a_time() {
     let h = start(Duration::from_secs(5)).await;
     let mut a = Agent::simple(&h.url, "a").await;
     let spec = "name: three\nworkload: kernel\nparams:\n  op: matmul\n  shape: [\"8,8,8\", \"8,8,16\", \"8,8,32\"]\n";
-    let resp = submit(&h.url, &spec).await.unwrap();
+    let resp = submit(&h.url, spec).await.unwrap();
     assert_eq!(resp.trials, 3);
     for _ in 0..3 {
         let t = a.assignment().await.trial.unwrap();
