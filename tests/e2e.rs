@@ -134,8 +134,8 @@ params:
 harness:
   warmup_iters: 1
   min_iters: 3
-  min_time_ms: 2500
-  max_time_ms: 3000
+  min_time_ms: 4000
+  max_time_ms: 5000
 ";
 
 #[test]

@@ -437,7 +437,12 @@ impl Scheduler {
                 fx.reply(reply, r);
             }
             Command::GetSweep { sweep, reply } => {
-                let r = self.sweep_proto(&sweep);
+                let r = self.sweep_proto(&sweep).map(|mut s| {
+                    if let Some(meta) = self.sweeps.get(&sweep) {
+                        s.spec_yaml = meta.record.spec_yaml.clone();
+                    }
+                    s
+                });
                 fx.reply(reply, r);
             }
             Command::ListSweeps { reply } => {
@@ -1232,6 +1237,8 @@ impl Scheduler {
         Ok(sweep)
     }
 
+    /// The sweep's state and progress, without its spec text (which can be
+    /// large and is only needed by `GetSweep`).
     fn sweep_proto(&self, id: &SweepId) -> Result<proto::Sweep, ApiError> {
         let meta = self
             .sweeps
@@ -1245,7 +1252,7 @@ impl Scheduler {
             workload: r.workload.clone(),
             state: sweep_state(&r.state) as i32,
             created_unix_ms: r.created_unix_ms,
-            spec_yaml: r.spec_yaml.clone(),
+            spec_yaml: String::new(),
             trials_total: r.trials_total,
             trials_pending: c(TrialState::Pending),
             trials_running: c(TrialState::Assigned) + c(TrialState::Running),

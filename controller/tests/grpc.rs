@@ -274,6 +274,10 @@ async fn one_trial_per_device_at_a_time() {
         .await
         .unwrap()
         .into_inner();
+    assert!(
+        s.spec_yaml.contains("name: three"),
+        "GetSweep carries the spec"
+    );
     assert_eq!(
         (s.state, s.trials_succeeded),
         (proto::SweepState::Done as i32, 3)
