@@ -39,10 +39,6 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Waits for the process to exit by itself; returns its status.
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let child = &mut self.child;

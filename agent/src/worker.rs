@@ -26,14 +26,12 @@ pub struct Job {
 pub enum Outcome {
     Finished {
         trial: proto::TrialRef,
-        device_id: String,
         metrics: BTreeMap<String, f64>,
         fingerprint: Fingerprint,
         wall_ms: f64,
     },
     Failed {
         trial: proto::TrialRef,
-        device_id: String,
         reason: String,
     },
 }
@@ -107,7 +105,6 @@ fn run_job(job: Job) -> Outcome {
             );
             Outcome::Finished {
                 trial: job.trial,
-                device_id: job.device_id,
                 metrics: out.metrics,
                 fingerprint: discovery::fingerprint(out.threads),
                 wall_ms: start.elapsed().as_secs_f64() * 1e3,
@@ -117,7 +114,6 @@ fn run_job(job: Job) -> Outcome {
             tracing::warn!(%reason, "trial failed");
             Outcome::Failed {
                 trial: job.trial,
-                device_id: job.device_id,
                 reason,
             }
         }

@@ -17,18 +17,6 @@ pub const WARMUP_ITERATIONS: &str = "warmup_iterations";
 /// Wall time of the measured window, milliseconds.
 pub const MEASURE_MS: &str = "measure_ms";
 
-/// Every metric the workloads report, in display order.
-pub const ALL: &[&str] = &[
-    GFLOP_PER_S,
-    LATENCY_MS_P50,
-    LATENCY_MS_P99,
-    LATENCY_MS_MEAN,
-    COV,
-    ITERATIONS,
-    WARMUP_ITERATIONS,
-    MEASURE_MS,
-];
-
 /// Whether a larger value of the metric is better (throughput) or worse
 /// (latency, variation, error). Unknown metrics count as lower-is-better.
 pub fn higher_is_better(name: &str) -> bool {

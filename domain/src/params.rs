@@ -33,24 +33,6 @@ impl fmt::Display for ParamValue {
     }
 }
 
-impl ParamValue {
-    /// The text, if this is text.
-    pub fn as_text(&self) -> Option<&str> {
-        match self {
-            ParamValue::Text(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The number, if this is a whole number.
-    pub fn as_int(&self) -> Option<i64> {
-        match self {
-            ParamValue::Int(v) => Some(*v),
-            _ => None,
-        }
-    }
-}
-
 impl From<&ParamValue> for proto::ParamValue {
     fn from(v: &ParamValue) -> Self {
         use proto::param_value::Kind;
