@@ -399,3 +399,26 @@ async fn malformed_requests_are_refused_with_the_field_named() {
     let e = client.session(ReceiverStream::new(out)).await.unwrap_err();
     assert!(e.message().contains("agent_name"), "{}", e.message());
 }
+
+#[tokio::test]
+async fn the_standard_health_service_reports_serving() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let h = start(Duration::from_secs(5)).await;
+    let channel = Channel::from_shared(h.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    for service in ["chimera.v1.OperatorService", "chimera.v1.AgentService"] {
+        let r = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "{service}");
+    }
+}
