@@ -45,7 +45,11 @@ fn quickstart_runs_on_two_agents_through_the_cli() {
 
     let id = submit(&c.url, "examples/quickstart.yaml", true);
     let trials = trials(&c.url, &id);
-    assert_eq!(trials.len(), 8, "4 setups x 2 shapes on one device class");
+    assert_eq!(
+        trials.len(),
+        24,
+        "4 setups x 2 shapes x 3 repeats on one device class"
+    );
     for t in &trials {
         assert_eq!(t["state"], "succeeded", "{t}");
         for m in [
@@ -72,7 +76,7 @@ fn quickstart_runs_on_two_agents_through_the_cli() {
 
     let status = chimera_json(&c.url, &["sweep", "status", &id]);
     assert_eq!(status[0]["state"], "done");
-    assert_eq!(status[0]["trials"]["succeeded"], 8);
+    assert_eq!(status[0]["trials"]["succeeded"], 24);
     let list = chimera_json(&c.url, &["sweep", "list"]);
     assert_eq!(list[0]["id"], id.as_str());
 
@@ -80,6 +84,10 @@ fn quickstart_runs_on_two_agents_through_the_cli() {
     let cmp = chimera_json(&c.url, &["compare", &id, "--metric", "gflop_per_s"]);
     let rows = cmp["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 8);
+    assert!(
+        rows.iter().all(|r| r["cells"][0]["samples"] == 3),
+        "median of 3: {cmp}"
+    );
     let best = rows
         .iter()
         .filter(|r| r["cells"][0]["best"] == true)
@@ -217,7 +225,7 @@ fn a_controller_killed_and_restarted_keeps_its_sweeps_and_resumes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let after = trials(&c.url, &id);
-    assert_eq!(after.len(), 8);
+    assert_eq!(after.len(), 24);
     for t in &after {
         assert_eq!(t["state"], "succeeded", "{t}");
     }
