@@ -10,6 +10,8 @@
 
 pub mod discovery;
 pub mod harness;
+pub mod models;
+pub mod roofline;
 pub mod worker;
 pub mod workloads;
 
@@ -45,6 +47,8 @@ pub struct Config {
     /// First reconnect delay; doubles up to `max_backoff`, with jitter.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Directories models may be read from (`--model-dir`).
+    pub model_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Config {
@@ -55,6 +59,7 @@ impl Config {
             name: name.into(),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            model_dirs: Vec::new(),
         }
     }
 }
@@ -103,6 +108,7 @@ struct State {
     running: HashMap<TrialKey, Running>,
     outbox: VecDeque<proto::AgentMessage>,
     draining: bool,
+    model_dirs: Arc<models::ModelDirs>,
 }
 
 enum SessionEnd {
@@ -142,12 +148,15 @@ impl State {
                 metrics,
                 fingerprint,
                 wall_ms,
-                ..
+                detail,
+                artifact,
             } => up(Up::Finished(proto::TrialFinished {
                 trial: Some(trial),
                 metrics: metrics.into_iter().collect(),
-                fingerprint: Some((&fingerprint).into()),
+                fingerprint: Some(fingerprint.as_ref().into()),
                 wall_ms,
+                detail_json: detail.map(|d| d.to_string()).unwrap_or_default(),
+                artifact,
             })),
             Outcome::Failed { trial, reason, .. } => up(Up::Failed(proto::TrialFailed {
                 trial: Some(trial),
@@ -206,6 +215,8 @@ impl State {
             params,
             settings,
             cancel: cancel.clone(),
+            input: a.input,
+            model_dirs: self.model_dirs.clone(),
         };
         if let Err(e) = worker.start(job) {
             return fail(trial, e);
@@ -254,6 +265,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     check_name(&config.name)?;
     tonic::transport::Endpoint::from_shared(config.controller.clone())
         .with_context(|| format!("parse controller URL `{}`", config.controller))?;
+    let model_dirs =
+        Arc::new(models::ModelDirs::new(&config.model_dirs).map_err(anyhow::Error::msg)?);
+    for d in model_dirs.dirs() {
+        info!(dir = %d.display(), "model directory");
+    }
     let devices = discovery::discover();
     let (done_tx, mut done_rx) = mpsc::channel::<Outcome>(256);
     let mut workers = HashMap::new();
@@ -272,6 +288,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         running: HashMap::new(),
         outbox: VecDeque::new(),
         draining: false,
+        model_dirs,
     };
     let mut delay = config.min_backoff;
     loop {

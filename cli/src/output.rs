@@ -165,8 +165,8 @@ pub fn agents(list: &[proto::Agent], fmt: Format) -> anyhow::Result<()> {
     emit(fmt, &header, rows, serde_json::Value::Array(js))
 }
 
-fn num(v: Option<&f64>) -> String {
-    v.map(|v| format!("{v:.4}")).unwrap_or_default()
+fn opt_num(v: Option<&f64>) -> String {
+    v.map(|v| num(*v)).unwrap_or_default()
 }
 
 /// Every trial of a sweep.
@@ -223,44 +223,110 @@ pub fn results(r: &ResultsFile, fmt: Format) -> anyhow::Result<()> {
         w.flush()?;
         return Ok(());
     }
-    let header = [
-        "trial",
-        "state",
-        "device_class",
-        "config",
-        "GFLOP/s",
-        "p50 ms",
-        "p99 ms",
-        "cov",
-        "iters",
-        "attempt",
-        "agent",
-        "error",
-    ];
+    let workload = r
+        .sweep
+        .workload
+        .parse::<chimera_domain::catalog::Workload>()
+        .unwrap_or(chimera_domain::catalog::Workload::Kernel);
+    let shown = metrics::headline(workload);
+    let mut header: Vec<String> = ["trial", "state", "device_class", "config"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for m in shown {
+        let unit = metrics::unit(m);
+        header.push(if unit.is_empty() {
+            (*m).to_owned()
+        } else {
+            format!("{m} [{unit}]")
+        });
+    }
+    header.extend(["attempt", "agent", "error"].iter().map(|s| s.to_string()));
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let rows = r
         .trials
         .iter()
         .map(|t| {
-            vec![
+            let mut row = vec![
                 t.id.clone(),
                 t.state.name().to_owned(),
                 t.device_class.clone(),
                 label(&t.params),
-                num(t.metrics.get(metrics::GFLOP_PER_S)),
-                num(t.metrics.get(metrics::LATENCY_MS_P50)),
-                num(t.metrics.get(metrics::LATENCY_MS_P99)),
-                num(t.metrics.get(metrics::COV)),
-                t.metrics
-                    .get(metrics::ITERATIONS)
-                    .map(|v| format!("{v:.0}"))
-                    .unwrap_or_default(),
+            ];
+            row.extend(shown.iter().map(|m| opt_num(t.metrics.get(*m))));
+            row.extend([
                 t.attempt.to_string(),
                 t.agent.clone().unwrap_or_default(),
                 t.error.clone().unwrap_or_default(),
-            ]
+            ]);
+            row
         })
         .collect();
     emit(fmt, &header, rows, serde_json::Value::Null)
+}
+
+/// A number with four significant digits (values from 1e-4 to 1e7 without an exponent).
+pub fn num(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let a = v.abs();
+    if !(1e-4..1e7).contains(&a) {
+        return format!("{v:.3e}");
+    }
+    let digits = (3 - a.log10().floor() as i32).max(0) as usize;
+    format!("{v:.digits$}")
+}
+
+/// The speed / accuracy trade-off per weight format.
+pub fn tradeoff(rows: &[chimera_domain::compare::TradeoffRow], fmt: Format) -> anyhow::Result<()> {
+    if fmt == Format::Json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+        return Ok(());
+    }
+    let opt = |v: Option<f64>| v.map(num).unwrap_or_else(|| "-".into());
+    let header = [
+        "device class",
+        "format",
+        "decode [tokens/s]",
+        "prefill [tokens/s]",
+        "weights [MB]",
+        "KL mean [nats]",
+        "top-1 agree",
+        "perplexity",
+        "",
+    ];
+    let table = fmt == Format::Table;
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let mark = |v: String, best: bool| if best && table { format!("{v} *") } else { v };
+            vec![
+                r.device_class.clone(),
+                r.format.clone(),
+                mark(opt(r.decode_tokens_per_s), r.fastest),
+                opt(r.prefill_tokens_per_s),
+                opt(r.weight_bytes.map(|b| b / 1e6)),
+                mark(opt(r.kl_mean), r.closest),
+                opt(r.top1_agree),
+                opt(r.perplexity),
+                if r.pareto {
+                    "pareto".into()
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect();
+    emit(fmt, &header, rows, serde_json::Value::Null)?;
+    if table {
+        println!(
+            "medians over repeats; * = fastest decode / closest to the reference on the class; \
+             pareto = no format is both faster and closer. KL is against the f32 reference \
+             (the model's Q4_1 weights dequantized), over its top-32 tokens plus the rest."
+        );
+    }
+    Ok(())
 }
 
 /// A comparison: configurations x classes, best per class marked with `*`.
@@ -290,8 +356,8 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
                 match cell {
                     Some(cell) if fmt == Format::Table => {
                         row.push(format!(
-                            "{:.3}{}",
-                            cell.value,
+                            "{}{}",
+                            num(cell.value),
                             if cell.best { " *" } else { "" }
                         ));
                         row.push(format!("{:.2}x", cell.ratio_to_best));

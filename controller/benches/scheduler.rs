@@ -115,6 +115,7 @@ async fn sim_agent(url: String, name: String, stop: CancellationToken) -> Vec<f6
                     metrics: [("simulated".to_owned(), 1.0)].into(),
                     fingerprint: Some(Default::default()),
                     wall_ms: 0.0,
+                    ..Default::default()
                 })),
             })
             .await

@@ -18,6 +18,10 @@ use tracing::{debug, warn};
 const MAX_DEVICES: usize = 256;
 /// Most metrics one result may carry.
 const MAX_METRICS: usize = 512;
+/// Largest `detail_json` of a finished trial.
+const MAX_DETAIL_BYTES: usize = 512 << 10;
+/// Largest artifact of a finished trial (one store value).
+pub const MAX_ARTIFACT_BYTES: usize = 1 << 20;
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages buffered towards one agent.
@@ -105,6 +109,13 @@ fn event(msg: proto::agent_message::Msg) -> Result<AgentEvent, Status> {
         Msg::Started(s) => AgentEvent::Started(trial_ref(s.trial, "started")?),
         Msg::Finished(f) => {
             let trial = trial_ref(f.trial, "finished")?;
+            if f.detail_json.len() > MAX_DETAIL_BYTES || f.artifact.len() > MAX_ARTIFACT_BYTES {
+                return Err(invalid(format!(
+                    "finished: detail of {} bytes or artifact of {} bytes exceeds the limits ({MAX_DETAIL_BYTES} / {MAX_ARTIFACT_BYTES} bytes)",
+                    f.detail_json.len(),
+                    f.artifact.len()
+                )));
+            }
             if f.metrics.len() > MAX_METRICS {
                 return Err(invalid(format!(
                     "finished.metrics: {} metrics exceeds the limit of {MAX_METRICS}",
@@ -123,12 +134,22 @@ fn event(msg: proto::agent_message::Msg) -> Result<AgentEvent, Status> {
             AgentEvent::Finished {
                 trial,
                 metrics: f.metrics.into_iter().collect::<BTreeMap<_, _>>(),
-                fingerprint: f.fingerprint.unwrap_or_default().into(),
+                fingerprint: Box::new(f.fingerprint.unwrap_or_default().into()),
                 wall_ms: if f.wall_ms.is_finite() {
                     f.wall_ms
                 } else {
                     0.0
                 },
+                detail: if f.detail_json.is_empty() {
+                    None
+                } else {
+                    Some(
+                        serde_json::from_str(&f.detail_json).map_err(|e| {
+                            invalid(format!("finished.detail_json is not JSON: {e}"))
+                        })?,
+                    )
+                },
+                artifact: f.artifact,
             }
         }
         Msg::Failed(f) => AgentEvent::Failed {

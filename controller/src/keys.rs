@@ -4,6 +4,7 @@
 //! /chimera/v1/sweeps/{sweep}            SweepRecord (JSON)
 //! /chimera/v1/trials/{sweep}/{trial}    TrialRecord (JSON), with metrics once finished
 //! /chimera/v1/agents/{agent}            AgentRecord (JSON), attached to the agent's lease
+//! /chimera/v1/artifacts/{sweep}/{trial} bytes a trial produced for later trials of its sweep
 //! ```
 
 const ROOT: &str = "/chimera/v1";
@@ -36,4 +37,9 @@ pub fn trial(sweep: &str, trial: &str) -> String {
 /// One agent's registration.
 pub fn agent(name: &str) -> String {
     format!("{ROOT}/agents/{name}")
+}
+
+/// Output of one trial that later trials of its sweep consume (an eval reference).
+pub fn artifact(sweep: &str, trial: &str) -> String {
+    format!("{ROOT}/artifacts/{sweep}/{trial}")
 }

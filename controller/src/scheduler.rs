@@ -16,7 +16,9 @@
 use crate::error::ApiError;
 use crate::keys;
 use crate::store::{LeaseId, Op, Store, Txn};
-use chimera_domain::params::params_to_proto;
+use chimera_domain::catalog::Workload;
+use chimera_domain::models::EvalTrial;
+use chimera_domain::params::{params_to_proto, Params};
 use chimera_domain::results::{Fingerprint, TrialRecord, TrialState};
 use chimera_domain::spec::{find_line, Harness, ParsedSweep, Placement, SpecError, Target};
 use chimera_domain::{AgentId, SweepId, TrialId};
@@ -79,8 +81,11 @@ pub enum AgentEvent {
     Finished {
         trial: TrialRef,
         metrics: BTreeMap<String, f64>,
-        fingerprint: Fingerprint,
+        fingerprint: Box<Fingerprint>,
         wall_ms: f64,
+        detail: Option<serde_json::Value>,
+        /// Bytes later trials of the sweep consume; empty for most trials.
+        artifact: Vec<u8>,
     },
     Failed {
         trial: TrialRef,
@@ -222,6 +227,11 @@ pub struct Scheduler {
     live: HashMap<TrialKey, TrialRecord>,
     queues: HashMap<String, VecDeque<TrialKey>>,
     idle: HashMap<String, BTreeSet<(AgentId, usize)>>,
+    /// Pending trials held back until the trial they depend on succeeds, by
+    /// that trial.
+    waiting: HashMap<TrialKey, Vec<TrialKey>>,
+    /// Artifacts of succeeded trials that pending trials still consume.
+    artifacts: HashMap<TrialKey, Arc<Vec<u8>>>,
     events: broadcast::Sender<proto::SweepEvent>,
     next_session: u64,
 }
@@ -248,12 +258,7 @@ fn sweep_state(s: &str) -> proto::SweepState {
 }
 
 fn capability(workload: &str, rec: &TrialRecord) -> String {
-    let op = rec
-        .params
-        .get("op")
-        .map(|v| v.to_string())
-        .unwrap_or_default();
-    format!("{workload}/{op}")
+    chimera_domain::catalog::capability(workload, &rec.params)
 }
 
 impl Scheduler {
@@ -272,6 +277,8 @@ impl Scheduler {
             live: HashMap::new(),
             queues: HashMap::new(),
             idle: HashMap::new(),
+            waiting: HashMap::new(),
+            artifacts: HashMap::new(),
             events,
             next_session: 1,
         };
@@ -288,6 +295,8 @@ impl Scheduler {
         }
         let deadline = Instant::now() + config.lease_ttl;
         let mut held = 0;
+        let mut blocked: Vec<(TrialKey, TrialKey)> = Vec::new();
+        let mut finished: HashMap<TrialKey, (TrialState, Option<String>)> = HashMap::new();
         for kv in store.range(keys::all_trials().as_bytes()).await?.kvs {
             let rec: TrialRecord = serde_json::from_slice(&kv.value)
                 .map_err(|e| anyhow::anyhow!("decode {}: {e}", String::from_utf8_lossy(&kv.key)))?;
@@ -301,6 +310,13 @@ impl Scheduler {
             };
             *meta.counts.entry(rec.state).or_default() += 1;
             match rec.state {
+                TrialState::Pending if rec.depends_on.is_some() => {
+                    let dep = TrialKey {
+                        sweep: key.sweep.clone(),
+                        trial: TrialId(rec.depends_on.clone().unwrap_or_default()),
+                    };
+                    blocked.push((dep, key.clone()));
+                }
                 TrialState::Pending => {
                     s.queues
                         .entry(rec.device_class.clone())
@@ -328,9 +344,50 @@ impl Scheduler {
                         .insert(key.clone(), Instant::now());
                     held += 1;
                 }
-                _ => continue,
+                _ => {
+                    finished.insert(key, (rec.state, rec.error.clone()));
+                    continue;
+                }
             }
             s.live.insert(key, rec);
+        }
+        // Dependents: queued if their dependency succeeded (its artifact
+        // reloaded), failed if it did not, else waiting for it.
+        let mut failed_deps = Vec::new();
+        for (dep, key) in blocked {
+            match finished.get(&dep) {
+                Some((TrialState::Succeeded, _)) => {
+                    if !s.artifacts.contains_key(&dep) {
+                        let k = keys::artifact(&dep.sweep.0, &dep.trial.0);
+                        let bytes = store
+                            .get(k.as_bytes())
+                            .await?
+                            .map(|kv| kv.value)
+                            .unwrap_or_default();
+                        s.artifacts.insert(dep.clone(), Arc::new(bytes));
+                    }
+                    if let Some(rec) = s.live.get(&key) {
+                        s.queues
+                            .entry(rec.device_class.clone())
+                            .or_default()
+                            .push_back(key.clone());
+                    }
+                }
+                Some((state, error)) => {
+                    failed_deps.push((key, dep_failure(&dep, *state, error.as_deref())))
+                }
+                None => s.waiting.entry(dep).or_default().push(key),
+            }
+        }
+        if !failed_deps.is_empty() {
+            let mut fx = Effects::default();
+            for (key, why) in failed_deps {
+                s.update(&key, &mut fx, |t| {
+                    t.state = TrialState::Failed;
+                    t.error = Some(why);
+                });
+            }
+            s.commit(fx).await?;
         }
         info!(
             sweeps = s.sweeps.len(),
@@ -606,12 +663,24 @@ impl Scheduler {
                 metrics,
                 fingerprint,
                 wall_ms,
+                detail,
+                artifact,
             } => {
+                let current = self.is_current(name, &trial);
+                if current && !artifact.is_empty() {
+                    // Durable in the same commit as the success it belongs to.
+                    fx.ops.push(Op::put(
+                        keys::artifact(&trial.key.sweep.0, &trial.key.trial.0),
+                        artifact.clone(),
+                    ));
+                    self.artifacts.insert(trial.key.clone(), Arc::new(artifact));
+                }
                 let accepted = self.finish(name, &trial, fx, |t| {
                     t.state = TrialState::Succeeded;
                     t.metrics = metrics;
-                    t.fingerprint = Some(fingerprint);
+                    t.fingerprint = Some(*fingerprint);
                     t.wall_ms = Some(wall_ms);
+                    t.detail = detail;
                     t.error = None;
                 });
                 self.ack(tx, &trial, accepted, fx);
@@ -858,6 +927,9 @@ impl Scheduler {
         if after.is_terminal() {
             self.live.remove(key);
         }
+        if after.is_terminal() && before != after {
+            self.release_dependents(key, &rec, fx);
+        }
         fx.ops
             .push(Op::put(keys::trial(&rec.sweep_id, &rec.id), json(&rec)));
         if let Some(meta) = self.sweeps.get_mut(&key.sweep) {
@@ -877,6 +949,7 @@ impl Scheduler {
             .sum::<u32>();
             if open == 0 && meta.record.state == "running" {
                 meta.record.state = "done".into();
+                self.artifacts.retain(|k, _| k.sweep != key.sweep);
                 fx.ops
                     .push(Op::put(keys::sweep(&meta.record.id), json(&meta.record)));
                 info!(sweep = %meta.record.id, "sweep done");
@@ -887,6 +960,35 @@ impl Scheduler {
                 sweep: Some(sweep),
                 trial: Some((&rec).into()),
             });
+        }
+    }
+
+    /// A trial reached a terminal state: the trials waiting for it are queued
+    /// (it succeeded) or failed with the reason (it did not).
+    fn release_dependents(&mut self, key: &TrialKey, rec: &TrialRecord, fx: &mut Effects) {
+        let Some(dependents) = self.waiting.remove(key) else {
+            return;
+        };
+        for d in dependents {
+            if rec.state == TrialState::Succeeded {
+                if let Some(t) = self.live.get(&d) {
+                    self.queues
+                        .entry(t.device_class.clone())
+                        .or_default()
+                        .push_back(d);
+                }
+            } else {
+                let why = dep_failure(key, rec.state, rec.error.as_deref());
+                let state = if rec.state == TrialState::Cancelled {
+                    TrialState::Cancelled
+                } else {
+                    TrialState::Failed
+                };
+                self.update(&d, fx, |t| {
+                    t.state = state;
+                    t.error = Some(why);
+                });
+            }
         }
     }
 
@@ -939,6 +1041,17 @@ impl Scheduler {
         let Some(rec) = self.live.get(key) else {
             return;
         };
+        let input = rec
+            .depends_on
+            .as_ref()
+            .and_then(|d| {
+                self.artifacts.get(&TrialKey {
+                    sweep: key.sweep.clone(),
+                    trial: TrialId(d.clone()),
+                })
+            })
+            .map(|a| a.as_ref().clone())
+            .unwrap_or_default();
         debug!(sweep = %key.sweep, trial = %key.trial, attempt = rec.attempt, agent = %agent, "assigned");
         fx.sends.push((
             tx,
@@ -958,6 +1071,7 @@ impl Scheduler {
                         min_time_ms: harness.min_time_ms,
                         max_time_ms: harness.max_time_ms,
                     }),
+                    input,
                 })),
             },
         ));
@@ -1092,7 +1206,7 @@ impl Scheduler {
         }
         for config in &parsed.configs {
             let op = config.get("op").map(|v| v.to_string()).unwrap_or_default();
-            let cap = format!("{workload}/{op}");
+            let cap = chimera_domain::catalog::capability(workload, config);
             let lacking: Vec<&String> = classes
                 .iter()
                 .filter(|(_, caps)| !caps.contains(&cap))
@@ -1109,7 +1223,8 @@ impl Scheduler {
                     "op",
                     Some(&op),
                     format!(
-                        "op `{op}` of workload {workload} is not supported by the agents of device class(es) {}",
+                        "{} of workload {workload} is not supported by the agents of device class(es) {}",
+                        if op.is_empty() { "this configuration".to_owned() } else { format!("op `{op}`") },
                         lacking.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
                     ),
                 );
@@ -1123,6 +1238,46 @@ impl Scheduler {
         let id = SweepId(ulid::Ulid::new().to_string());
         let mut n = 0usize;
         let mut trials = Vec::new();
+        // Eval: one reference trial per distinct (model, text, context,
+        // reference format), run once on any target device; every eval trial
+        // scored against it waits for it and consumes its output.
+        let mut references: Vec<(Params, String)> = Vec::new();
+        let mut depends: Vec<Option<String>> = vec![None; parsed.configs.len()];
+        if spec.workload == Workload::Eval {
+            for (ci, config) in parsed.configs.iter().enumerate() {
+                let r = EvalTrial::reference_params(config);
+                let tid = match references.iter().find(|(p, _)| *p == r) {
+                    Some((_, tid)) => tid.clone(),
+                    None => {
+                        let tid = TrialId::nth(n).0;
+                        n += 1;
+                        references.push((r, tid.clone()));
+                        tid
+                    }
+                };
+                depends[ci] = Some(tid);
+            }
+        }
+        for (ri, (params, tid)) in references.iter().enumerate() {
+            trials.push(TrialRecord {
+                id: tid.clone(),
+                sweep_id: id.0.clone(),
+                state: TrialState::Pending,
+                device_class: ANY.to_owned(),
+                params: params.clone(),
+                config_index: (parsed.configs.len() + ri) as u32,
+                repeat: 0,
+                attempt: 0,
+                agent: None,
+                device_id: None,
+                metrics: BTreeMap::new(),
+                fingerprint: None,
+                error: None,
+                wall_ms: None,
+                detail: None,
+                depends_on: None,
+            });
+        }
         for (ci, config) in parsed.configs.iter().enumerate() {
             for class in &targets {
                 for repeat in 0..spec.repeats {
@@ -1141,6 +1296,8 @@ impl Scheduler {
                         fingerprint: None,
                         error: None,
                         wall_ms: None,
+                        detail: None,
+                        depends_on: depends[ci].clone(),
                     };
                     n += 1;
                     trials.push(rec);
@@ -1170,10 +1327,21 @@ impl Scheduler {
                 sweep: id.clone(),
                 trial: TrialId(rec.id.clone()),
             };
-            self.queues
-                .entry(rec.device_class.clone())
-                .or_default()
-                .push_back(key.clone());
+            match &rec.depends_on {
+                Some(dep) => self
+                    .waiting
+                    .entry(TrialKey {
+                        sweep: id.clone(),
+                        trial: TrialId(dep.clone()),
+                    })
+                    .or_default()
+                    .push(key.clone()),
+                None => self
+                    .queues
+                    .entry(rec.device_class.clone())
+                    .or_default()
+                    .push_back(key.clone()),
+            }
             self.live.insert(key, rec);
         }
         self.sweeps.insert(
@@ -1228,6 +1396,7 @@ impl Scheduler {
             // The device stays busy until the agent reports back or its lease ends.
             self.update(&key, fx, |t| t.state = TrialState::Cancelled);
         }
+        self.artifacts.retain(|k, _| &k.sweep != id);
         info!(sweep = %id, "sweep cancelled");
         let sweep = self.sweep_proto(id)?;
         fx.events.push(proto::SweepEvent {
@@ -1261,6 +1430,16 @@ impl Scheduler {
             trials_cancelled: c(TrialState::Cancelled),
         })
     }
+}
+
+/// Why a dependent trial failed without running.
+fn dep_failure(dep: &TrialKey, state: TrialState, error: Option<&str>) -> String {
+    format!(
+        "the trial it depends on ({}) ended {}{}",
+        dep.trial,
+        state.name(),
+        error.map(|e| format!(": {e}")).unwrap_or_default()
+    )
 }
 
 fn cancel_msg(r: &TrialRef) -> proto::ControllerMessage {

@@ -156,6 +156,7 @@ impl Agent {
             metrics: [("gflop_per_s".to_owned(), gflops)].into(),
             fingerprint: Some(Default::default()),
             wall_ms: 1.0,
+            ..Default::default()
         }))
         .await;
         loop {
@@ -324,6 +325,98 @@ async fn each_class_runs_every_config_on_every_class_and_any_runs_it_once() {
         .await
         .unwrap();
     assert_eq!(any.trials, 1, "once on any device");
+}
+
+const EVAL: &str =
+    "name: ev\nworkload: eval\nparams:\n  model: m.gguf\n  format: [q8_0, q4k]\n  context: 64\n";
+
+fn param(a: &proto::AssignTrial, name: &str) -> String {
+    match a.params.get(name).and_then(|v| v.kind.clone()) {
+        Some(proto::param_value::Kind::Text(s)) => s,
+        other => format!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_eval_sweep_runs_its_reference_once_and_hands_it_to_every_trial() {
+    let h = start(Duration::from_secs(5)).await;
+    let mut a = Agent::connect(&h.url, "a", vec![device("cpu", "c1", &["eval"])], vec![]).await;
+    let resp = submit(&h.url, EVAL).await.unwrap();
+    assert_eq!(resp.trials, 3, "two formats and one reference");
+    let r = a.assignment().await;
+    assert_eq!(param(&r, "role"), "reference");
+    assert_eq!(param(&r, "format"), "f32");
+    assert!(r.input.is_empty());
+    assert!(
+        a.quiet_for(Duration::from_millis(300)).await,
+        "nothing else before the reference is done"
+    );
+    let artifact = b"top-k logprobs".to_vec();
+    a.send(Up::Finished(proto::TrialFinished {
+        trial: r.trial.clone(),
+        metrics: [("perplexity".to_owned(), 5.0)].into(),
+        fingerprint: Some(Default::default()),
+        wall_ms: 1.0,
+        detail_json: r#"{"weights":"f32 x272"}"#.into(),
+        artifact: artifact.clone(),
+    }))
+    .await;
+    let mut formats = Vec::new();
+    for _ in 0..2 {
+        let t = loop {
+            match a.next().await {
+                Down::Assign(t) => break t,
+                Down::Ack(ack) => assert!(ack.accepted, "{}", ack.reason),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(t.input, artifact, "each trial gets the reference");
+        formats.push(param(&t, "format"));
+        assert!(a.finish(t.trial.as_ref().unwrap(), 1.0).await.accepted);
+    }
+    formats.sort();
+    assert_eq!(formats, ["q4k", "q8_0"]);
+    let all = trials(&h.url, &resp.sweep_id).await;
+    let reference = all
+        .iter()
+        .find(|t| t.id == r.trial.as_ref().unwrap().trial_id)
+        .unwrap();
+    assert!(reference.detail_json.contains("f32 x272"));
+    assert!(all
+        .iter()
+        .filter(|t| t.id != reference.id)
+        .all(|t| t.depends_on == reference.id));
+}
+
+#[tokio::test]
+async fn a_failed_reference_fails_the_trials_that_wait_for_it() {
+    let h = start(Duration::from_secs(5)).await;
+    let mut a = Agent::connect(&h.url, "a", vec![device("cpu", "c1", &["eval"])], vec![]).await;
+    let resp = submit(&h.url, EVAL).await.unwrap();
+    let r = a.assignment().await;
+    a.send(Up::Failed(proto::TrialFailed {
+        trial: r.trial.clone(),
+        reason: "model `m.gguf` not found".into(),
+    }))
+    .await;
+    match a.next().await {
+        Down::Ack(ack) => assert!(ack.accepted, "{}", ack.reason),
+        other => panic!("expected the ack of the failure, got {other:?}"),
+    }
+    assert!(
+        a.quiet_for(Duration::from_millis(300)).await,
+        "the waiting trials are not assigned"
+    );
+    let all = trials(&h.url, &resp.sweep_id).await;
+    let failed: Vec<&proto::Trial> = all
+        .iter()
+        .filter(|t| t.state == proto::TrialState::Failed as i32)
+        .collect();
+    assert_eq!(failed.len(), 3, "{all:?}");
+    assert!(failed
+        .iter()
+        .filter(|t| !t.depends_on.is_empty())
+        .all(|t| t.error.contains("m.gguf` not found")));
 }
 
 #[tokio::test]

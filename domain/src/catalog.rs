@@ -11,15 +11,42 @@ use std::str::FromStr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Workload {
-    /// A single kernel microbenchmark (`matmul`, `qmatmul`).
+    /// A single kernel microbenchmark (`matmul`, `qmatmul`, `softmax`, ...).
     Kernel,
+    /// Quantize every weight of a model to a format; size and error.
+    Quantize,
+    /// Prefill a prompt and decode greedily; latency and throughput.
+    Generate,
+    /// Perplexity, and KL divergence / top-1 agreement against a reference.
+    Eval,
 }
 
 impl Workload {
+    /// Every workload.
+    pub const ALL: [Workload; 4] = [
+        Workload::Kernel,
+        Workload::Quantize,
+        Workload::Generate,
+        Workload::Eval,
+    ];
+
     /// The workload's name in specs and on the wire.
     pub fn name(self) -> &'static str {
         match self {
             Workload::Kernel => "kernel",
+            Workload::Quantize => "quantize",
+            Workload::Generate => "generate",
+            Workload::Eval => "eval",
+        }
+    }
+
+    /// The metric a comparison of this workload's results shows by default.
+    pub fn primary_metric(self) -> &'static str {
+        match self {
+            Workload::Kernel => "gflop_per_s",
+            Workload::Quantize => "rmse",
+            Workload::Generate => "decode_tokens_per_s",
+            Workload::Eval => "kl_mean",
         }
     }
 }
@@ -27,10 +54,26 @@ impl Workload {
 impl FromStr for Workload {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "kernel" => Ok(Workload::Kernel),
-            other => Err(format!("unknown workload `{other}`, expected `kernel`")),
+        Workload::ALL
+            .into_iter()
+            .find(|w| w.name() == s)
+            .ok_or_else(|| {
+                format!("unknown workload `{s}`, expected one of: kernel, quantize, generate, eval")
+            })
+    }
+}
+
+/// The capability a device must advertise to run a configuration of a workload:
+/// `kernel/<op>` for kernels, the workload's name for the others.
+pub fn capability(workload: &str, params: &crate::params::Params) -> String {
+    if workload == Workload::Kernel.name() {
+        let op = params.get("op").map(|v| v.to_string()).unwrap_or_default();
+        match params.get("variant") {
+            Some(v) => format!("{workload}/{op}/{v}"),
+            None => format!("{workload}/{op}"),
         }
+    } else {
+        workload.to_owned()
     }
 }
 
@@ -42,23 +85,65 @@ pub enum KernelOp {
     Matmul,
     /// `x[m,k]` (f32) times a weight `w[n,k]` quantized to a GGML `format`.
     Qmatmul,
+    /// Softmax over the last dimension of `x[rows,cols]`.
+    Softmax,
+    /// RMS normalisation of `x[rows,cols]` over the last dimension, with a weight.
+    Rmsnorm,
+    /// Rotary embedding (interleaved, as llama GGUF models use) of
+    /// `x[batch,heads,seq,head_dim]`.
+    Rope,
+    /// Causal scaled-dot-product attention over `q,k,v[batch,heads,seq,head_dim]`.
+    Attention,
 }
 
 impl KernelOp {
     /// Every op, in catalogue order.
-    pub const ALL: [KernelOp; 2] = [KernelOp::Matmul, KernelOp::Qmatmul];
+    pub const ALL: [KernelOp; 6] = [
+        KernelOp::Matmul,
+        KernelOp::Qmatmul,
+        KernelOp::Softmax,
+        KernelOp::Rmsnorm,
+        KernelOp::Rope,
+        KernelOp::Attention,
+    ];
 
     /// The op's name.
     pub fn name(self) -> &'static str {
         match self {
             KernelOp::Matmul => "matmul",
             KernelOp::Qmatmul => "qmatmul",
+            KernelOp::Softmax => "softmax",
+            KernelOp::Rmsnorm => "rmsnorm",
+            KernelOp::Rope => "rope",
+            KernelOp::Attention => "attention",
         }
     }
 
     /// The capability string an agent advertises for this op (`kernel/matmul`).
     pub fn capability(self) -> String {
         format!("kernel/{}", self.name())
+    }
+
+    /// What its `shape` lists, in order.
+    pub fn shape_dims(self) -> &'static [&'static str] {
+        match self {
+            KernelOp::Matmul | KernelOp::Qmatmul => &["m", "n", "k"],
+            KernelOp::Softmax | KernelOp::Rmsnorm => &["rows", "cols"],
+            KernelOp::Rope | KernelOp::Attention => &["batch", "heads", "seq", "head_dim"],
+        }
+    }
+
+    /// Whether the op takes a `variant` (fused kernel or naive composition).
+    pub fn has_variants(self) -> bool {
+        !matches!(self, KernelOp::Matmul | KernelOp::Qmatmul)
+    }
+
+    /// The variant used when none is given.
+    pub fn default_variant(self) -> Variant {
+        match self {
+            KernelOp::Attention => Variant::Naive,
+            _ => Variant::Fused,
+        }
     }
 }
 
@@ -68,7 +153,39 @@ impl FromStr for KernelOp {
         KernelOp::ALL
             .into_iter()
             .find(|op| op.name() == s)
-            .ok_or_else(|| format!("unknown op `{s}`, expected one of: matmul, qmatmul"))
+            .ok_or_else(|| {
+                format!("unknown op `{s}`, expected one of: matmul, qmatmul, softmax, rmsnorm, rope, attention")
+            })
+    }
+}
+
+/// How an op is computed: candle's fused kernel, or the same maths composed
+/// from elementary tensor ops (what a model without the kernel would run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    Fused,
+    Naive,
+}
+
+impl Variant {
+    /// The variant's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Fused => "fused",
+            Variant::Naive => "naive",
+        }
+    }
+}
+
+impl FromStr for Variant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fused" => Ok(Variant::Fused),
+            "naive" => Ok(Variant::Naive),
+            _ => Err(format!("unknown variant `{s}`, expected fused or naive")),
+        }
     }
 }
 
@@ -184,29 +301,86 @@ impl FromStr for QuantFormat {
     }
 }
 
-/// A matmul shape `m,n,k`: `x[m,k] @ w[n,k]^T -> y[m,n]`.
+/// A kernel's sizes: `m,n,k` for a matmul (`x[m,k] @ w[n,k]^T -> y[m,n]`),
+/// `rows,cols` for softmax / rmsnorm, `batch,heads,seq,head_dim` for rope /
+/// attention (the op says which, [`KernelOp::shape_dims`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Shape {
-    pub m: u64,
-    pub n: u64,
-    pub k: u64,
+    dims: [u64; 4],
+    rank: usize,
 }
 
 /// Largest single dimension accepted, to keep a typo from asking for terabytes.
 pub const MAX_DIM: u64 = 1 << 20;
-/// Largest operand accepted (elements of the largest of x, w, y).
+/// Largest operand accepted (elements of the largest tensor the op touches).
 pub const MAX_ELEMENTS: u64 = 1 << 30;
 
 impl Shape {
+    /// The sizes, in order.
+    pub fn dims(&self) -> &[u64] {
+        &self.dims[..self.rank]
+    }
+
+    /// A matmul shape.
+    pub fn mnk(m: u64, n: u64, k: u64) -> Shape {
+        Shape {
+            dims: [m, n, k, 0],
+            rank: 3,
+        }
+    }
+
+    /// `m`, `n`, `k` of a matmul shape (the first three sizes).
+    pub fn m(&self) -> u64 {
+        self.dims[0]
+    }
+    /// See [`Shape::m`].
+    pub fn n(&self) -> u64 {
+        self.dims[1]
+    }
+    /// See [`Shape::m`]; the reduced dimension, which a quantized weight's blocks divide.
+    pub fn k(&self) -> u64 {
+        self.dims[2]
+    }
+
     /// Floating-point operations of one matmul of this shape (2·m·n·k).
     pub fn flops(&self) -> f64 {
-        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+        2.0 * self.m() as f64 * self.n() as f64 * self.k() as f64
+    }
+
+    /// Checks the shape against what `op` takes.
+    pub fn check_for(&self, op: KernelOp) -> Result<(), String> {
+        let names = op.shape_dims();
+        if self.rank != names.len() {
+            return Err(format!(
+                "shape `{self}`: op {} takes `{}`",
+                op.name(),
+                names.join(",")
+            ));
+        }
+        let d = |i: usize| self.dims[i];
+        let largest = match op {
+            KernelOp::Matmul | KernelOp::Qmatmul => (d(0) * d(2)).max(d(1) * d(2)).max(d(0) * d(1)),
+            KernelOp::Softmax | KernelOp::Rmsnorm => d(0) * d(1),
+            KernelOp::Rope => d(0) * d(1) * d(2) * d(3),
+            // The score matrix batch x heads x seq x seq.
+            KernelOp::Attention => (d(0) * d(1) * d(2)).saturating_mul(d(2).max(d(3))),
+        };
+        if largest > MAX_ELEMENTS {
+            return Err(format!(
+                "shape `{self}`: a tensor of {largest} elements exceeds the limit of {MAX_ELEMENTS}"
+            ));
+        }
+        if matches!(op, KernelOp::Rope) && d(3) % 2 != 0 {
+            return Err(format!("shape `{self}`: rope needs an even head_dim"));
+        }
+        Ok(())
     }
 }
 
 impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{},{},{}", self.m, self.n, self.k)
+        let parts: Vec<String> = self.dims().iter().map(|d| d.to_string()).collect();
+        f.write_str(&parts.join(","))
     }
 }
 
@@ -214,35 +388,39 @@ impl FromStr for Shape {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split(',').map(str::trim).collect();
-        if parts.len() != 3 {
+        if !(2..=4).contains(&parts.len()) {
             return Err(format!(
-                "shape `{s}` must be three comma-separated sizes `m,n,k`"
+                "shape `{s}` must be 2 to 4 comma-separated sizes (`m,n,k` for a matmul)"
             ));
         }
-        let mut dims = [0u64; 3];
-        for (slot, (part, name)) in dims.iter_mut().zip(parts.iter().zip(["m", "n", "k"])) {
-            let v: u64 = part
-                .parse()
-                .map_err(|_| format!("shape `{s}`: {name} = `{part}` is not a positive integer"))?;
+        let mut dims = [0u64; 4];
+        for (i, (slot, part)) in dims.iter_mut().zip(parts.iter()).enumerate() {
+            let v: u64 = part.parse().map_err(|_| {
+                format!(
+                    "shape `{s}`: size {} = `{part}` is not a positive integer",
+                    i + 1
+                )
+            })?;
             if v == 0 || v > MAX_DIM {
                 return Err(format!(
-                    "shape `{s}`: {name} = {v} must be between 1 and {MAX_DIM}"
+                    "shape `{s}`: size {} = {v} must be between 1 and {MAX_DIM}",
+                    i + 1
                 ));
             }
             *slot = v;
         }
         let shape = Shape {
-            m: dims[0],
-            n: dims[1],
-            k: dims[2],
+            dims,
+            rank: parts.len(),
         };
-        let largest = (shape.m * shape.k)
-            .max(shape.n * shape.k)
-            .max(shape.m * shape.n);
-        if largest > MAX_ELEMENTS {
+        let elements: u64 = shape.dims().iter().product();
+        if shape.rank != 3 && elements > MAX_ELEMENTS {
             return Err(format!(
-                "shape `{s}`: an operand of {largest} elements exceeds the limit of {MAX_ELEMENTS}"
+                "shape `{s}`: {elements} elements exceeds the limit of {MAX_ELEMENTS}"
             ));
+        }
+        if shape.rank == 3 {
+            shape.check_for(KernelOp::Matmul)?;
         }
         Ok(shape)
     }
@@ -263,10 +441,24 @@ impl<'de> Deserialize<'de> for Shape {
 
 /// Parameters that choose *how* a trial computes (the setup being compared);
 /// every other parameter says *what* it computes (the problem).
-pub const SETUP_PARAMS: &[&str] = &["op", "dtype", "format", "threads"];
+pub const SETUP_PARAMS: &[&str] = &["op", "variant", "dtype", "format", "threads"];
 
 /// Order in which parameters are shown: the ones that define the configuration first.
 pub fn param_rank(name: &str) -> usize {
-    const ORDER: &[&str] = &["op", "dtype", "format", "shape", "threads"];
+    const ORDER: &[&str] = &[
+        "model",
+        "op",
+        "variant",
+        "dtype",
+        "format",
+        "shape",
+        "prompt_tokens",
+        "new_tokens",
+        "batch",
+        "context",
+        "chunks",
+        "reference",
+        "threads",
+    ];
     ORDER.iter().position(|n| *n == name).unwrap_or(ORDER.len())
 }

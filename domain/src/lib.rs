@@ -10,6 +10,7 @@ pub mod compare;
 pub mod device;
 pub mod ids;
 pub mod metrics;
+pub mod models;
 pub mod params;
 pub mod results;
 pub mod spec;

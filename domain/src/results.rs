@@ -148,6 +148,12 @@ pub struct TrialRecord {
     /// Wall time of the successful attempt on the agent, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wall_ms: Option<f64>,
+    /// Structured detail of the result (a `quantize` per-tensor table, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+    /// Id of the trial of the same sweep this one waits for and consumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<String>,
 }
 
 impl From<&TrialRecord> for proto::Trial {
@@ -167,6 +173,8 @@ impl From<&TrialRecord> for proto::Trial {
             config_index: t.config_index,
             repeat: t.repeat,
             wall_ms: t.wall_ms.unwrap_or_default(),
+            detail_json: t.detail.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+            depends_on: t.depends_on.clone().unwrap_or_default(),
         }
     }
 }
@@ -177,6 +185,14 @@ impl TryFrom<proto::Trial> for TrialRecord {
         let state = proto::TrialState::try_from(t.state)
             .map_err(|_| format!("trial {}: unknown state {}", t.id, t.state))?;
         let nonempty = |s: String| (!s.is_empty()).then_some(s);
+        let detail = if t.detail_json.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::from_str(&t.detail_json)
+                    .map_err(|e| format!("trial {}: detail is not JSON: {e}", t.id))?,
+            )
+        };
         Ok(TrialRecord {
             state: state.try_into()?,
             params: params::params_from_proto(&t.params).map_err(|e| e.to_string())?,
@@ -192,6 +208,8 @@ impl TryFrom<proto::Trial> for TrialRecord {
             fingerprint: t.fingerprint.map(Into::into),
             error: nonempty(t.error),
             wall_ms: (t.wall_ms > 0.0).then_some(t.wall_ms),
+            detail,
+            depends_on: nonempty(t.depends_on),
         })
     }
 }

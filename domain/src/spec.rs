@@ -5,10 +5,12 @@
 //! controller adds the fleet-dependent checks (is there a matching device, does
 //! it support the op) on top.
 
-use crate::catalog::{DType, KernelOp, QuantFormat, Shape, Workload};
+use crate::catalog::{DType, KernelOp, QuantFormat, Shape, Variant, Workload};
+use crate::models::{EvalTrial, GenerateTrial, QuantizeTrial, ROLE};
 use crate::params::{ParamValue, Params};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The spec format version this build reads.
@@ -104,6 +106,25 @@ pub struct SweepSpec {
 pub enum Space {
     /// The `kernel` workload's parameters.
     Kernel(KernelSpace),
+    /// A model workload's parameters (`quantize`, `generate`, `eval`): each
+    /// name takes one value or a list, crossed as a grid; every configuration
+    /// is checked by the workload's typed trial (`crate::models`).
+    Model(ModelSpace),
+}
+
+/// Parameters of a model workload, by name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ModelSpace(pub BTreeMap<String, OneOrMany<ParamValue>>);
+
+impl Space {
+    /// The empty space of a workload.
+    pub fn empty(workload: Workload) -> Space {
+        match workload {
+            Workload::Kernel => Space::Kernel(KernelSpace::default()),
+            _ => Space::Model(ModelSpace::default()),
+        }
+    }
 }
 
 /// Parameters of the `kernel` workload; each takes one value or a list (crossed as a grid).
@@ -125,6 +146,10 @@ pub struct KernelSpace {
     /// CPU threads (default: every logical core of the device).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<OneOrMany<Threads>>,
+    /// `fused` (candle's kernel) or `naive` (composed from elementary ops),
+    /// for softmax, rmsnorm, rope and attention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<OneOrMany<Variant>>,
 }
 
 /// A thread count, 1..=1024.
@@ -369,6 +394,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
                 "params" => {
                     let space = match need_workload(workload, "params")? {
                         Workload::Kernel => Space::Kernel(map.next_value()?),
+                        _ => Space::Model(map.next_value()?),
                     };
                     set_once(&mut params, space, "params")?
                 }
@@ -377,6 +403,10 @@ impl<'de> Visitor<'de> for SpecVisitor {
                         Workload::Kernel => {
                             let v: OneOrMany<KernelSpace> = map.next_value()?;
                             v.0.into_iter().map(Space::Kernel).collect()
+                        }
+                        _ => {
+                            let v: OneOrMany<ModelSpace> = map.next_value()?;
+                            v.0.into_iter().map(Space::Model).collect()
                         }
                     };
                     set_once(&mut variants, list, "variants")?
@@ -415,9 +445,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
             name: name.ok_or_else(|| de::Error::missing_field("name"))?,
             description,
             workload,
-            params: params.unwrap_or(match workload {
-                Workload::Kernel => Space::Kernel(KernelSpace::default()),
-            }),
+            params: params.unwrap_or(Space::empty(workload)),
             variants: variants.unwrap_or_default(),
             search: search.unwrap_or_default(),
             placement: placement.unwrap_or_default(),
@@ -483,6 +511,7 @@ pub fn expand(spec: &SweepSpec, source: &str) -> Result<Vec<Params>, SpecError> 
     for (path, space) in variants {
         match space {
             Space::Kernel(k) => expand_kernel(&k, &path, source, &mut out)?,
+            Space::Model(m) => expand_model(spec.workload, &m, &path, source, &mut out)?,
         }
         if out.len() > MAX_CONFIGS {
             return Err(SpecError {
@@ -503,8 +532,101 @@ fn merge(base: &Space, over: &Space) -> Space {
             format: o.format.clone().or_else(|| b.format.clone()),
             shape: o.shape.clone().or_else(|| b.shape.clone()),
             threads: o.threads.clone().or_else(|| b.threads.clone()),
+            variant: o.variant.clone().or_else(|| b.variant.clone()),
         }),
+        (Space::Model(b), Space::Model(o)) => {
+            let mut m = b.0.clone();
+            m.extend(o.0.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Space::Model(ModelSpace(m))
+        }
+        // The visitor builds every space of a spec for the same workload.
+        (_, over) => over.clone(),
     }
+}
+
+/// Crosses a model space into configurations and checks each with the
+/// workload's typed trial; an error names the parameter's path and line.
+fn expand_model(
+    workload: Workload,
+    m: &ModelSpace,
+    path: &str,
+    source: &str,
+    out: &mut Vec<Params>,
+) -> Result<(), SpecError> {
+    let check = |p: &Params| -> Result<(), String> {
+        match workload {
+            Workload::Quantize => QuantizeTrial::from_params(p).map(drop),
+            Workload::Generate => GenerateTrial::from_params(p).map(drop),
+            Workload::Eval => {
+                let t = EvalTrial::from_params(p)?;
+                if t.is_reference {
+                    return Err(format!(
+                        "parameter `{ROLE}` is set by the controller, not in a spec"
+                    ));
+                }
+                Ok(())
+            }
+            Workload::Kernel => Ok(()),
+        }
+    };
+    let known = match workload {
+        Workload::Quantize => QuantizeTrial::PARAMS,
+        Workload::Generate => GenerateTrial::PARAMS,
+        Workload::Eval => &EvalTrial::PARAMS[..EvalTrial::PARAMS.len() - 1],
+        Workload::Kernel => &[],
+    };
+    if let Some(k) = m.0.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(SpecError::at(
+            source,
+            &format!("{path}.{k}"),
+            k,
+            None,
+            format!(
+                "unknown parameter `{k}` for workload {}; it takes: {}",
+                workload.name(),
+                known.join(", ")
+            ),
+        ));
+    }
+    let mut keys: Vec<&String> = m.0.keys().collect();
+    keys.sort_by_key(|k| (crate::catalog::param_rank(k), (*k).clone()));
+    let mut configs = vec![Params::new()];
+    for key in keys {
+        let values = &m.0[key].0;
+        configs = configs
+            .into_iter()
+            .flat_map(|c| {
+                values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.insert(key.clone(), v.clone());
+                    c
+                })
+            })
+            .collect();
+        if configs.len() > MAX_CONFIGS {
+            break;
+        }
+    }
+    for c in configs {
+        if let Err(message) = check(&c) {
+            // Point at the parameter the message names, if any.
+            let field = c
+                .keys()
+                .find(|k| message.contains(&format!("`{k}`")))
+                .cloned()
+                .unwrap_or_else(|| "params".to_owned());
+            let value = c.get(&field).map(|v| v.to_string());
+            return Err(SpecError::at(
+                source,
+                &format!("{path}.{field}"),
+                &field,
+                value.as_deref(),
+                message,
+            ));
+        }
+        out.push(c);
+    }
+    Ok(())
 }
 
 fn list<T: Clone>(v: &Option<OneOrMany<T>>) -> Vec<Option<T>> {
@@ -527,26 +649,18 @@ fn expand_kernel(
         return Err(err(
             "op",
             None,
-            "missing: give `op: matmul` or `op: qmatmul`".to_owned(),
+            "missing: give `op:` (matmul, qmatmul, softmax, rmsnorm, rope or attention)".to_owned(),
         ));
     };
     if k.shape.is_none() {
         return Err(err(
             "shape",
             None,
-            "missing: give at least one `m,n,k` shape".to_owned(),
+            "missing: give at least one shape (`m,n,k` for a matmul)".to_owned(),
         ));
     }
     for op in ops {
         match op {
-            KernelOp::Matmul if k.format.is_some() => {
-                return Err(err(
-                    "format",
-                    None,
-                    "op matmul takes `dtype`, not `format` (a quantized weight is op qmatmul)"
-                        .to_owned(),
-                ))
-            }
             KernelOp::Qmatmul if k.dtype.is_some() => {
                 return Err(err(
                     "dtype",
@@ -562,48 +676,86 @@ fn expand_kernel(
                         .to_owned(),
                 ))
             }
+            KernelOp::Qmatmul => {}
+            _ if k.format.is_some() => {
+                return Err(err(
+                    "format",
+                    None,
+                    format!(
+                        "op {} takes `dtype`, not `format` (a quantized weight is op qmatmul)",
+                        op.name()
+                    ),
+                ))
+            }
             _ => {}
         }
+        if !op.has_variants() && k.variant.is_some() {
+            return Err(err(
+                "variant",
+                None,
+                format!(
+                    "op {} has no variants (softmax, rmsnorm, rope and attention do)",
+                    op.name()
+                ),
+            ));
+        }
         let dtypes = match op {
-            KernelOp::Matmul => list(&k.dtype.clone().or(Some(OneOrMany(vec![DType::F32])))),
             KernelOp::Qmatmul => vec![None],
+            _ => list(&k.dtype.clone().or(Some(OneOrMany(vec![DType::F32])))),
         };
         let formats = match op {
-            KernelOp::Matmul => vec![None],
             KernelOp::Qmatmul => list(&k.format),
+            _ => vec![None],
         };
-        for dtype in &dtypes {
-            for format in &formats {
-                for shape in list(&k.shape).into_iter().flatten() {
-                    if let Some(f) = format {
-                        if !shape.k.is_multiple_of(f.block_size()) {
-                            let s = shape.to_string();
-                            return Err(err(
-                                "shape",
-                                Some(&s),
-                                format!(
-                                    "shape `{s}`: k = {} is not a multiple of {}'s block size {}",
-                                    shape.k,
-                                    f.name(),
-                                    f.block_size()
-                                ),
-                            ));
-                        }
-                    }
-                    for threads in list(&k.threads) {
-                        let mut p = Params::new();
-                        p.insert("op".into(), ParamValue::Text(op.name().into()));
-                        if let Some(d) = dtype {
-                            p.insert("dtype".into(), ParamValue::Text(d.name().into()));
-                        }
+        let variants: Vec<Option<Variant>> = if op.has_variants() {
+            list(
+                &k.variant
+                    .clone()
+                    .or(Some(OneOrMany(vec![op.default_variant()]))),
+            )
+        } else {
+            vec![None]
+        };
+        for variant in &variants {
+            for dtype in &dtypes {
+                for format in &formats {
+                    for shape in list(&k.shape).into_iter().flatten() {
+                        let s = shape.to_string();
+                        shape
+                            .check_for(*op)
+                            .map_err(|m| err("shape", Some(&s), m))?;
                         if let Some(f) = format {
-                            p.insert("format".into(), ParamValue::Text(f.name().into()));
+                            if !shape.k().is_multiple_of(f.block_size()) {
+                                return Err(err(
+                                    "shape",
+                                    Some(&s),
+                                    format!(
+                                        "shape `{s}`: k = {} is not a multiple of {}'s block size {}",
+                                        shape.k(),
+                                        f.name(),
+                                        f.block_size()
+                                    ),
+                                ));
+                            }
                         }
-                        p.insert("shape".into(), ParamValue::Text(shape.to_string()));
-                        if let Some(t) = threads {
-                            p.insert("threads".into(), ParamValue::Int(t.0 as i64));
+                        for threads in list(&k.threads) {
+                            let mut p = Params::new();
+                            p.insert("op".into(), ParamValue::Text(op.name().into()));
+                            if let Some(v) = variant {
+                                p.insert("variant".into(), ParamValue::Text(v.name().into()));
+                            }
+                            if let Some(d) = dtype {
+                                p.insert("dtype".into(), ParamValue::Text(d.name().into()));
+                            }
+                            if let Some(f) = format {
+                                p.insert("format".into(), ParamValue::Text(f.name().into()));
+                            }
+                            p.insert("shape".into(), ParamValue::Text(s.clone()));
+                            if let Some(t) = threads {
+                                p.insert("threads".into(), ParamValue::Int(t.0 as i64));
+                            }
+                            out.push(p);
                         }
-                        out.push(p);
                     }
                 }
             }
@@ -616,6 +768,8 @@ fn expand_kernel(
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KernelTrial {
     pub op: KernelOp,
+    /// Fused kernel or naive composition (ops with variants).
+    pub variant: Variant,
     /// Data type for `matmul`.
     pub dtype: DType,
     /// Weight format for `qmatmul`.
@@ -635,13 +789,17 @@ impl KernelTrial {
                 Some(other) => Err(format!("parameter `{name}` = `{other}` must be text")),
             }
         };
-        if let Some(unknown) = p
-            .keys()
-            .find(|k| !["op", "dtype", "format", "shape", "threads"].contains(&k.as_str()))
-        {
+        if let Some(unknown) = p.keys().find(|k| {
+            !["op", "variant", "dtype", "format", "shape", "threads"].contains(&k.as_str())
+        }) {
             return Err(format!("unknown parameter `{unknown}` for workload kernel"));
         }
         let op: KernelOp = text("op")?.ok_or("parameter `op` is missing")?.parse()?;
+        let variant = match text("variant")? {
+            Some(v) if op.has_variants() => v.parse()?,
+            Some(_) => return Err(format!("op {} has no variants", op.name())),
+            None => op.default_variant(),
+        };
         let dtype = text("dtype")?
             .map(str::parse)
             .transpose()?
@@ -655,12 +813,13 @@ impl KernelTrial {
             Some(ParamValue::Int(t)) if (1..=1024).contains(t) => Some(*t as u32),
             Some(other) => return Err(format!("parameter `threads` = `{other}` must be 1..=1024")),
         };
+        shape.check_for(op)?;
         if op == KernelOp::Qmatmul {
             let f = format.ok_or("op qmatmul needs parameter `format`")?;
-            if !shape.k.is_multiple_of(f.block_size()) {
+            if !shape.k().is_multiple_of(f.block_size()) {
                 return Err(format!(
                     "k = {} is not a multiple of {}'s block size {}",
-                    shape.k,
+                    shape.k(),
                     f.name(),
                     f.block_size()
                 ));
@@ -668,6 +827,7 @@ impl KernelTrial {
         }
         Ok(KernelTrial {
             op,
+            variant,
             dtype,
             format,
             shape,
@@ -679,6 +839,7 @@ impl KernelTrial {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Variant;
 
     const GOOD: &str = r#"
 name: t
@@ -754,7 +915,51 @@ variants:
         let e = err("name: t\nworkload: kernel\nparams:\n  op: qmatmul\n  shape: 1,2,32\n");
         assert_eq!(e.path, "params.format", "{e}");
         let e = err("name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: 0,2,3\n");
-        assert!(e.message.contains("m = 0"), "{e}");
+        assert!(e.message.contains("size 1 = 0"), "{e}");
+    }
+
+    #[test]
+    fn kernel_ops_check_shape_arity_and_variants() {
+        let e = err("name: t\nworkload: kernel\nparams:\n  op: softmax\n  shape: 1,2,3\n");
+        assert!(e.message.contains("rows,cols"), "{e}");
+        assert_eq!(e.line, Some(5), "{e}");
+        let e = err(
+            "name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: 1,2,3\n  variant: fused\n",
+        );
+        assert_eq!(e.path, "params.variant", "{e}");
+        let p = parse("name: t\nworkload: kernel\nparams:\n  op: rope\n  shape: 1,9,256,64\n  variant: [fused, naive]\n").unwrap();
+        assert_eq!(p.configs.len(), 2);
+        let t = KernelTrial::from_params(&p.configs[1]).unwrap();
+        assert_eq!((t.op, t.variant), (KernelOp::Rope, Variant::Naive));
+        assert_eq!(
+            crate::catalog::capability("kernel", &p.configs[0]),
+            "kernel/rope/fused"
+        );
+    }
+
+    #[test]
+    fn model_workloads_check_every_configuration() {
+        let good = "name: q\nworkload: quantize\nparams:\n  model: m.gguf\n  format: [q8_0, q4k]\n  threads: [1, 2]\n";
+        let p = parse(good).unwrap();
+        assert_eq!(p.configs.len(), 4);
+        assert_eq!(
+            crate::catalog::capability("quantize", &p.configs[0]),
+            "quantize"
+        );
+        let e =
+            err("name: q\nworkload: quantize\nparams:\n  model: m.gguf\n  format: [q8_0, q9k]\n");
+        assert_eq!(e.path, "params.format", "{e}");
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("`q9k`"), "{e}");
+        let e = err("name: g\nworkload: generate\nparams:\n  model: ../m.gguf\n");
+        assert!(e.message.contains("escapes"), "{e}");
+        assert_eq!(e.line, Some(4), "{e}");
+        let e = err("name: g\nworkload: generate\nparams:\n  model: m.gguf\n  temperature: 0.7\n");
+        assert_eq!(e.path, "params.temperature", "{e}");
+        let e = err("name: e\nworkload: eval\nparams:\n  model: m.gguf\n  role: reference\n");
+        assert!(e.message.contains("unknown parameter `role`"), "{e}");
+        let e = err("name: e\nworkload: eval\nparams:\n  model: m.gguf\n  context: 8\n");
+        assert!(e.message.contains("`context` = `8`"), "{e}");
     }
 
     #[test]

@@ -7,8 +7,8 @@
 use super::Output;
 use crate::harness::{self, HarnessError, Settings};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType as CDType, Device, Module, Tensor};
-use chimera_domain::catalog::{DType, KernelOp, QuantFormat};
+use candle_core::{DType as CDType, Device, Module, Tensor, D};
+use chimera_domain::catalog::{DType, KernelOp, QuantFormat, Variant};
 use chimera_domain::spec::KernelTrial;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -19,7 +19,7 @@ pub fn device_supported(device_id: &str) -> bool {
     device_id == "cpu" || (cfg!(feature = "cuda") && device_id.starts_with("gpu:"))
 }
 
-fn candle_device(device_id: &str) -> Result<Device, String> {
+pub(crate) fn candle_device(device_id: &str) -> Result<Device, String> {
     if device_id == "cpu" {
         return Ok(Device::Cpu);
     }
@@ -61,7 +61,7 @@ fn candle_dtype(d: DType) -> CDType {
 
 /// One rayon pool per thread count, built once: candle's CPU kernels run on the
 /// current rayon pool, so `pool.install` is how a trial gets its thread count.
-fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, String> {
+pub(crate) fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, String> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let pools = POOLS.get_or_init(Default::default);
     let mut pools = pools
@@ -85,6 +85,41 @@ fn err(e: candle_core::Error) -> String {
     e.to_string()
 }
 
+fn dtype_bytes(d: DType) -> f64 {
+    match d {
+        DType::F32 => 4.0,
+        DType::F16 | DType::Bf16 => 2.0,
+    }
+}
+
+/// Causal scaled-dot-product attention composed from elementary ops.
+fn attention_naive(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let d = q.dim(3)? as f64;
+    let att = (q.matmul(&k.t()?)? / d.sqrt())?;
+    let att = att.broadcast_add(mask)?;
+    candle_nn::ops::softmax_last_dim(&att)?.matmul(v)
+}
+
+/// Softmax over the last dimension, composed from elementary ops.
+fn softmax_naive(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?;
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// RMS normalisation composed from elementary ops.
+fn rmsnorm_naive(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let dt = x.dtype();
+    let x32 = x.to_dtype(CDType::F32)?;
+    let norm = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
+    x32.broadcast_div(&norm)?.to_dtype(dt)?.broadcast_mul(w)
+}
+
 /// Runs the kernel trial on the device and measures it.
 pub fn run(
     trial: &KernelTrial,
@@ -99,43 +134,138 @@ pub fn run(
     let threads = trial.threads.map(|t| t as usize).unwrap_or(cores);
     let pool = pool(threads)?;
     let s = trial.shape;
-    let (m, n, k) = (s.m as usize, s.n as usize, s.k as usize);
-    let measured = pool.install(|| -> Result<harness::Measurement, String> {
-        let x = Tensor::randn(0f32, 1.0, (m, k), &device).map_err(err)?;
-        let w = Tensor::randn(0f32, 1.0, (n, k), &device).map_err(err)?;
-        let result = match trial.op {
-            KernelOp::Matmul => {
-                let dt = candle_dtype(trial.dtype);
-                let x = x.to_dtype(dt).map_err(err)?;
-                let wt = w.to_dtype(dt).map_err(err)?.t().map_err(err)?;
-                harness::measure(settings, cancel, || {
-                    let y = x.matmul(&wt)?;
-                    device.synchronize()?;
-                    drop(y);
-                    Ok::<(), candle_core::Error>(())
-                })
+    let d = s.dims().iter().map(|d| *d as usize).collect::<Vec<_>>();
+    let dt = candle_dtype(trial.dtype);
+    let size = dtype_bytes(trial.dtype);
+    if trial.variant == Variant::Fused && trial.op == KernelOp::Attention {
+        return Err(format!(
+            "candle has no fused attention kernel for {device_id} in this build (candle 0.11's fused SDPA is Metal-only); use variant naive"
+        ));
+    }
+    let (measured, flops, bytes) = pool.install(
+        || -> Result<(harness::Measurement, Option<f64>, f64), String> {
+            let rand = |shape: &[usize]| -> Result<Tensor, String> {
+                Tensor::randn(0f32, 1.0, shape, &device)
+                    .and_then(|t| t.to_dtype(dt))
+                    .map_err(err)
+            };
+            macro_rules! time {
+                ($body:expr) => {
+                    harness::measure(settings, cancel, || {
+                        let y = $body?;
+                        device.synchronize()?;
+                        drop(y);
+                        Ok::<(), candle_core::Error>(())
+                    })
+                };
             }
-            KernelOp::Qmatmul => {
-                let format = trial.format.ok_or("op qmatmul needs a format")?;
-                let q = QTensor::quantize(&w, ggml(format))
-                    .map_err(|e| format!("quantize the weight to {}: {e}", format.name()))?;
-                let qm = QMatMul::from_qtensor(q).map_err(err)?;
-                harness::measure(settings, cancel, || {
-                    let y = qm.forward(&x)?;
-                    device.synchronize()?;
-                    drop(y);
-                    Ok::<(), candle_core::Error>(())
-                })
-            }
-        };
-        result.map_err(|e| match e {
-            HarnessError::Cancelled => "cancelled".to_owned(),
-            HarnessError::Workload(m) => format!("{} failed: {m}", trial.op.name()),
-        })
-    })?;
+            let fused = trial.variant == Variant::Fused;
+            let (result, flops, bytes) = match trial.op {
+                KernelOp::Matmul => {
+                    let (m, n, k) = (d[0], d[1], d[2]);
+                    let x = rand(&[m, k])?;
+                    let wt = rand(&[n, k])?.t().map_err(err)?;
+                    let bytes = (m * k + n * k + m * n) as f64 * size;
+                    (time!(x.matmul(&wt)), Some(s.flops()), bytes)
+                }
+                KernelOp::Qmatmul => {
+                    let (m, n, k) = (d[0], d[1], d[2]);
+                    let format = trial.format.ok_or("op qmatmul needs a format")?;
+                    let x = Tensor::randn(0f32, 1.0, (m, k), &device).map_err(err)?;
+                    let w = Tensor::randn(0f32, 1.0, (n, k), &device).map_err(err)?;
+                    let q = QTensor::quantize(&w, ggml(format))
+                        .map_err(|e| format!("quantize the weight to {}: {e}", format.name()))?;
+                    let wbytes = q.storage_size_in_bytes() as f64;
+                    let qm = QMatMul::from_qtensor(q).map_err(err)?;
+                    let bytes = (m * k + m * n) as f64 * 4.0 + wbytes;
+                    (time!(qm.forward(&x)), Some(s.flops()), bytes)
+                }
+                KernelOp::Softmax => {
+                    let x = rand(&d)?;
+                    let bytes = 2.0 * (d[0] * d[1]) as f64 * size;
+                    let r = if fused {
+                        time!(candle_nn::ops::softmax_last_dim(&x))
+                    } else {
+                        time!(softmax_naive(&x))
+                    };
+                    (r, None, bytes)
+                }
+                KernelOp::Rmsnorm => {
+                    let x = rand(&d)?;
+                    let w = rand(&[d[1]])?;
+                    let bytes = (2 * d[0] * d[1] + d[1]) as f64 * size;
+                    let r = if fused {
+                        time!(candle_nn::ops::rms_norm(&x, &w, 1e-5))
+                    } else {
+                        time!(rmsnorm_naive(&x, &w, 1e-5))
+                    };
+                    (r, None, bytes)
+                }
+                KernelOp::Rope => {
+                    let x = rand(&d)?;
+                    let cos = rand(&[d[2], d[3] / 2])?;
+                    let sin = rand(&[d[2], d[3] / 2])?;
+                    let bytes = (2 * d.iter().product::<usize>() + d[2] * d[3]) as f64 * size;
+                    let r = if fused {
+                        time!(candle_nn::rotary_emb::rope_i(&x, &cos, &sin))
+                    } else {
+                        time!(candle_nn::rotary_emb::rope_i_slow(&x, &cos, &sin))
+                    };
+                    (r, None, bytes)
+                }
+                KernelOp::Attention => {
+                    let (q, k, v) = (rand(&d)?, rand(&d)?, rand(&d)?);
+                    let t = d[2];
+                    let mask: Vec<f32> = (0..t * t)
+                        .map(|i| {
+                            if i % t > i / t {
+                                f32::NEG_INFINITY
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    let mask = Tensor::from_vec(mask, (t, t), &device)
+                        .and_then(|m| m.to_dtype(dt))
+                        .map_err(err)?;
+                    let bh = (d[0] * d[1]) as f64;
+                    let flops = 4.0 * bh * (t as f64).powi(2) * d[3] as f64;
+                    let bytes = 4.0 * bh * (t * d[3]) as f64 * size;
+                    (
+                        time!(attention_naive(&q, &k, &v, &mask)),
+                        Some(flops),
+                        bytes,
+                    )
+                }
+            };
+            let m = result.map_err(|e| match e {
+                HarnessError::Cancelled => "cancelled".to_owned(),
+                HarnessError::Workload(m) => format!("{} failed: {m}", trial.op.name()),
+            })?;
+            Ok((m, flops, bytes))
+        },
+    )?;
+    let roof = crate::roofline::get(&device, device_id, threads, &pool)?;
+    let mut metrics = measured.metrics(flops);
+    let p50_s = metrics.get("latency_ms_p50").copied().unwrap_or(0.0) * 1e-3;
+    if p50_s > 0.0 {
+        metrics.insert("gb_per_s".into(), bytes / p50_s / 1e9);
+        metrics.insert(
+            "roofline_frac".into(),
+            roof.fraction(flops.unwrap_or(0.0), bytes, p50_s),
+        );
+    }
+    metrics.insert("roofline_bw_gb_per_s".into(), roof.bandwidth_gb_per_s);
+    metrics.insert("roofline_peak_gflop_per_s".into(), roof.peak_gflop_per_s);
     Ok(Output {
-        metrics: measured.metrics(Some(s.flops())),
+        metrics,
         threads: threads as u32,
+        detail: Some(serde_json::json!({
+            "roofline": roof.method,
+            "bytes_per_iteration": bytes,
+            "flops_per_iteration": flops,
+        })),
+        artifact: Vec::new(),
     })
 }
 
@@ -157,13 +287,10 @@ mod tests {
     fn trial(op: KernelOp, dtype: DType, format: Option<QuantFormat>) -> KernelTrial {
         KernelTrial {
             op,
+            variant: op.default_variant(),
             dtype,
             format,
-            shape: Shape {
-                m: 4,
-                n: 64,
-                k: 256,
-            },
+            shape: Shape::mnk(4, 64, 256),
             threads: Some(1),
         }
     }
@@ -186,6 +313,46 @@ mod tests {
             .unwrap_or_else(|e| panic!("{}: {e}", f.name()));
             assert!(out.metrics["latency_ms_p50"] > 0.0, "{}", f.name());
             assert_eq!(out.threads, 1);
+        }
+    }
+
+    #[test]
+    fn every_op_and_variant_measures_against_the_roofline() {
+        let cancel = AtomicBool::new(false);
+        for (op, shape) in [
+            (KernelOp::Softmax, "32,1024"),
+            (KernelOp::Rmsnorm, "32,1024"),
+            (KernelOp::Rope, "1,4,64,64"),
+            (KernelOp::Attention, "1,4,64,64"),
+        ] {
+            for variant in [Variant::Fused, Variant::Naive] {
+                let t = KernelTrial {
+                    op,
+                    variant,
+                    dtype: DType::F32,
+                    format: None,
+                    shape: shape.parse().unwrap(),
+                    threads: Some(1),
+                };
+                match run(&t, "cpu", &quick(), &cancel) {
+                    Ok(out) => {
+                        let m = &out.metrics;
+                        assert!(
+                            m["gb_per_s"] > 0.0 && m["roofline_frac"] > 0.0,
+                            "{op:?} {m:?}"
+                        );
+                        assert!(m["roofline_bw_gb_per_s"] > 0.0);
+                        assert!(out.detail.unwrap()["roofline"]
+                            .as_str()
+                            .unwrap()
+                            .contains("triad"));
+                    }
+                    Err(e) => {
+                        assert_eq!((op, variant), (KernelOp::Attention, Variant::Fused), "{e}");
+                        assert!(e.contains("no fused attention"), "{e}");
+                    }
+                }
+            }
         }
     }
 

@@ -1,0 +1,537 @@
+//! Models: where the agent may read them (the model-directory guard), how they
+//! load (GGUF, or safetensors + config.json) into one tensor set with GGUF
+//! names, and the llama-family forward pass the workloads run.
+//!
+//! Architecture invariant: a workload reaches a model file only through
+//! [`ModelDirs::resolve`], which refuses any path that leaves the configured
+//! directories (by `..` or by a symlink).
+
+pub mod fetch;
+pub mod llama;
+pub mod quant;
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use chimera_domain::models::{ModelPath, WeightFormat};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+/// The directories an agent may read models from (canonical paths).
+#[derive(Clone, Debug, Default)]
+pub struct ModelDirs {
+    dirs: Vec<PathBuf>,
+}
+
+impl ModelDirs {
+    /// Checks that every directory exists; an error names the one that does not.
+    pub fn new(dirs: &[PathBuf]) -> Result<Self, String> {
+        let dirs = dirs
+            .iter()
+            .map(|d| {
+                let c = d
+                    .canonicalize()
+                    .map_err(|e| format!("--model-dir `{}`: {e}", d.display()))?;
+                if !c.is_dir() {
+                    return Err(format!("--model-dir `{}` is not a directory", d.display()));
+                }
+                Ok(c)
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(ModelDirs { dirs })
+    }
+
+    /// The directories, canonical.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// The file a model path names: the first directory that has it. A path
+    /// that resolves (through a symlink) outside its directory is refused.
+    pub fn resolve(&self, model: &ModelPath) -> Result<PathBuf, String> {
+        // Re-check the shape: the wire carried it, the spec check may be old.
+        let model: ModelPath = model.as_str().parse()?;
+        if self.dirs.is_empty() {
+            return Err(format!(
+                "model `{model}`: this agent has no model directory (start it with --model-dir)"
+            ));
+        }
+        for dir in &self.dirs {
+            let candidate = dir.join(model.as_str());
+            if std::fs::symlink_metadata(&candidate).is_err() {
+                continue;
+            }
+            let real = candidate
+                .canonicalize()
+                .map_err(|e| format!("model `{model}` in `{}`: {e}", dir.display()))?;
+            if !real.starts_with(dir) {
+                return Err(format!(
+                    "model `{model}` resolves to `{}`, outside the model directory `{}` (a symlink escapes it); refused",
+                    real.display(),
+                    dir.display()
+                ));
+            }
+            return Ok(real);
+        }
+        Err(format!(
+            "model `{model}` not found in the model directories: {}",
+            self.dirs
+                .iter()
+                .map(|d| format!("`{}`", d.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// Hyper-parameters of a llama-family model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlamaConfig {
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub hidden: usize,
+    pub head_dim: usize,
+    pub rope_base: f32,
+    pub rms_eps: f64,
+    pub context_length: usize,
+}
+
+/// A model's tensors under GGUF names, with what is needed to run it and to
+/// write it back as GGUF.
+pub struct Weights {
+    pub config: LlamaConfig,
+    pub tensors: BTreeMap<String, QTensor>,
+    /// GGUF metadata to carry into a written file (architecture, tokenizer).
+    pub metadata: BTreeMap<String, gguf_file::Value>,
+    pub tokenizer: Tokenizer,
+    /// How the weights are stored, for reports (`q4_1 x210, q8_0 x1, f32 x61`).
+    pub stored: String,
+}
+
+/// Metadata key under which a tokenizer.json travels in GGUF files this agent
+/// writes from safetensors models (which have no GGUF tokenizer fields).
+const TOKENIZER_JSON_KEY: &str = "chimera.tokenizer_json";
+
+fn err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> String + '_ {
+    move |e| format!("model file `{}`: {e}", path.display())
+}
+
+fn stored_summary(tensors: &BTreeMap<String, QTensor>) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for t in tensors.values() {
+        *counts.entry(ggml_name(t.dtype()).to_owned()).or_default() += 1;
+    }
+    let mut v: Vec<(String, usize)> = counts.into_iter().collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    v.iter()
+        .map(|(k, n)| format!("{k} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Lower-case GGML type name as the catalogue spells it.
+pub fn ggml_name(t: GgmlDType) -> &'static str {
+    match t {
+        GgmlDType::F32 => "f32",
+        GgmlDType::F16 => "f16",
+        GgmlDType::BF16 => "bf16",
+        GgmlDType::Q4_0 => "q4_0",
+        GgmlDType::Q4_1 => "q4_1",
+        GgmlDType::Q5_0 => "q5_0",
+        GgmlDType::Q5_1 => "q5_1",
+        GgmlDType::Q8_0 => "q8_0",
+        GgmlDType::Q8_1 => "q8_1",
+        GgmlDType::Q2K => "q2k",
+        GgmlDType::Q3K => "q3k",
+        GgmlDType::Q4K => "q4k",
+        GgmlDType::Q5K => "q5k",
+        GgmlDType::Q6K => "q6k",
+        GgmlDType::Q8K => "q8k",
+    }
+}
+
+/// candle's type for a catalogue format.
+pub fn ggml_type(f: WeightFormat) -> GgmlDType {
+    use chimera_domain::catalog::QuantFormat as Q;
+    match f {
+        WeightFormat::F32 => GgmlDType::F32,
+        WeightFormat::F16 => GgmlDType::F16,
+        WeightFormat::Bf16 => GgmlDType::BF16,
+        WeightFormat::Quant(q) => match q {
+            Q::Q4_0 => GgmlDType::Q4_0,
+            Q::Q4_1 => GgmlDType::Q4_1,
+            Q::Q5_0 => GgmlDType::Q5_0,
+            Q::Q5_1 => GgmlDType::Q5_1,
+            Q::Q8_0 => GgmlDType::Q8_0,
+            Q::Q2k => GgmlDType::Q2K,
+            Q::Q3k => GgmlDType::Q3K,
+            Q::Q4k => GgmlDType::Q4K,
+            Q::Q5k => GgmlDType::Q5K,
+            Q::Q6k => GgmlDType::Q6K,
+            Q::Q8k => GgmlDType::Q8K,
+        },
+    }
+}
+
+/// Loads a model: a `.gguf` file, or a directory (or its `config.json`) of a
+/// safetensors model.
+pub fn load(path: &Path) -> Result<Weights, String> {
+    if path.is_dir() || path.file_name().is_some_and(|n| n == "config.json") {
+        let dir = if path.is_dir() {
+            path
+        } else {
+            path.parent().unwrap_or(path)
+        };
+        return load_safetensors(dir);
+    }
+    load_gguf(path)
+}
+
+fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<u32, String> {
+    ct.metadata
+        .get(key)
+        .ok_or_else(|| format!("metadata `{key}` is missing"))?
+        .to_u32()
+        .map_err(|e| format!("metadata `{key}`: {e}"))
+}
+
+fn load_gguf(path: &Path) -> Result<Weights, String> {
+    let e = |x: &dyn std::fmt::Display| format!("model file `{}`: {x}", path.display());
+    let mut file = std::fs::File::open(path).map_err(|x| e(&x))?;
+    let ct = gguf_file::Content::read(&mut file)
+        .map_err(|x| e(&format!("not a readable GGUF file ({x})")))?;
+    let arch = ct
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default();
+    if arch != "llama" {
+        return Err(e(&format!(
+            "unsupported architecture `{arch}`: this build runs llama-family models (general.architecture = llama)"
+        )));
+    }
+    let config = (|| -> Result<LlamaConfig, String> {
+        let n_head = md_u32(&ct, "llama.attention.head_count")? as usize;
+        let hidden = md_u32(&ct, "llama.embedding_length")? as usize;
+        if n_head == 0 || !hidden.is_multiple_of(n_head) {
+            return Err(format!(
+                "embedding_length {hidden} is not a multiple of head_count {n_head}"
+            ));
+        }
+        Ok(LlamaConfig {
+            n_layer: md_u32(&ct, "llama.block_count")? as usize,
+            n_head,
+            n_kv_head: md_u32(&ct, "llama.attention.head_count_kv")? as usize,
+            hidden,
+            head_dim: hidden / n_head,
+            rope_base: ct
+                .metadata
+                .get("llama.rope.freq_base")
+                .and_then(|v| v.to_f32().ok())
+                .unwrap_or(10_000.0),
+            rms_eps: ct
+                .metadata
+                .get("llama.attention.layer_norm_rms_epsilon")
+                .and_then(|v| v.to_f32().ok())
+                .unwrap_or(1e-5) as f64,
+            context_length: md_u32(&ct, "llama.context_length").unwrap_or(2048) as usize,
+        })
+    })()
+    .map_err(|x| e(&x))?;
+    let tokenizer = match ct
+        .metadata
+        .get(TOKENIZER_JSON_KEY)
+        .and_then(|v| v.to_string().ok())
+    {
+        Some(json) => json.parse::<Tokenizer>().map_err(|x| e(&x))?,
+        None => {
+            use candle_core::quantized::tokenizer::TokenizerFromGguf;
+            Tokenizer::from_gguf(&ct).map_err(|x| e(&format!("tokenizer: {x}")))?
+        }
+    };
+    let mut tensors = BTreeMap::new();
+    for name in ct.tensor_infos.keys() {
+        let t = ct
+            .tensor(&mut file, name, &Device::Cpu)
+            .map_err(|x| e(&format!("tensor `{name}`: {x}")))?;
+        tensors.insert(name.clone(), t);
+    }
+    let metadata = ct.metadata.into_iter().collect();
+    check_tensors(&config, &tensors).map_err(|x| e(&x))?;
+    Ok(Weights {
+        stored: stored_summary(&tensors),
+        config,
+        tensors,
+        metadata,
+        tokenizer,
+    })
+}
+
+/// Checks that every tensor the forward pass needs is there, with its shape.
+fn check_tensors(c: &LlamaConfig, t: &BTreeMap<String, QTensor>) -> Result<(), String> {
+    let need = |name: &str| -> Result<&QTensor, String> {
+        t.get(name)
+            .ok_or_else(|| format!("tensor `{name}` is missing"))
+    };
+    let emb = need("token_embd.weight")?;
+    if emb.shape().dims().len() != 2 || emb.shape().dims()[1] != c.hidden {
+        return Err(format!(
+            "token_embd.weight has shape {:?}, expected [vocab, {}]",
+            emb.shape().dims(),
+            c.hidden
+        ));
+    }
+    need("output_norm.weight")?;
+    for l in 0..c.n_layer {
+        for part in [
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "attn_norm",
+            "ffn_gate",
+            "ffn_down",
+            "ffn_up",
+            "ffn_norm",
+        ] {
+            need(&format!("blk.{l}.{part}.weight"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The subset of a Hugging Face llama `config.json` this loader reads.
+#[derive(serde::Deserialize)]
+struct HfConfig {
+    architectures: Option<Vec<String>>,
+    model_type: Option<String>,
+    hidden_size: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    num_hidden_layers: usize,
+    rms_norm_eps: f64,
+    rope_theta: Option<f32>,
+    max_position_embeddings: Option<usize>,
+}
+
+fn load_safetensors(dir: &Path) -> Result<Weights, String> {
+    let config_path = dir.join("config.json");
+    let e = |x: &dyn std::fmt::Display| format!("model file `{}`: {x}", config_path.display());
+    let text = std::fs::read_to_string(&config_path).map_err(|x| e(&x))?;
+    let hf: HfConfig = serde_json::from_str(&text).map_err(|x| e(&x))?;
+    let llama = hf.model_type.as_deref() == Some("llama")
+        || hf
+            .architectures
+            .iter()
+            .flatten()
+            .any(|a| a == "LlamaForCausalLM");
+    if !llama {
+        return Err(e(&format!(
+            "unsupported architecture (model_type `{}`, architectures {:?}): this build runs llama-family models",
+            hf.model_type.unwrap_or_default(),
+            hf.architectures.unwrap_or_default()
+        )));
+    }
+    if hf.num_attention_heads == 0 || !hf.hidden_size.is_multiple_of(hf.num_attention_heads) {
+        return Err(e(&"hidden_size is not a multiple of num_attention_heads"));
+    }
+    let config = LlamaConfig {
+        n_layer: hf.num_hidden_layers,
+        n_head: hf.num_attention_heads,
+        n_kv_head: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
+        hidden: hf.hidden_size,
+        head_dim: hf.hidden_size / hf.num_attention_heads,
+        rope_base: hf.rope_theta.unwrap_or(10_000.0),
+        rms_eps: hf.rms_norm_eps,
+        context_length: hf.max_position_embeddings.unwrap_or(2048),
+    };
+    let tok_path = dir.join("tokenizer.json");
+    let tok_json = std::fs::read_to_string(&tok_path).map_err(err(&tok_path))?;
+    let tokenizer: Tokenizer = tok_json.parse().map_err(err(&tok_path))?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(err(dir))?
+        .filter_map(|d| d.ok().map(|d| d.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!(
+            "model directory `{}` has no .safetensors file",
+            dir.display()
+        ));
+    }
+    let mut tensors = BTreeMap::new();
+    for f in &files {
+        let loaded = candle_core::safetensors::load(f, &Device::Cpu).map_err(err(f))?;
+        for (name, t) in loaded {
+            let Some(gguf) = gguf_name(&name) else {
+                continue; // rotary caches and the like
+            };
+            let t = match gguf.rsplit('.').nth(1) {
+                Some("attn_q") => permute_for_rope(&t, config.n_head),
+                Some("attn_k") => permute_for_rope(&t, config.n_kv_head),
+                _ => Ok(t),
+            }
+            .map_err(err(f))?;
+            let dtype = match t.dtype() {
+                DType::F16 => GgmlDType::F16,
+                DType::BF16 => GgmlDType::BF16,
+                _ => GgmlDType::F32,
+            };
+            let t = if dtype == GgmlDType::F32 {
+                t.to_dtype(DType::F32).map_err(err(f))?
+            } else {
+                t
+            };
+            let q = QTensor::quantize(&t, dtype).map_err(err(f))?;
+            tensors.insert(gguf, q);
+        }
+    }
+    check_tensors(&config, &tensors).map_err(err(dir))?;
+    let mut metadata = llama_metadata(&config);
+    metadata.insert(
+        TOKENIZER_JSON_KEY.to_owned(),
+        gguf_file::Value::String(tok_json),
+    );
+    Ok(Weights {
+        stored: stored_summary(&tensors),
+        config,
+        tensors,
+        metadata,
+        tokenizer,
+    })
+}
+
+/// GGUF metadata describing a llama config.
+fn llama_metadata(c: &LlamaConfig) -> BTreeMap<String, gguf_file::Value> {
+    use gguf_file::Value as V;
+    BTreeMap::from([
+        ("general.architecture".into(), V::String("llama".into())),
+        ("llama.block_count".into(), V::U32(c.n_layer as u32)),
+        ("llama.attention.head_count".into(), V::U32(c.n_head as u32)),
+        (
+            "llama.attention.head_count_kv".into(),
+            V::U32(c.n_kv_head as u32),
+        ),
+        ("llama.embedding_length".into(), V::U32(c.hidden as u32)),
+        (
+            "llama.rope.dimension_count".into(),
+            V::U32(c.head_dim as u32),
+        ),
+        ("llama.rope.freq_base".into(), V::F32(c.rope_base)),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            V::F32(c.rms_eps as f32),
+        ),
+        (
+            "llama.context_length".into(),
+            V::U32(c.context_length as u32),
+        ),
+    ])
+}
+
+/// The GGUF name of a Hugging Face llama tensor.
+fn gguf_name(hf: &str) -> Option<String> {
+    match hf {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let part = match part {
+        "self_attn.q_proj.weight" => "attn_q",
+        "self_attn.k_proj.weight" => "attn_k",
+        "self_attn.v_proj.weight" => "attn_v",
+        "self_attn.o_proj.weight" => "attn_output",
+        "mlp.gate_proj.weight" => "ffn_gate",
+        "mlp.down_proj.weight" => "ffn_down",
+        "mlp.up_proj.weight" => "ffn_up",
+        "input_layernorm.weight" => "attn_norm",
+        "post_attention_layernorm.weight" => "ffn_norm",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{part}.weight"))
+}
+
+/// Hugging Face stores q/k rows for rotary embedding in two halves; GGUF (and
+/// the forward pass here) interleaves them. The same permutation llama.cpp's
+/// converter applies.
+pub fn permute_for_rope(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    w.reshape((heads, 2, rows / heads / 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))
+}
+
+/// The inverse of [`permute_for_rope`] (GGUF layout back to Hugging Face's).
+pub fn unpermute_for_rope(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    w.reshape((heads, rows / heads / 2, 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))
+}
+
+impl Weights {
+    /// Writes the tensors (as they are now) and metadata as a GGUF file.
+    pub fn write_gguf(&self, path: &Path) -> Result<u64, String> {
+        let e = |x: &dyn std::fmt::Display| format!("model file `{}`: {x}", path.display());
+        let tmp = path.with_extension("gguf.partial");
+        {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|x| e(&x))?);
+            let md: Vec<(&str, &gguf_file::Value)> = self
+                .metadata
+                .iter()
+                .filter(|(k, _)| k.as_str() != "general.file_type")
+                .map(|(k, v)| (k.as_str(), v))
+                .collect();
+            let ts: Vec<(&str, &QTensor)> =
+                self.tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            gguf_file::write(&mut f, &md, &ts).map_err(|x| e(&x))?;
+            use std::io::Write;
+            f.flush().map_err(|x| e(&x))?;
+        }
+        std::fs::rename(&tmp, path).map_err(|x| e(&x))?;
+        Ok(std::fs::metadata(path).map_err(|x| e(&x))?.len())
+    }
+
+    /// Tokenizes text without special tokens.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        self.tokenizer
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| format!("tokenizer: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_permutation_round_trips() {
+        let w = Tensor::arange(0f32, 8.0 * 3.0, &Device::Cpu)
+            .unwrap()
+            .reshape((8, 3))
+            .unwrap();
+        let p = permute_for_rope(&w, 2).unwrap();
+        assert_ne!(p.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
+        let back = unpermute_for_rope(&p, 2).unwrap();
+        assert_eq!(back.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
+    }
+
+    #[test]
+    fn hf_names_map_to_gguf() {
+        assert_eq!(
+            gguf_name("model.layers.3.self_attn.k_proj.weight").as_deref(),
+            Some("blk.3.attn_k.weight")
+        );
+        assert_eq!(gguf_name("model.layers.x.mlp.up_proj.weight"), None);
+    }
+}

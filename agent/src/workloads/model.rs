@@ -1,0 +1,647 @@
+//! The model workloads: `quantize`, `generate` and `eval`, on llama-family
+//! models read through the model-directory guard.
+
+use super::{Context, Output};
+use crate::harness::{self, HarnessError};
+use crate::models::llama::{argmax_rows, Llama};
+use crate::models::quant::{self, TensorReport};
+use crate::models::{self, ggml_type, Weights};
+use candle_core::{Device, Tensor, D};
+use chimera_domain::models::{
+    EvalTrial, GenerateTrial, ModelPath, QuantizeTrial, WeightFormat, REFERENCE_TOP_K,
+};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// The text prompts are cut from and perplexity is measured on: English prose
+/// written for this project (public domain), shipped in the binary so every
+/// agent evaluates exactly the same tokens.
+pub const EVAL_TEXT: &str = include_str!("../../data/eval.txt");
+
+fn cerr(e: candle_core::Error) -> String {
+    e.to_string()
+}
+
+fn threads_of(t: Option<u32>) -> usize {
+    t.map(|t| t as usize).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+/// Resets the process's peak-RSS counter (Linux), so a trial's peak is its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident set size of the process since the last reset, bytes.
+fn peak_rss_bytes() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
+fn load_weights(ctx: &Context, model: &ModelPath) -> Result<(PathBuf, Weights), String> {
+    let path = ctx.model_dirs.resolve(model)?;
+    let w = models::load(&path)?;
+    Ok((path, w))
+}
+
+// ---- quantize ---------------------------------------------------------------
+
+/// Quantizes every tensor of the model and reports size and error.
+pub fn quantize(t: &QuantizeTrial, ctx: &Context) -> Result<Output, String> {
+    let threads = threads_of(t.threads);
+    let pool = super::kernel::pool(threads)?;
+    let (path, mut w) = load_weights(ctx, &t.model)?;
+    let stored = w.stored.clone();
+    let elements: u64 = w
+        .tensors
+        .values()
+        .map(|q| q.shape().elem_count() as u64)
+        .sum();
+    let started = Instant::now();
+    let reports = quant::quantize(&mut w, ggml_type(t.format), &pool, false)?;
+    let quantize_s = started.elapsed().as_secs_f64();
+    if ctx.cancel.load(Ordering::Relaxed) {
+        return Err("cancelled".into());
+    }
+    // Error against the source: measured apart from the timed conversion.
+    let (path_src, src) = load_weights(ctx, &t.model)?;
+    debug_assert_eq!(path, path_src);
+    let reports = with_errors(&src, &w, reports, &pool)?;
+    let size_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
+    let mut m = BTreeMap::new();
+    m.insert("size_bytes".into(), size_bytes as f64);
+    m.insert(
+        "bits_per_weight".into(),
+        size_bytes as f64 * 8.0 / elements.max(1) as f64,
+    );
+    m.insert("quantize_s".into(), quantize_s);
+    m.insert(
+        "quantize_gb_per_s".into(),
+        elements as f64 * 4.0 / quantize_s.max(1e-9) / 1e9,
+    );
+    m.insert("parameters".into(), elements as f64);
+    let total_sq: f64 = reports
+        .iter()
+        .map(|r| r.rmse * r.rmse * r.shape.iter().product::<usize>() as f64)
+        .sum();
+    m.insert("rmse".into(), (total_sq / elements.max(1) as f64).sqrt());
+    m.insert(
+        "max_abs_err".into(),
+        reports.iter().map(|r| r.max_abs_err).fold(0.0, f64::max),
+    );
+    m.insert(
+        "cosine_min".into(),
+        reports.iter().map(|r| r.cosine).fold(1.0, f64::min),
+    );
+    let fallbacks = reports
+        .iter()
+        .filter(|r| r.shape.len() > 1 && r.to != t.format.name())
+        .count();
+    m.insert("fallback_tensors".into(), fallbacks as f64);
+    let mut detail = serde_json::json!({
+        "source": path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "source_formats": stored,
+        "format": t.format.name(),
+        "quantized_formats": w.stored,
+        "error_against": "the source weights as stored (dequantized to f32)",
+        "tensors": reports,
+    });
+    if t.save {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        let out = path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("{stem}.{}.gguf", t.format.name()));
+        let file_bytes = w.write_gguf(&out)?;
+        m.insert("file_bytes".into(), file_bytes as f64);
+        let rel = ctx
+            .model_dirs
+            .dirs()
+            .iter()
+            .find_map(|d| out.strip_prefix(d).ok())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| out.display().to_string());
+        detail["saved"] = serde_json::Value::String(rel);
+    }
+    Ok(Output {
+        metrics: m,
+        threads: threads as u32,
+        detail: Some(detail),
+        artifact: Vec::new(),
+    })
+}
+
+fn with_errors(
+    src: &Weights,
+    out: &Weights,
+    reports: Vec<TensorReport>,
+    pool: &rayon::ThreadPool,
+) -> Result<Vec<TensorReport>, String> {
+    use rayon::prelude::*;
+    pool.install(|| {
+        reports
+            .into_par_iter()
+            .map(|mut r| {
+                let flat = |w: &Weights| -> Result<Vec<f32>, String> {
+                    w.tensors[&r.name]
+                        .dequantize(&Device::Cpu)
+                        .and_then(|t| t.flatten_all())
+                        .and_then(|t| t.to_vec1::<f32>())
+                        .map_err(|e| format!("tensor `{}`: {e}", r.name))
+                };
+                let (rmse, max_abs, cosine) = quant::err_stats(&flat(src)?, &flat(out)?);
+                r.rmse = rmse;
+                r.max_abs_err = max_abs;
+                r.cosine = cosine;
+                Ok(r)
+            })
+            .collect()
+    })
+}
+
+// ---- loading for generate / eval ---------------------------------------------
+
+/// A model ready to run, with how it was obtained.
+pub struct Loaded {
+    pub llama: Llama,
+    pub tokenizer: tokenizers::Tokenizer,
+    pub stored: String,
+    pub load_s: f64,
+}
+
+type LoadKey = (PathBuf, Option<SystemTime>, Option<WeightFormat>, String);
+
+thread_local! {
+    /// The last model this device's worker thread loaded: consecutive trials of
+    /// one configuration (repeats) reuse it instead of re-reading and
+    /// re-quantizing the file.
+    static LAST: RefCell<Option<(LoadKey, Arc<Loaded>)>> = const { RefCell::new(None) };
+}
+
+/// Loads `model` (re-quantized to `format` if given) onto the device, reusing
+/// the previous load on this thread when it is the same file and format.
+pub fn load(
+    ctx: &Context,
+    model: &ModelPath,
+    format: Option<WeightFormat>,
+    device: &Device,
+    pool: &rayon::ThreadPool,
+) -> Result<Arc<Loaded>, String> {
+    let path = ctx.model_dirs.resolve(model)?;
+    let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let key: LoadKey = (path.clone(), mtime, format, ctx.device_id.to_owned());
+    if let Some(hit) = LAST.with(|l| {
+        l.borrow()
+            .as_ref()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, m)| m.clone())
+    }) {
+        return Ok(hit);
+    }
+    LAST.with(|l| l.borrow_mut().take()); // free the old model first
+    let started = Instant::now();
+    let mut w = models::load(&path)?;
+    if let Some(f) = format {
+        quant::quantize(&mut w, ggml_type(f), pool, false)?;
+    }
+    let tokenizer = w.tokenizer.clone();
+    let stored = w.stored.clone();
+    let llama = Llama::new(w, device).map_err(cerr)?;
+    let loaded = Arc::new(Loaded {
+        llama,
+        tokenizer,
+        stored,
+        load_s: started.elapsed().as_secs_f64(),
+    });
+    LAST.with(|l| *l.borrow_mut() = Some((key, loaded.clone())));
+    Ok(loaded)
+}
+
+/// The shipped text as tokens, repeated until there are `n`.
+fn text_tokens(tok: &tokenizers::Tokenizer, n: usize) -> Result<Vec<u32>, String> {
+    let ids = tok
+        .encode(EVAL_TEXT, false)
+        .map_err(|e| format!("tokenizer: {e}"))?
+        .get_ids()
+        .to_vec();
+    if ids.is_empty() {
+        return Err("the evaluation text tokenizes to nothing".into());
+    }
+    Ok(ids.iter().copied().cycle().take(n).collect())
+}
+
+// ---- generate ----------------------------------------------------------------
+
+/// Prefill `prompt_tokens`, then `new_tokens` greedy decode steps, measured.
+pub fn generate(t: &GenerateTrial, ctx: &Context) -> Result<Output, String> {
+    let threads = threads_of(t.threads);
+    let pool = super::kernel::pool(threads)?;
+    let device = super::kernel::candle_device(ctx.device_id)?;
+    reset_peak_rss();
+    let m = load(ctx, &t.model, t.format, &device, &pool)?;
+    let ctx_len = m.llama.config.context_length;
+    let total = (t.prompt_tokens + t.new_tokens) as usize;
+    if total > ctx_len {
+        return Err(format!(
+            "prompt_tokens + new_tokens = {total} exceeds the model's context length {ctx_len}"
+        ));
+    }
+    let b = t.batch as usize;
+    let prompt = text_tokens(&m.tokenizer, t.prompt_tokens as usize)?;
+    let prompt: Vec<u32> = prompt
+        .iter()
+        .copied()
+        .cycle()
+        .take(prompt.len() * b)
+        .collect();
+    let prompt = Tensor::from_vec(prompt, (b, t.prompt_tokens as usize), &device).map_err(cerr)?;
+    let mut ttft_ms = Vec::new();
+    let mut decode_s = Vec::new();
+    let mut steps_ms = Vec::new();
+    let mut text = String::new();
+    let measured = pool
+        .install(|| {
+            harness::measure(ctx.settings, ctx.cancel, || -> Result<(), String> {
+                let mut cache = m.llama.cache();
+                let t0 = Instant::now();
+                let logits = m.llama.forward(&prompt, &mut cache).map_err(cerr)?;
+                let mut next = argmax_rows(&logits).map_err(cerr)?;
+                device.synchronize().map_err(cerr)?;
+                ttft_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                let mut first_seq = vec![next[0]];
+                let d0 = Instant::now();
+                for _ in 1..t.new_tokens {
+                    let s = Instant::now();
+                    let x = Tensor::from_vec(next.clone(), (b, 1), &device).map_err(cerr)?;
+                    let logits = m.llama.forward(&x, &mut cache).map_err(cerr)?;
+                    next = argmax_rows(&logits).map_err(cerr)?;
+                    device.synchronize().map_err(cerr)?;
+                    steps_ms.push(s.elapsed().as_secs_f64() * 1e3);
+                    first_seq.push(next[0]);
+                }
+                decode_s.push(d0.elapsed().as_secs_f64());
+                text = m.tokenizer.decode(&first_seq, true).unwrap_or_default();
+                Ok(())
+            })
+        })
+        .map_err(|e| match e {
+            HarnessError::Cancelled => "cancelled".to_owned(),
+            HarnessError::Workload(m) => format!("generate failed: {m}"),
+        })?;
+    // Only the measured iterations count (the first `warmup` were warm-up).
+    let skip = measured.warmup as usize;
+    let ttft = harness::summarize(&ttft_ms[skip.min(ttft_ms.len())..]);
+    let dec = harness::summarize(&decode_s[skip.min(decode_s.len())..]);
+    let per_iter_steps = t.new_tokens.saturating_sub(1) as usize;
+    let steps = harness::summarize(&steps_ms[(skip * per_iter_steps).min(steps_ms.len())..]);
+    let mut out = measured.metrics(None);
+    if let Some(s) = ttft {
+        out.insert("ttft_ms".into(), s.p50);
+        out.insert(
+            "prefill_tokens_per_s".into(),
+            (b * t.prompt_tokens as usize) as f64 / (s.p50 * 1e-3),
+        );
+    }
+    let roof = crate::roofline::get(&device, ctx.device_id, threads, &pool)?;
+    if let (Some(d), true) = (dec, per_iter_steps > 0) {
+        let steps_per_s = per_iter_steps as f64 / d.p50;
+        out.insert("decode_tokens_per_s".into(), b as f64 * steps_per_s);
+        // Each decode step reads every weight once: the memory-bandwidth bound.
+        out.insert(
+            "decode_roofline_frac".into(),
+            steps_per_s * m.llama.weight_bytes as f64 / (roof.bandwidth_gb_per_s * 1e9),
+        );
+        out.insert("roofline_bw_gb_per_s".into(), roof.bandwidth_gb_per_s);
+    }
+    if let Some(s) = steps {
+        out.insert("decode_ms_p50".into(), s.p50);
+        out.insert("decode_ms_p99".into(), s.p99);
+    }
+    if let Some(rss) = peak_rss_bytes() {
+        out.insert("peak_rss_bytes".into(), rss);
+    }
+    out.insert("weight_bytes".into(), m.llama.weight_bytes as f64);
+    out.insert("load_s".into(), m.load_s);
+    Ok(Output {
+        metrics: out,
+        threads: threads as u32,
+        detail: Some(serde_json::json!({
+            "weights": m.stored,
+            "continuation": text,
+            "prompt": "the first prompt_tokens tokens of the shipped evaluation text",
+            "roofline": roof.method,
+        })),
+        artifact: Vec::new(),
+    })
+}
+
+// ---- eval --------------------------------------------------------------------
+
+/// The reference distribution: per scored position, the top-K token ids and
+/// their log-probabilities under the reference model.
+#[derive(Debug, PartialEq)]
+pub struct Reference {
+    /// Hash of the evaluated token ids: a reference only scores the same text.
+    pub tokens_hash: u64,
+    pub k: usize,
+    /// `positions x k` (id, logprob), best first.
+    pub top: Vec<Vec<(u32, f32)>>,
+}
+
+const REF_MAGIC: &[u8; 8] = b"CHMREF01";
+
+impl Reference {
+    /// Little-endian binary: magic, hash, k, positions, then (id u32, logprob f32).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(24 + self.top.len() * self.k * 8);
+        b.extend_from_slice(REF_MAGIC);
+        b.extend_from_slice(&self.tokens_hash.to_le_bytes());
+        b.extend_from_slice(&(self.k as u32).to_le_bytes());
+        b.extend_from_slice(&(self.top.len() as u32).to_le_bytes());
+        for row in &self.top {
+            for (id, lp) in row {
+                b.extend_from_slice(&id.to_le_bytes());
+                b.extend_from_slice(&lp.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    /// Parses [`Reference::encode`]'s output; any inconsistency is an error.
+    pub fn decode(b: &[u8]) -> Result<Self, String> {
+        let bad = || "the reference distribution sent with the trial is malformed".to_owned();
+        if b.len() < 24 || &b[..8] != REF_MAGIC {
+            return Err(bad());
+        }
+        let u32_at = |i: usize| -> Result<u32, String> {
+            b.get(i..i + 4)
+                .and_then(|s| s.try_into().ok())
+                .map(u32::from_le_bytes)
+                .ok_or_else(bad)
+        };
+        let tokens_hash = u64::from_le_bytes(b[8..16].try_into().map_err(|_| bad())?);
+        let k = u32_at(16)? as usize;
+        let n = u32_at(20)? as usize;
+        if k == 0 || b.len() != 24 + n * k * 8 {
+            return Err(bad());
+        }
+        let mut top = Vec::with_capacity(n);
+        let mut i = 24;
+        for _ in 0..n {
+            let mut row = Vec::with_capacity(k);
+            for _ in 0..k {
+                let id = u32_at(i)?;
+                let lp = f32::from_bits(u32_at(i + 4)?);
+                row.push((id, lp));
+                i += 8;
+            }
+            top.push(row);
+        }
+        Ok(Reference {
+            tokens_hash,
+            k,
+            top,
+        })
+    }
+}
+
+fn hash_tokens(t: &[u32]) -> u64 {
+    // FNV-1a: stable across builds and machines (std's hasher is not).
+    let mut h: u64 = 0xcbf29ce484222325;
+    for x in t {
+        for byte in x.to_le_bytes() {
+            h ^= byte as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    h
+}
+
+/// KL(P_ref || Q) over the reference's top-K tokens plus one bucket for all
+/// the others: the divergence of the two distributions coarsened to K+1
+/// outcomes (a lower bound of the full KL; tight when the top-K hold nearly
+/// all of the reference mass).
+pub fn kl_topk(reference: &[(u32, f32)], logprobs: &[f32]) -> f64 {
+    let mut kl = 0.0f64;
+    let (mut p_mass, mut q_mass) = (0.0f64, 0.0f64);
+    for &(id, lp) in reference {
+        let p = (lp as f64).exp();
+        let lq = logprobs
+            .get(id as usize)
+            .copied()
+            .unwrap_or(f32::NEG_INFINITY) as f64;
+        p_mass += p;
+        q_mass += lq.exp();
+        if p > 0.0 {
+            kl += p * (lp as f64 - lq.max(-1e30));
+        }
+    }
+    let p_tail = (1.0 - p_mass).max(0.0);
+    let q_tail = (1.0 - q_mass).max(1e-30);
+    if p_tail > 1e-12 {
+        kl += p_tail * (p_tail / q_tail).ln();
+    }
+    kl.max(0.0)
+}
+
+/// Perplexity over the shipped text; with a reference, KL and top-1 agreement.
+pub fn eval(t: &EvalTrial, ctx: &Context) -> Result<Output, String> {
+    let threads = threads_of(t.threads);
+    let pool = super::kernel::pool(threads)?;
+    let device = super::kernel::candle_device(ctx.device_id)?;
+    let reference = if t.is_reference {
+        None
+    } else if ctx.input.is_empty() {
+        return Err("no reference distribution came with this eval trial".into());
+    } else {
+        Some(Reference::decode(ctx.input)?)
+    };
+    let format = if t.is_reference {
+        Some(t.reference)
+    } else {
+        t.format
+    };
+    let m = load(ctx, &t.model, format, &device, &pool)?;
+    let ctx_len = m.llama.config.context_length;
+    if t.context as usize > ctx_len {
+        return Err(format!(
+            "context {} exceeds the model's context length {ctx_len}",
+            t.context
+        ));
+    }
+    let n = t.context as usize;
+    let available = m
+        .tokenizer
+        .encode(EVAL_TEXT, false)
+        .map(|e| e.len())
+        .unwrap_or(0);
+    if n * t.chunks as usize > available {
+        return Err(format!(
+            "context {} x chunks {} = {} tokens, but the evaluation text has {available}",
+            t.context,
+            t.chunks,
+            n * t.chunks as usize
+        ));
+    }
+    let tokens = text_tokens(&m.tokenizer, n * t.chunks as usize)?;
+    let tokens_hash = hash_tokens(&tokens);
+    if let Some(r) = &reference {
+        if r.tokens_hash != tokens_hash {
+            return Err(
+                "the reference was computed on different tokens (another tokenizer or text)".into(),
+            );
+        }
+    }
+    // As llama.cpp's perplexity: score the second half of each chunk, the
+    // first half being context.
+    let first = n / 2;
+    let started = Instant::now();
+    let mut nll = Vec::new();
+    let mut kls = Vec::new();
+    let mut agree = 0usize;
+    let mut top = Vec::new();
+    pool.install(|| -> Result<(), String> {
+        for chunk in tokens.chunks(n) {
+            if ctx.cancel.load(Ordering::Relaxed) {
+                return Err("cancelled".into());
+            }
+            let x = Tensor::new(chunk, &device)
+                .and_then(|x| x.unsqueeze(0))
+                .map_err(cerr)?;
+            let mut cache = m.llama.cache();
+            let logits = m.llama.forward_from(&x, &mut cache, first).map_err(cerr)?;
+            let lp = candle_nn::ops::log_softmax(&logits.squeeze(0).map_err(cerr)?, D::Minus1)
+                .and_then(|t| t.to_vec2::<f32>())
+                .map_err(cerr)?;
+            for pos in first..n - 1 {
+                let row = &lp[pos - first];
+                nll.push(-(row[chunk[pos + 1] as usize] as f64));
+                let argmax = row
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(i, _)| i as u32)
+                    .unwrap_or(0);
+                match &reference {
+                    None => {
+                        let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+                        let k = REFERENCE_TOP_K.min(idx.len());
+                        idx.select_nth_unstable_by(k - 1, |a, b| {
+                            row[*b as usize].total_cmp(&row[*a as usize])
+                        });
+                        let mut best: Vec<(u32, f32)> =
+                            idx[..k].iter().map(|i| (*i, row[*i as usize])).collect();
+                        best.sort_by(|a, b| b.1.total_cmp(&a.1));
+                        top.push(best);
+                    }
+                    Some(r) => {
+                        let i = kls.len();
+                        let reft = r.top.get(i).ok_or(
+                            "the reference has fewer positions than this evaluation scores",
+                        )?;
+                        kls.push(kl_topk(reft, row));
+                        if reft.first().map(|x| x.0) == Some(argmax) {
+                            agree += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let eval_s = started.elapsed().as_secs_f64();
+    let mean_nll = nll.iter().sum::<f64>() / nll.len().max(1) as f64;
+    let mut out = BTreeMap::new();
+    out.insert("perplexity".into(), mean_nll.exp());
+    out.insert("nll_mean".into(), mean_nll);
+    out.insert("scored_tokens".into(), nll.len() as f64);
+    out.insert("eval_s".into(), eval_s);
+    out.insert(
+        "eval_tokens_per_s".into(),
+        tokens.len() as f64 / eval_s.max(1e-9),
+    );
+    out.insert("weight_bytes".into(), m.llama.weight_bytes as f64);
+    let mut artifact = Vec::new();
+    if let Some(r) = &reference {
+        if r.top.len() != kls.len() {
+            return Err(format!(
+                "the reference has {} positions, this evaluation scored {}",
+                r.top.len(),
+                kls.len()
+            ));
+        }
+        let mut sorted = kls.clone();
+        sorted.sort_by(f64::total_cmp);
+        out.insert(
+            "kl_mean".into(),
+            kls.iter().sum::<f64>() / kls.len().max(1) as f64,
+        );
+        let rank = ((0.99 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+        out.insert(
+            "kl_p99".into(),
+            sorted.get(rank - 1).copied().unwrap_or(0.0),
+        );
+        out.insert("top1_agree".into(), agree as f64 / kls.len().max(1) as f64);
+    } else {
+        artifact = Reference {
+            tokens_hash,
+            k: REFERENCE_TOP_K,
+            top,
+        }
+        .encode();
+        out.insert("reference_bytes".into(), artifact.len() as f64);
+    }
+    Ok(Output {
+        metrics: out,
+        threads: threads as u32,
+        detail: Some(serde_json::json!({
+            "weights": m.stored,
+            "reference": if t.is_reference { "this trial (the reference)".to_owned() } else { format!("{} of the same model", t.reference) },
+            "kl": format!("over the reference's top-{REFERENCE_TOP_K} tokens plus one bucket for the rest"),
+        })),
+        artifact,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_round_trips_and_rejects_garbage() {
+        let r = Reference {
+            tokens_hash: 42,
+            k: 2,
+            top: vec![vec![(1, -0.1), (7, -2.5)], vec![(3, -0.01), (0, -5.0)]],
+        };
+        assert_eq!(Reference::decode(&r.encode()).unwrap(), r);
+        assert!(Reference::decode(b"nonsense").is_err());
+        let mut short = r.encode();
+        short.pop();
+        assert!(Reference::decode(&short).is_err());
+    }
+
+    #[test]
+    fn kl_is_zero_for_the_same_distribution_and_grows_with_difference() {
+        let lp: Vec<f32> = [0.7f32, 0.2, 0.1].iter().map(|p| p.ln()).collect();
+        let reference = vec![(0, lp[0]), (1, lp[1])];
+        assert!(kl_topk(&reference, &lp) < 1e-9);
+        let other: Vec<f32> = [0.4f32, 0.4, 0.2].iter().map(|p| p.ln()).collect();
+        let exact =
+            0.7 * (0.7f64 / 0.4).ln() + 0.2 * (0.2f64 / 0.4).ln() + 0.1 * (0.1f64 / 0.2).ln();
+        let got = kl_topk(&reference, &other);
+        assert!((got - exact).abs() < 1e-6, "{got} vs {exact}");
+    }
+}

