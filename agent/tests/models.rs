@@ -335,3 +335,102 @@ fn forward_pass_matches_candle_transformers_quantized_llama() {
     };
     assert_eq!(argmax(&a), argmax(&b));
 }
+
+/// Writes SmolLM2 as a Hugging Face safetensors model (f32, q/k rows back in
+/// HF's layout, config.json, tokenizer.json), as a real llama checkpoint is.
+fn export_safetensors(dir: &Path) {
+    use candle_core::Device;
+    use chimera_agent::models::unpermute_for_rope;
+    let w = chimera_agent::models::load(&model_dir().join(MODEL)).expect("load");
+    let c = &w.config;
+    let mut out = std::collections::HashMap::new();
+    for (name, q) in &w.tensors {
+        let t = q.dequantize(&Device::Cpu).expect("dequantize");
+        let hf = match name.as_str() {
+            "token_embd.weight" => "model.embed_tokens.weight".to_owned(),
+            "output_norm.weight" => "model.norm.weight".to_owned(),
+            n => {
+                let rest = n.strip_prefix("blk.").expect("layer tensor");
+                let (l, part) = rest.split_once('.').expect("layer");
+                let part = match part {
+                    "attn_q.weight" => "self_attn.q_proj.weight",
+                    "attn_k.weight" => "self_attn.k_proj.weight",
+                    "attn_v.weight" => "self_attn.v_proj.weight",
+                    "attn_output.weight" => "self_attn.o_proj.weight",
+                    "ffn_gate.weight" => "mlp.gate_proj.weight",
+                    "ffn_down.weight" => "mlp.down_proj.weight",
+                    "ffn_up.weight" => "mlp.up_proj.weight",
+                    "attn_norm.weight" => "input_layernorm.weight",
+                    "ffn_norm.weight" => "post_attention_layernorm.weight",
+                    other => panic!("unexpected tensor {other}"),
+                };
+                format!("model.layers.{l}.{part}")
+            }
+        };
+        let t = if hf.ends_with("q_proj.weight") {
+            unpermute_for_rope(&t, c.n_head).expect("unpermute")
+        } else if hf.ends_with("k_proj.weight") {
+            unpermute_for_rope(&t, c.n_kv_head).expect("unpermute")
+        } else {
+            t
+        };
+        out.insert(hf, t);
+    }
+    candle_core::safetensors::save(&out, dir.join("model.safetensors")).expect("save");
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": c.hidden, "num_attention_heads": c.n_head,
+        "num_key_value_heads": c.n_kv_head, "num_hidden_layers": c.n_layer,
+        "rms_norm_eps": c.rms_eps, "rope_theta": c.rope_base,
+        "max_position_embeddings": c.context_length, "tie_word_embeddings": true,
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+    w.tokenizer
+        .save(dir.join("tokenizer.json"), false)
+        .expect("tokenizer.json");
+}
+
+#[test]
+fn a_safetensors_llama_runs_like_its_gguf() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let st = root.path().join("smollm2-hf");
+    std::fs::create_dir(&st).expect("mkdir");
+    export_safetensors(&st);
+    std::fs::copy(model_dir().join(MODEL), root.path().join(MODEL)).expect("copy");
+    let dirs = ModelDirs::new(&[root.path().to_path_buf()]).expect("dirs");
+    let base = [
+        ("context", ParamValue::Int(32)),
+        ("chunks", ParamValue::Int(1)),
+    ];
+    let mut gguf = params(&base);
+    gguf.insert("model".into(), text(MODEL));
+    let reference = run_in(
+        &dirs,
+        "eval",
+        &chimera_domain::models::EvalTrial::reference_params(&gguf),
+        &[],
+    )
+    .expect("reference from the GGUF");
+    // The safetensors model, in f32, scored against the GGUF's f32 reference.
+    let mut hf = params(&base);
+    hf.insert("model".into(), text("smollm2-hf"));
+    hf.insert("format".into(), text("f32"));
+    let m = run_in(&dirs, "eval", &hf, &reference.artifact)
+        .expect("eval the safetensors model")
+        .metrics;
+    assert!(m["kl_mean"] < 1e-4, "same weights, same predictions: {m:?}");
+    assert!((m["top1_agree"] - 1.0).abs() < 1e-9, "{m:?}");
+    // And it quantizes and saves like any model.
+    let q = run_in(
+        &dirs,
+        "quantize",
+        &params(&[
+            ("model", text("smollm2-hf")),
+            ("format", text("q8_0")),
+            ("save", ParamValue::Flag(true)),
+        ]),
+        &[],
+    )
+    .expect("quantize the safetensors model");
+    assert!(q.metrics["bits_per_weight"] > 8.0 && q.metrics["bits_per_weight"] < 9.0);
+}

@@ -360,7 +360,11 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
                             num(cell.value),
                             if cell.best { " *" } else { "" }
                         ));
-                        row.push(format!("{:.2}x", cell.ratio_to_best));
+                        row.push(
+                            cell.ratio_to_best
+                                .map(|r| format!("{r:.2}x"))
+                                .unwrap_or_else(|| "-".into()),
+                        );
                     }
                     Some(cell) => row.push(cell.value.to_string()),
                     None if fmt == Format::Table => {

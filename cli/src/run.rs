@@ -168,6 +168,11 @@ pub async fn run(
     let (results, code) = result?;
     let path = out.join("results.json");
     write(&path, &results)?;
+    if parsed.spec.workload != Workload::Kernel && fmt == Format::Table {
+        // Every trial with the workload's headline metrics, then the comparison.
+        output::results(&results, fmt)?;
+        println!();
+    }
     let metric = metric.unwrap_or(parsed.spec.workload.primary_metric());
     output::comparison(
         &chimera_domain::compare::compare(&results.trials, metric),

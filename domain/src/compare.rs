@@ -15,8 +15,9 @@ pub struct Cell {
     pub samples: usize,
     /// The best configuration of its group on this class for the metric.
     pub best: bool,
-    /// value / best value of the group on this class (1.0 for the best).
-    pub ratio_to_best: f64,
+    /// value / best value of the group on this class (1.0 for the best); none
+    /// when the best is 0 (an exact result: the ratio means nothing).
+    pub ratio_to_best: Option<f64>,
 }
 
 /// A configuration's row.
@@ -118,7 +119,13 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
                             value,
                             samples,
                             best: value == b,
-                            ratio_to_best: if b != 0.0 { value / b } else { 1.0 },
+                            ratio_to_best: if b != 0.0 {
+                                Some(value / b)
+                            } else if value == 0.0 {
+                                Some(1.0)
+                            } else {
+                                None
+                            },
                         }
                     })
                 })
@@ -213,7 +220,10 @@ mod tests {
             .collect();
         assert_eq!(best, vec![(0, false), (1, true), (2, true), (3, false)]);
         assert_eq!(c.rows[0].group, "shape=1,8,8");
-        assert_eq!(c.rows[0].cells[0].as_ref().unwrap().ratio_to_best, 0.5);
+        assert_eq!(
+            c.rows[0].cells[0].as_ref().unwrap().ratio_to_best,
+            Some(0.5)
+        );
     }
 }
 
