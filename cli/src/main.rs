@@ -274,12 +274,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 fetch_results(&mut client, &sweep).await?
             };
             let metric = metric.unwrap_or_else(|| {
-                results
-                    .sweep
-                    .workload
-                    .parse::<chimera_domain::catalog::Workload>()
-                    .map(|w| w.primary_metric())
-                    .unwrap_or("gflop_per_s")
+                chimera_domain::compare::default_metric(&results.sweep.workload, &results.trials)
                     .to_owned()
             });
             let cmp = chimera_domain::compare::compare(&results.trials, &metric);

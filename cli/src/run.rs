@@ -173,7 +173,10 @@ pub async fn run(
         output::results(&results, fmt)?;
         println!();
     }
-    let metric = metric.unwrap_or(parsed.spec.workload.primary_metric());
+    let metric = metric.unwrap_or(chimera_domain::compare::default_metric(
+        parsed.spec.workload.name(),
+        &results.trials,
+    ));
     output::comparison(
         &chimera_domain::compare::compare(&results.trials, metric),
         fmt,

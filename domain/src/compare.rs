@@ -144,10 +144,18 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
 /// The parameters that say what is computed, as opposed to how: a comparison
 /// only ranks setups that did the same work.
 fn split(params: &crate::params::Params) -> (String, String) {
+    // `matmul` and `qmatmul` compute the same product, so the op is part of the
+    // setup there; softmax, rope, ... compute different things: the op is part
+    // of the problem.
+    let op_is_problem = params
+        .get("op")
+        .is_some_and(|op| !matches!(op.to_string().as_str(), "matmul" | "qmatmul"));
     let (setup, problem): (crate::params::Params, crate::params::Params) = params
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
-        .partition(|(k, _)| crate::catalog::SETUP_PARAMS.contains(&k.as_str()));
+        .partition(|(k, _)| {
+            crate::catalog::SETUP_PARAMS.contains(&k.as_str()) && !(op_is_problem && k == "op")
+        });
     (label(&problem), label(&setup))
 }
 
@@ -158,7 +166,8 @@ mod tests {
 
     fn trial(idx: u32, class: &str, v: f64, state: TrialState) -> TrialRecord {
         let mut params = Params::new();
-        params.insert("op".into(), ParamValue::Text(format!("op{idx}")));
+        params.insert("op".into(), ParamValue::Text("qmatmul".into()));
+        params.insert("format".into(), ParamValue::Text(format!("f{idx}")));
         TrialRecord {
             id: format!("t{idx}"),
             sweep_id: "s".into(),
@@ -225,6 +234,41 @@ mod tests {
             Some(0.5)
         );
     }
+
+    #[test]
+    fn different_kernel_ops_are_different_problems() {
+        let mut a = trial(0, "c", 0.3, TrialState::Succeeded);
+        let mut b = trial(1, "c", 0.1, TrialState::Succeeded);
+        for (t, op) in [(&mut a, "rope"), (&mut b, "attention")] {
+            t.params.insert("op".into(), ParamValue::Text(op.into()));
+            t.params.remove("format");
+            t.params
+                .insert("variant".into(), ParamValue::Text("naive".into()));
+            t.metrics = [("roofline_frac".to_owned(), t.metrics["gflop_per_s"])].into();
+        }
+        let c = compare(&[a, b], "roofline_frac");
+        assert!(c.rows.iter().all(|r| r.cells[0].as_ref().unwrap().best));
+        assert_ne!(c.rows[0].group, c.rows[1].group);
+        assert_eq!(c.rows[0].setup, "variant=naive");
+        assert_eq!(default_metric("kernel", &[trial(0, "c", 1.0, TrialState::Succeeded)]), "gflop_per_s");
+    }
+}
+
+/// The metric a comparison shows when none is asked for: the workload's
+/// headline metric, or, for kernels, `roofline_frac` when some op in the
+/// results reports no GFLOP/s (softmax, rmsnorm, rope move bytes, not flops).
+pub fn default_metric(workload: &str, trials: &[TrialRecord]) -> &'static str {
+    let w = workload
+        .parse::<crate::catalog::Workload>()
+        .unwrap_or(crate::catalog::Workload::Kernel);
+    let primary = w.primary_metric();
+    let done = trials.iter().filter(|t| t.state == TrialState::Succeeded);
+    if w == crate::catalog::Workload::Kernel
+        && done.clone().any(|t| !t.metrics.contains_key(primary))
+    {
+        return "roofline_frac";
+    }
+    primary
 }
 
 /// One weight format in a speed / accuracy trade-off.
