@@ -72,7 +72,32 @@ fn quickstart_runs_on_two_agents_through_the_cli() {
         );
         assert!(fp["threads"].as_u64().unwrap() >= 1);
         assert!(["agent-a", "agent-b"].contains(&t["agent"].as_str().unwrap()));
+        // The CPU's telemetry summary over the measured window.
+        assert!(
+            t["metrics"]["telemetry_samples"].as_f64().unwrap() >= 1.0,
+            "{t}"
+        );
+        let util = t["metrics"]["cpu_util_pct_mean"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&util), "{t}");
+        assert_eq!(t["detail"]["telemetry"]["device"], "cpu", "{t}");
+        assert!(t["detail"]["telemetry"]["energy_source"].is_string(), "{t}");
     }
+
+    // The raw samples export, cut by phase.
+    let samples = chimera_json(&c.url, &["telemetry", &id, "t00000"]);
+    let samples = samples.as_array().unwrap();
+    assert!(
+        samples.iter().any(|s| s["phase"] == "measure"),
+        "{samples:?}"
+    );
+    assert!(samples.iter().all(|s| s["trial"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{id}/t00000/"))));
+    let csv = chimera(&c.url, &["telemetry", &id, "t00000", "--output", "csv"]);
+    let csv = String::from_utf8_lossy(&csv.stdout);
+    assert!(csv.starts_with("t_unix_ms,device,phase,trial,"), "{csv}");
+    assert!(csv.contains("cpu_util_pct"), "{csv}");
 
     let status = chimera_json(&c.url, &["sweep", "status", &id]);
     assert_eq!(status[0]["state"], "done");

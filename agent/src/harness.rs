@@ -6,18 +6,58 @@
 //! must leave the device idle when it returns (GPU work synchronised).
 
 use chimera_domain::metrics;
+use chimera_domain::telemetry::Phase;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Harness settings, as the sweep gives them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     pub warmup_iters: u32,
     pub min_iters: u32,
     pub min_time: Duration,
     pub max_time: Duration,
+    /// Where the harness reports its phases (the device's telemetry).
+    pub phases: PhaseMarker,
 }
+
+/// Tells the device's sampler which phase the trial is in, so telemetry can
+/// be cut to the measured window. A no-op without telemetry.
+#[derive(Clone, Default)]
+pub struct PhaseMarker(Option<std::sync::Arc<crate::telemetry::DeviceTelemetry>>);
+
+impl PhaseMarker {
+    /// Marks phases on this device's telemetry.
+    pub fn new(t: std::sync::Arc<crate::telemetry::DeviceTelemetry>) -> Self {
+        PhaseMarker(Some(t))
+    }
+
+    /// Enters `phase`.
+    pub fn mark(&self, phase: Phase) {
+        if let Some(t) = &self.0 {
+            t.phase(phase);
+        }
+    }
+}
+
+impl std::fmt::Debug for PhaseMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "PhaseMarker(on)"
+        } else {
+            "PhaseMarker(off)"
+        })
+    }
+}
+
+impl PartialEq for PhaseMarker {
+    fn eq(&self, _: &Self) -> bool {
+        true // a marker is plumbing, not a setting
+    }
+}
+
+impl Eq for PhaseMarker {}
 
 impl Default for Settings {
     fn default() -> Self {
@@ -26,6 +66,7 @@ impl Default for Settings {
             min_iters: 10,
             min_time: Duration::from_millis(300),
             max_time: Duration::from_secs(10),
+            phases: PhaseMarker::default(),
         }
     }
 }
@@ -67,9 +108,11 @@ pub fn measure<E: std::fmt::Display>(
         }
         f().map_err(|e| HarnessError::Workload(e.to_string()))
     };
+    settings.phases.mark(Phase::Warmup);
     for _ in 0..settings.warmup_iters {
         run(&mut iteration)?;
     }
+    settings.phases.mark(Phase::Measure);
     let mut samples_ms = Vec::with_capacity(settings.min_iters as usize);
     let start = Instant::now();
     loop {
@@ -83,6 +126,7 @@ pub fn measure<E: std::fmt::Display>(
             break;
         }
     }
+    settings.phases.mark(Phase::Cooldown);
     Ok(Measurement {
         samples_ms,
         warmup: settings.warmup_iters,
@@ -176,6 +220,7 @@ mod tests {
             min_iters: 5,
             min_time: Duration::ZERO,
             max_time: Duration::from_secs(60),
+            phases: PhaseMarker::default(),
         };
         let m = measure(&settings, &AtomicBool::new(false), || {
             calls += 1;
@@ -207,6 +252,7 @@ mod tests {
             min_iters: 1_000_000,
             min_time: Duration::ZERO,
             max_time: Duration::from_millis(20),
+            phases: PhaseMarker::default(),
         };
         let m = measure(&settings, &AtomicBool::new(false), || {
             std::thread::sleep(Duration::from_millis(2));

@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod harness;
 pub mod models;
 pub mod roofline;
+pub mod telemetry;
 pub mod worker;
 pub mod workloads;
 
@@ -36,6 +37,11 @@ use worker::{Job, Outcome, Worker};
 /// oldest is dropped (and logged).
 pub const MAX_OUTBOX: usize = 10_000;
 const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// How often telemetry is streamed to the controller.
+const TELEMETRY_FLUSH: Duration = Duration::from_secs(1);
+/// Most samples per device in one batch (keeps a batch well under the
+/// message limit after an outage).
+const MAX_TELEMETRY_BATCH: usize = 5_000;
 
 /// Agent settings.
 #[derive(Clone, Debug)]
@@ -49,6 +55,9 @@ pub struct Config {
     pub max_backoff: Duration,
     /// Directories models may be read from (`--model-dir`).
     pub model_dirs: Vec<std::path::PathBuf>,
+    /// Telemetry sampling interval per device (at least 10 ms); `None` turns
+    /// the samplers off.
+    pub telemetry_interval: Option<Duration>,
 }
 
 impl Config {
@@ -60,6 +69,7 @@ impl Config {
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             model_dirs: Vec::new(),
+            telemetry_interval: Some(Duration::from_millis(100)),
         }
     }
 }
@@ -109,6 +119,7 @@ struct State {
     outbox: VecDeque<proto::AgentMessage>,
     draining: bool,
     model_dirs: Arc<models::ModelDirs>,
+    telemetry: Vec<Arc<telemetry::DeviceTelemetry>>,
 }
 
 enum SessionEnd {
@@ -172,6 +183,24 @@ impl State {
         msg
     }
 
+    /// The telemetry gathered since the last batch, if any.
+    fn telemetry_batch(&self) -> Option<proto::AgentMessage> {
+        let mut samples = Vec::new();
+        let mut dropped = 0;
+        for t in &self.telemetry {
+            let (s, d) = t.take_outbound(MAX_TELEMETRY_BATCH);
+            samples.extend(s.iter().map(proto::TelemetrySample::from));
+            dropped += d;
+        }
+        if samples.is_empty() && dropped == 0 {
+            return None;
+        }
+        Some(up(Up::Telemetry(proto::TelemetryBatch {
+            samples,
+            dropped,
+        })))
+    }
+
     fn idle(&self) -> bool {
         self.running.is_empty() && self.outbox.is_empty()
     }
@@ -206,6 +235,7 @@ impl State {
                 min_iters: h.min_iters.max(1),
                 min_time: Duration::from_millis(h.min_time_ms.into()),
                 max_time: Duration::from_millis(h.max_time_ms.max(h.min_time_ms).into()),
+                phases: Default::default(),
             });
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Job {
@@ -273,10 +303,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let devices = discovery::discover();
     let (done_tx, mut done_rx) = mpsc::channel::<Outcome>(256);
     let mut workers = HashMap::new();
+    let stop_samplers = Arc::new(AtomicBool::new(false));
+    let mut samplers = Vec::new();
+    if let Some(interval) = config.telemetry_interval {
+        for d in &devices {
+            let (sensors, wrap): (Box<dyn telemetry::Sensors>, Option<f64>) = match d
+                .id
+                .strip_prefix("gpu:")
+                .and_then(|i| i.parse::<u32>().ok())
+            {
+                Some(i) => (Box::new(telemetry::GpuSensors::new(i)), None),
+                None => (
+                    Box::new(telemetry::HostSensors::discover()),
+                    telemetry::host_rapl_range(),
+                ),
+            };
+            samplers.push(
+                telemetry::spawn(&d.id, sensors, interval, wrap, stop_samplers.clone())
+                    .context("start a telemetry sampler thread")?,
+            );
+        }
+    }
     for d in devices.iter().filter(|d| !d.capabilities.is_empty()) {
+        let t = samplers.iter().find(|t| t.device_id == d.id).cloned();
         workers.insert(
             d.id.clone(),
-            Worker::spawn(&d.id, done_tx.clone()).context("start a device worker thread")?,
+            Worker::spawn(&d.id, done_tx.clone(), t).context("start a device worker thread")?,
         );
     }
     for d in &devices {
@@ -289,6 +341,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         outbox: VecDeque::new(),
         draining: false,
         model_dirs,
+        telemetry: samplers,
     };
     let mut delay = config.min_backoff;
     loop {
@@ -322,6 +375,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     }
     state.cancel_all();
+    stop_samplers.store(true, Ordering::Relaxed);
     if !state.outbox.is_empty() || !state.running.is_empty() {
         warn!(
             undelivered = state.outbox.len(),
@@ -379,6 +433,8 @@ async fn session(
     let period = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(50, 60_000).into());
     let mut heartbeat = tokio::time::interval(period);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut flush = tokio::time::interval(TELEMETRY_FLUSH);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reconnect = |why: String| {
         Ok(SessionEnd::Reconnect {
             welcomed: true,
@@ -427,6 +483,13 @@ async fn session(
                 let msg = state.absorb(o);
                 if out.send(msg).await.is_err() {
                     return reconnect("outbound stream closed".into());
+                }
+            }
+            _ = flush.tick() => {
+                if let Some(batch) = state.telemetry_batch() {
+                    if out.send(batch).await.is_err() {
+                        return reconnect("outbound stream closed".into());
+                    }
                 }
             }
             _ = heartbeat.tick() => {

@@ -21,9 +21,24 @@ struct Args {
     /// models by paths relative to these; nothing outside them is read.
     #[arg(long = "model-dir", env = "CHIMERA_MODEL_DIRS", value_delimiter = ':')]
     model_dirs: Vec<std::path::PathBuf>,
+    /// Telemetry sampling interval per device, milliseconds (10 to 60000);
+    /// 0 turns telemetry off.
+    #[arg(long, env = "CHIMERA_TELEMETRY_INTERVAL_MS", default_value_t = 100,
+          value_parser = clap::builder::ValueParser::new(interval_ms))]
+    telemetry_interval_ms: u64,
     /// Print the devices this agent would offer (id, class, memory bytes, capabilities; tab-separated) and exit.
     #[arg(long)]
     list_devices: bool,
+}
+
+fn interval_ms(s: &str) -> Result<u64, String> {
+    let v: u64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number of milliseconds"))?;
+    if v != 0 && !(10..=60_000).contains(&v) {
+        return Err(format!("{v} ms is outside 10 to 60000 (or 0 for off)"));
+    }
+    Ok(v)
 }
 
 /// First Ctrl-C / SIGTERM: graceful; second: immediate exit.
@@ -80,6 +95,8 @@ async fn main() {
         args.name.unwrap_or_else(chimera_agent::hostname),
     );
     config.model_dirs = args.model_dirs;
+    config.telemetry_interval = (args.telemetry_interval_ms > 0)
+        .then(|| std::time::Duration::from_millis(args.telemetry_interval_ms));
     if let Err(e) = chimera_agent::run(config, shutdown_on_signal()).await {
         eprintln!("chimera-agent: failed to {e:#}");
         std::process::exit(1);

@@ -3,9 +3,11 @@
 
 use crate::harness::Settings;
 use crate::models::ModelDirs;
+use crate::telemetry::DeviceTelemetry;
 use crate::{discovery, workloads};
 use chimera_domain::params::Params;
 use chimera_domain::results::Fingerprint;
+use chimera_domain::telemetry::{self, Phase, Sample};
 use chimera_proto::v1 as proto;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -57,14 +59,20 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts the thread for `device_id`; outcomes go to `done`.
-    pub fn spawn(device_id: &str, done: mpsc::Sender<Outcome>) -> std::io::Result<Self> {
+    /// Starts the thread for `device_id`; outcomes go to `done`. With
+    /// `telemetry`, each trial's phases are marked on it and its summary is
+    /// added to the trial's metrics.
+    pub fn spawn(
+        device_id: &str,
+        done: mpsc::Sender<Outcome>,
+        telemetry: Option<Arc<DeviceTelemetry>>,
+    ) -> std::io::Result<Self> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name(format!("chimera-{device_id}"))
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    let outcome = run_job(job);
+                    let outcome = run_job(job, telemetry.as_ref());
                     if done.blocking_send(outcome).is_err() {
                         return;
                     }
@@ -81,10 +89,30 @@ impl Worker {
     }
 }
 
-fn run_job(job: Job) -> Outcome {
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// How long before a trial the device's idle power is taken from.
+const IDLE_WINDOW_MS: i64 = 2_000;
+
+fn run_job(mut job: Job, telemetry: Option<&Arc<DeviceTelemetry>>) -> Outcome {
     let start = Instant::now();
+    let start_ms = now_ms();
     let span = tracing::info_span!("trial", sweep = %job.trial.sweep_id, trial = %job.trial.trial_id, attempt = job.trial.attempt, device = %job.device_id);
     let _enter = span.enter();
+    let label = format!(
+        "{}/{}/{}",
+        job.trial.sweep_id, job.trial.trial_id, job.trial.attempt
+    );
+    if let Some(t) = telemetry {
+        // Set-up (loading, quantizing) counts as warm-up; the harness marks the rest.
+        t.mark(Phase::Warmup, Some(&label));
+        job.settings.phases = crate::harness::PhaseMarker::new(t.clone());
+    }
     // A panic inside candle must fail the trial, not kill the agent.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let ctx = workloads::Context {
@@ -104,8 +132,18 @@ fn run_job(job: Job) -> Outcome {
             .unwrap_or_else(|| "unknown panic".into());
         Err(format!("workload panicked: {msg}"))
     });
+    let summary = telemetry.map(|t| {
+        t.mark(Phase::Cooldown, Some(&label));
+        let samples = t.since(start_ms - IDLE_WINDOW_MS);
+        t.mark(Phase::Idle, None);
+        samples
+    });
+    job.input = Vec::new();
     match result {
-        Ok(out) => {
+        Ok(mut out) => {
+            if let (Some(samples), Some(t)) = (summary, telemetry) {
+                add_telemetry(&mut out, &samples, t, start_ms, &label);
+            }
             tracing::info!(
                 wall_ms = start.elapsed().as_millis() as u64,
                 "trial finished"
@@ -126,5 +164,46 @@ fn run_job(job: Job) -> Outcome {
                 reason,
             }
         }
+    }
+}
+
+/// Adds the telemetry summary of the trial's measured window to its output.
+fn add_telemetry(
+    out: &mut workloads::Output,
+    samples: &[Sample],
+    t: &DeviceTelemetry,
+    start_ms: i64,
+    label: &str,
+) {
+    let idle: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.t_ms < start_ms && s.phase == Phase::Idle && s.trial.is_none())
+        .collect();
+    let measure: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.phase == Phase::Measure && s.trial.as_deref() == Some(label))
+        .collect();
+    let summary = telemetry::summarize(
+        &measure,
+        &idle,
+        &t.counters(),
+        out.measure_s.unwrap_or(0.0),
+        out.work,
+    );
+    for (k, v) in summary.metrics {
+        out.metrics.entry(k).or_insert(v);
+    }
+    let info = serde_json::json!({
+        "device": t.device_id,
+        "interval_ms": t.interval.as_millis() as u64,
+        "energy_source": summary.energy_source,
+        "throttle_reasons": summary.throttle_reasons,
+        "window": "the harness's measure phase",
+    });
+    match out.detail.as_mut().and_then(|d| d.as_object_mut()) {
+        Some(d) => {
+            d.insert("telemetry".to_owned(), info);
+        }
+        None => out.detail = Some(serde_json::json!({ "telemetry": info })),
     }
 }

@@ -27,6 +27,7 @@ fn quick() -> Settings {
         min_iters: 2,
         min_time: Duration::ZERO,
         max_time: Duration::from_secs(60),
+        phases: Default::default(),
     }
 }
 

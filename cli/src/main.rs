@@ -90,6 +90,14 @@ enum Command {
     /// Models for the demo, examples and tests.
     #[command(subcommand)]
     Models(ModelsCmd),
+    /// The raw device telemetry samples the controller kept for one trial
+    /// (every attempt; the `measure` phase is what the summary covers).
+    Telemetry {
+        /// Sweep id.
+        sweep: String,
+        /// Trial id within the sweep (`t00003`).
+        trial: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -299,6 +307,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             .await
         }
         Command::Demo { out, model_dirs } => run::demo(&out, model_dirs, fmt).await,
+        Command::Telemetry { sweep, trial } => {
+            let mut client = connect(&url).await?;
+            let samples = client
+                .get_telemetry(proto::GetTelemetryRequest {
+                    sweep_id: sweep,
+                    trial_id: trial,
+                })
+                .await
+                .map_err(status("get the trial's telemetry"))?
+                .into_inner()
+                .samples;
+            output::telemetry(&samples, fmt)?;
+            Ok(0)
+        }
         Command::Models(ModelsCmd::Fetch { dir }) => {
             use chimera_agent::models::fetch;
             let dir = dir.unwrap_or_else(fetch::cache_dir);

@@ -265,6 +265,54 @@ pub fn results(r: &ResultsFile, fmt: Format) -> anyhow::Result<()> {
     emit(fmt, &header, rows, serde_json::Value::Null)
 }
 
+/// Telemetry samples: one row each, one column per sensor seen.
+pub fn telemetry(samples: &[proto::TelemetrySample], fmt: Format) -> anyhow::Result<()> {
+    if fmt == Format::Json {
+        let list: Vec<chimera_domain::telemetry::Sample> =
+            samples.iter().cloned().map(Into::into).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let fields: BTreeSet<&String> = samples.iter().flat_map(|s| s.fields.keys()).collect();
+    let mut header: Vec<String> = ["t_unix_ms", "device", "phase", "trial"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    header.extend(fields.iter().map(|f| f.to_string()));
+    header.push("throttle".into());
+    let rows = samples
+        .iter()
+        .map(|s| {
+            let mut row = vec![
+                s.t_unix_ms.to_string(),
+                s.device_id.clone(),
+                s.phase.clone(),
+                s.trial.clone(),
+            ];
+            row.extend(fields.iter().map(|f| {
+                s.fields
+                    .get(*f)
+                    .map(|v| {
+                        if fmt == Format::Csv {
+                            v.to_string()
+                        } else {
+                            num(*v)
+                        }
+                    })
+                    .unwrap_or_default()
+            }));
+            row.push(s.throttle.join(" "));
+            row
+        })
+        .collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    emit(fmt, &header, rows, serde_json::Value::Null)?;
+    if fmt == Format::Table {
+        eprintln!("{} samples", samples.len());
+    }
+    Ok(())
+}
+
 /// A number with four significant digits (values from 1e-4 to 1e7 without an exponent).
 pub fn num(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
@@ -356,9 +404,10 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
                 match cell {
                     Some(cell) if fmt == Format::Table => {
                         row.push(format!(
-                            "{}{}",
+                            "{}{}{}",
                             num(cell.value),
-                            if cell.best { " *" } else { "" }
+                            if cell.best { " *" } else { "" },
+                            if cell.throttled { " (throttled)" } else { "" }
                         ));
                         row.push(
                             cell.ratio_to_best
@@ -381,7 +430,7 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
     emit(fmt, &header_refs, rows, serde_json::Value::Null)?;
     if fmt == Format::Table {
         println!(
-            "{} ({}): median over repeats; * = best setup for the problem on the device class",
+            "{} ({}): median over repeats; * = best setup for the problem on the device class; (throttled) = measured while the device's clocks were held down",
             c.metric,
             if c.higher_is_better {
                 "higher is better"

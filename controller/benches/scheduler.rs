@@ -149,7 +149,8 @@ fn main() {
         let config = chimera_controller::Config {
             data_dir: dir.path().join("controller"),
             lease_ttl: Duration::from_secs(60),
-        };
+        ..Default::default()
+    };
         tokio::spawn(chimera_controller::serve(listener, config, shutdown.clone()));
         tokio::time::sleep(Duration::from_millis(200)).await;
         let stop = CancellationToken::new();

@@ -30,7 +30,11 @@ const OUTBOUND: usize = 1024;
 /// The gRPC handler.
 pub struct AgentApi {
     pub commands: mpsc::Sender<Command>,
+    pub telemetry: std::sync::Arc<crate::telemetry::TelemetryStore>,
 }
+
+/// Most samples accepted in one telemetry batch.
+const MAX_BATCH_SAMPLES: usize = 100_000;
 
 fn invalid(m: String) -> Status {
     ApiError::InvalidArgument(m).into()
@@ -100,6 +104,7 @@ fn event(msg: proto::agent_message::Msg) -> Result<AgentEvent, Status> {
     use proto::agent_message::Msg;
     Ok(match msg {
         Msg::Hello(_) => return Err(invalid("hello may only be the first message".into())),
+        Msg::Telemetry(_) => return Err(invalid("telemetry is not a scheduling event".into())),
         Msg::Heartbeat(h) => AgentEvent::Heartbeat(
             h.running
                 .into_iter()
@@ -192,6 +197,7 @@ impl AgentService for AgentApi {
             .await
             .map_err(|_| Status::unavailable("controller is shutting down"))??;
         let commands = self.commands.clone();
+        let telemetry = self.telemetry.clone();
         tokio::spawn(async move {
             loop {
                 let msg = match inbound.message().await {
@@ -203,6 +209,19 @@ impl AgentService for AgentApi {
                     }
                 };
                 let Some(msg) = msg.msg else { continue };
+                if let proto::agent_message::Msg::Telemetry(batch) = msg {
+                    if batch.samples.len() > MAX_BATCH_SAMPLES {
+                        warn!(agent = %name, samples = batch.samples.len(), "refused an oversized telemetry batch");
+                        continue;
+                    }
+                    let (t, agent) = (telemetry.clone(), name.0.clone());
+                    let samples = batch.samples.into_iter().map(Into::into).collect();
+                    let dropped = batch.dropped;
+                    // File appends: off the async runtime.
+                    let _ = tokio::task::spawn_blocking(move || t.record(&agent, samples, dropped))
+                        .await;
+                    continue;
+                }
                 match event(msg) {
                     Ok(event) => {
                         let cmd = Command::Agent {

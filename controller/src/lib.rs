@@ -8,9 +8,11 @@
 pub mod agent_service;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod operator_service;
 pub mod scheduler;
 pub mod store;
+pub mod telemetry;
 
 use anyhow::Context;
 use chimera_proto::v1::agent_service_server::AgentServiceServer;
@@ -37,6 +39,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// An agent silent this long loses its lease and its running trials.
     pub lease_ttl: Duration,
+    /// Where to serve Prometheus metrics (`GET /metrics`); off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("chimera-data"),
             lease_ttl: Duration::from_secs(10),
+            metrics_listen: None,
         }
     }
 }
@@ -74,7 +79,12 @@ pub async fn serve(
             .with_context(|| format!("open store in {}", config.data_dir.display()))?,
     );
     let (events, _) = broadcast::channel(4096);
-    let scheduler = Scheduler::recover(
+    let telemetry = Arc::new(
+        telemetry::TelemetryStore::open(&config.data_dir)
+            .with_context(|| format!("open telemetry in {}", config.data_dir.display()))?,
+    );
+    let metrics = Arc::new(metrics::Metrics::new());
+    let mut scheduler = Scheduler::recover(
         store.clone(),
         SchedulerConfig {
             lease_ttl: config.lease_ttl,
@@ -83,7 +93,23 @@ pub async fn serve(
     )
     .await
     .context("recover state from the store")?;
+    scheduler.set_metrics(metrics.clone());
     let (commands, rx) = mpsc::channel(8192);
+    if let Some(addr) = config.metrics_listen {
+        let l = bind(addr, false).await.context("--metrics-listen")?;
+        info!(addr = %l.local_addr().context("metrics address")?, "metrics on /metrics");
+        let (m, c, t, token) = (
+            metrics.clone(),
+            commands.clone(),
+            telemetry.clone(),
+            shutdown.child_token(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(l, m, c, t, token).await {
+                error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
     let sched_token = shutdown.child_token();
     let mut sched = tokio::spawn(scheduler.run(rx, sched_token.clone()));
 
@@ -98,12 +124,16 @@ pub async fn serve(
         commands: commands.clone(),
         store: store.clone(),
         events,
+        telemetry: telemetry.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let agents = AgentServiceServer::new(agent_service::AgentApi { commands })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let agents = AgentServiceServer::new(agent_service::AgentApi {
+        commands,
+        telemetry,
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let addr = listener.local_addr().context("listener address")?;
     info!(%addr, data_dir = %config.data_dir.display(), "controller serving");
     let server_token = shutdown.clone();

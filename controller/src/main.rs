@@ -23,6 +23,9 @@ struct Args {
     /// Listen on a non-loopback address without TLS (trusted networks only).
     #[arg(long, env = "CHIMERA_ALLOW_INSECURE")]
     allow_insecure: bool,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (loopback only); off when unset.
+    #[arg(long, env = "CHIMERA_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -97,6 +100,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = chimera_controller::Config {
         data_dir: args.data_dir,
         lease_ttl: args.lease_ttl,
+        metrics_listen: args.metrics_listen,
     };
     chimera_controller::serve(listener, config, shutdown_on_signal())
         .await

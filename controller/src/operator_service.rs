@@ -22,6 +22,7 @@ pub struct OperatorApi {
     pub commands: mpsc::Sender<Command>,
     pub store: Arc<dyn Store>,
     pub events: broadcast::Sender<proto::SweepEvent>,
+    pub telemetry: Arc<crate::telemetry::TelemetryStore>,
 }
 
 impl OperatorApi {
@@ -118,6 +119,38 @@ impl OperatorService for OperatorApi {
         Ok(Response::new(
             self.ask(|reply| Command::Cancel { sweep, reply }).await??,
         ))
+    }
+
+    async fn get_telemetry(
+        &self,
+        request: Request<proto::GetTelemetryRequest>,
+    ) -> Result<Response<proto::GetTelemetryResponse>, Status> {
+        let r = request.into_inner();
+        self.sweep(&r.sweep_id).await?;
+        check_id("trial_id", &r.trial_id)?;
+        let key = keys::trial(&r.sweep_id, &r.trial_id);
+        if self
+            .store
+            .get(key.as_bytes())
+            .await
+            .map_err(ApiError::from)?
+            .is_none()
+        {
+            return Err(ApiError::NotFound(format!(
+                "trial `{}` not found in sweep `{}`",
+                r.trial_id, r.sweep_id
+            ))
+            .into());
+        }
+        let t = self.telemetry.clone();
+        let samples = tokio::task::spawn_blocking(move || t.read(&r.sweep_id, &r.trial_id))
+            .await
+            .map_err(|e| Status::internal(format!("read telemetry: {e}")))?
+            .unwrap_or_else(|| Ok(Vec::new()))
+            .map_err(|e| Status::internal(format!("read telemetry: {e}")))?;
+        Ok(Response::new(proto::GetTelemetryResponse {
+            samples: samples.iter().map(Into::into).collect(),
+        }))
     }
 
     async fn list_trials(

@@ -232,6 +232,9 @@ pub struct Scheduler {
     waiting: HashMap<TrialKey, Vec<TrialKey>>,
     /// Artifacts of succeeded trials that pending trials still consume.
     artifacts: HashMap<TrialKey, Arc<Vec<u8>>>,
+    /// When each queued trial entered its queue (assignment latency).
+    queued_at: HashMap<TrialKey, Instant>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     events: broadcast::Sender<proto::SweepEvent>,
     next_session: u64,
 }
@@ -279,6 +282,8 @@ impl Scheduler {
             idle: HashMap::new(),
             waiting: HashMap::new(),
             artifacts: HashMap::new(),
+            queued_at: HashMap::new(),
+            metrics: None,
             events,
             next_session: 1,
         };
@@ -317,12 +322,7 @@ impl Scheduler {
                     };
                     blocked.push((dep, key.clone()));
                 }
-                TrialState::Pending => {
-                    s.queues
-                        .entry(rec.device_class.clone())
-                        .or_default()
-                        .push_back(key.clone());
-                }
+                TrialState::Pending => s.enqueue(&rec.device_class, key.clone(), false),
                 TrialState::Assigned | TrialState::Running => {
                     let name = AgentId(rec.agent.clone().unwrap_or_default());
                     s.agents
@@ -366,11 +366,8 @@ impl Scheduler {
                             .unwrap_or_default();
                         s.artifacts.insert(dep.clone(), Arc::new(bytes));
                     }
-                    if let Some(rec) = s.live.get(&key) {
-                        s.queues
-                            .entry(rec.device_class.clone())
-                            .or_default()
-                            .push_back(key.clone());
+                    if let Some(class) = s.live.get(&key).map(|r| r.device_class.clone()) {
+                        s.enqueue(&class, key.clone(), false);
                     }
                 }
                 Some((state, error)) => {
@@ -926,6 +923,7 @@ impl Scheduler {
         let rec = rec.clone();
         if after.is_terminal() {
             self.live.remove(key);
+            self.queued_at.remove(key);
         }
         if after.is_terminal() && before != after {
             self.release_dependents(key, &rec, fx);
@@ -971,11 +969,8 @@ impl Scheduler {
         };
         for d in dependents {
             if rec.state == TrialState::Succeeded {
-                if let Some(t) = self.live.get(&d) {
-                    self.queues
-                        .entry(t.device_class.clone())
-                        .or_default()
-                        .push_back(d);
+                if let Some(class) = self.live.get(&d).map(|t| t.device_class.clone()) {
+                    self.enqueue(&class, d, false);
                 }
             } else {
                 let why = dep_failure(key, rec.state, rec.error.as_deref());
@@ -1006,10 +1001,24 @@ impl Scheduler {
             t.agent = None;
             t.device_id = None;
         });
-        self.queues
-            .entry(class)
-            .or_default()
-            .push_front(key.clone());
+        self.enqueue(&class, key.clone(), true);
+    }
+
+    /// Puts a pending trial in its class queue (at the front when it goes
+    /// back after a lost attempt).
+    fn enqueue(&mut self, class: &str, key: TrialKey, front: bool) {
+        self.queued_at.insert(key.clone(), Instant::now());
+        let q = self.queues.entry(class.to_owned()).or_default();
+        if front {
+            q.push_front(key);
+        } else {
+            q.push_back(key);
+        }
+    }
+
+    /// Exports assignment latency to these metrics.
+    pub fn set_metrics(&mut self, m: Arc<crate::metrics::Metrics>) {
+        self.metrics = Some(m);
     }
 
     fn assign(&mut self, key: &TrialKey, agent: &AgentId, slot: usize, fx: &mut Effects) {
@@ -1031,6 +1040,9 @@ impl Scheduler {
         });
         let device_id = d.device.id.clone();
         a.trials.insert(key.clone(), Instant::now());
+        if let (Some(since), Some(m)) = (self.queued_at.remove(key), &self.metrics) {
+            m.assignment_latency.observe(since.elapsed().as_secs_f64());
+        }
         self.update(key, fx, |t| {
             t.state = TrialState::Assigned;
             t.attempt = attempt;
@@ -1336,11 +1348,13 @@ impl Scheduler {
                     })
                     .or_default()
                     .push(key.clone()),
-                None => self
-                    .queues
-                    .entry(rec.device_class.clone())
-                    .or_default()
-                    .push_back(key.clone()),
+                None => {
+                    self.queued_at.insert(key.clone(), Instant::now());
+                    self.queues
+                        .entry(rec.device_class.clone())
+                        .or_default()
+                        .push_back(key.clone())
+                }
             }
             self.live.insert(key, rec);
         }

@@ -36,6 +36,7 @@ async fn start(lease_ttl: Duration) -> Harness {
     let config = chimera_controller::Config {
         data_dir: dir.path().to_owned(),
         lease_ttl,
+        ..Default::default()
     };
     tokio::spawn(chimera_controller::serve(
         listener,
@@ -514,4 +515,138 @@ async fn the_standard_health_service_reports_serving() {
             .into_inner();
         assert_eq!(r.status, ServingStatus::Serving as i32, "{service}");
     }
+}
+
+/// A free loopback port (bound, read, released).
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+#[tokio::test]
+async fn metrics_are_scraped_in_prometheus_text_format_with_device_telemetry() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = chimera_controller::bind("127.0.0.1:0".parse().unwrap(), false)
+        .await
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let metrics = free_addr();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(chimera_controller::serve(
+        listener,
+        chimera_controller::Config {
+            data_dir: dir.path().to_owned(),
+            lease_ttl: Duration::from_secs(5),
+            metrics_listen: Some(metrics),
+        },
+        shutdown.clone(),
+    ));
+    let mut a = Agent::simple(&url, "a").await;
+    let resp = submit(&url, ONE).await.unwrap();
+    let t = a.assignment().await.trial.unwrap();
+    let label = format!("{}/{}/{}", t.sweep_id, t.trial_id, t.attempt);
+    let samples: Vec<proto::TelemetrySample> = (0..3)
+        .map(|i| proto::TelemetrySample {
+            device_id: "cpu".into(),
+            t_unix_ms: 1_000 + i,
+            phase: "measure".into(),
+            trial: label.clone(),
+            fields: [("cpu_util_pct".to_owned(), 40.0 + i as f64)].into(),
+            throttle: vec![],
+        })
+        .collect();
+    a.send(Up::Telemetry(proto::TelemetryBatch {
+        samples,
+        dropped: 2,
+    }))
+    .await;
+    assert!(a.finish(&t, 1.0).await.accepted);
+    // The batch is handled asynchronously: poll until it shows.
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = http_get(metrics, "/metrics").await;
+        if text.contains("chimera_telemetry_samples_received_total 3") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    let value = |name: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(value("chimera_agents_connected", None), Some(1.0));
+    assert_eq!(
+        value("chimera_trials", Some(("state", "succeeded"))),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("chimera_telemetry_samples_received_total", None),
+        Some(3.0)
+    );
+    assert_eq!(
+        value("chimera_telemetry_samples_dropped_total", None),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            "chimera_device_cpu_utilization_percent",
+            Some(("agent", "a"))
+        ),
+        Some(42.0)
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric.starts_with("chimera_assignment_latency_seconds")),
+        "{body}"
+    );
+    // The samples were kept for the trial and export through the API.
+    let got = operator(&url)
+        .await
+        .get_telemetry(proto::GetTelemetryRequest {
+            sweep_id: resp.sweep_id.clone(),
+            trial_id: t.trial_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .samples;
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[2].fields["cpu_util_pct"], 42.0);
+    let err = operator(&url)
+        .await
+        .get_telemetry(proto::GetTelemetryRequest {
+            sweep_id: resp.sweep_id,
+            trial_id: "t99999".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    shutdown.cancel();
 }

@@ -18,6 +18,9 @@ pub struct Cell {
     /// value / best value of the group on this class (1.0 for the best); none
     /// when the best is 0 (an exact result: the ratio means nothing).
     pub ratio_to_best: Option<f64>,
+    /// Some repeat was measured while the device's clocks were throttled
+    /// (`throttled_frac` > 0 in its telemetry).
+    pub throttled: bool,
 }
 
 /// A configuration's row.
@@ -61,6 +64,7 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
     let mut classes: Vec<String> = Vec::new();
     let mut configs: BTreeMap<u32, (String, String, String)> = BTreeMap::new();
     let mut values: BTreeMap<(u32, String), Vec<f64>> = BTreeMap::new();
+    let mut throttled: std::collections::BTreeSet<(u32, String)> = Default::default();
     for t in trials {
         configs.entry(t.config_index).or_insert_with(|| {
             let (problem, setup) = split(&t.params);
@@ -74,6 +78,9 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
         };
         if !classes.contains(&t.device_class) {
             classes.push(t.device_class.clone());
+        }
+        if t.metrics.get("throttled_frac").is_some_and(|f| *f > 0.0) {
+            throttled.insert((t.config_index, t.device_class.clone()));
         }
         values
             .entry((t.config_index, t.device_class.clone()))
@@ -126,6 +133,7 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
                             } else {
                                 None
                             },
+                            throttled: throttled.contains(&(idx, c.clone())),
                         }
                     })
                 })
@@ -250,7 +258,10 @@ mod tests {
         assert!(c.rows.iter().all(|r| r.cells[0].as_ref().unwrap().best));
         assert_ne!(c.rows[0].group, c.rows[1].group);
         assert_eq!(c.rows[0].setup, "variant=naive");
-        assert_eq!(default_metric("kernel", &[trial(0, "c", 1.0, TrialState::Succeeded)]), "gflop_per_s");
+        assert_eq!(
+            default_metric("kernel", &[trial(0, "c", 1.0, TrialState::Succeeded)]),
+            "gflop_per_s"
+        );
     }
 }
 

@@ -14,6 +14,7 @@ pub mod models;
 pub mod params;
 pub mod results;
 pub mod spec;
+pub mod telemetry;
 
 pub use ids::{AgentId, SweepId, TrialId};
 pub use params::{ParamValue, Params};

@@ -266,6 +266,8 @@ pub fn run(
             "flops_per_iteration": flops,
         })),
         artifact: Vec::new(),
+        measure_s: Some(measured.window.as_secs_f64()),
+        work: Some((measured.samples_ms.len() as f64, "joules_per_op")),
     })
 }
 
@@ -281,6 +283,7 @@ mod tests {
             min_iters: 3,
             min_time: Duration::ZERO,
             max_time: Duration::from_secs(5),
+            phases: Default::default(),
         }
     }
 

@@ -25,6 +25,11 @@ pub struct Output {
     pub detail: Option<serde_json::Value>,
     /// Bytes other trials of the sweep consume (an eval reference distribution).
     pub artifact: Vec<u8>,
+    /// Length of the measured window, seconds (what energy is reported over).
+    pub measure_s: Option<f64>,
+    /// Units of work done in the measured window, with the per-unit energy
+    /// metric's name (`joules_per_token`, `joules_per_op`).
+    pub work: Option<(f64, &'static str)>,
 }
 
 /// Everything a trial runs with besides its parameters.

@@ -10,6 +10,7 @@ use candle_core::{Device, Tensor, D};
 use chimera_domain::models::{
     EvalTrial, GenerateTrial, ModelPath, QuantizeTrial, WeightFormat, REFERENCE_TOP_K,
 };
+use chimera_domain::telemetry::Phase;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -66,9 +67,12 @@ pub fn quantize(t: &QuantizeTrial, ctx: &Context) -> Result<Output, String> {
         .values()
         .map(|q| q.shape().elem_count() as u64)
         .sum();
+    ctx.settings.phases.mark(Phase::Measure);
     let started = Instant::now();
-    let reports = quant::quantize(&mut w, ggml_type(t.format), &pool, false)?;
+    let reports = quant::quantize(&mut w, ggml_type(t.format), &pool, false);
     let quantize_s = started.elapsed().as_secs_f64();
+    ctx.settings.phases.mark(Phase::Cooldown);
+    let reports = reports?;
     if ctx.cancel.load(Ordering::Relaxed) {
         return Err("cancelled".into());
     }
@@ -140,6 +144,8 @@ pub fn quantize(t: &QuantizeTrial, ctx: &Context) -> Result<Output, String> {
         threads: threads as u32,
         detail: Some(detail),
         artifact: Vec::new(),
+        measure_s: Some(quantize_s),
+        work: Some((elements as f64, "joules_per_weight")),
     })
 }
 
@@ -334,7 +340,10 @@ pub fn generate(t: &GenerateTrial, ctx: &Context) -> Result<Output, String> {
     }
     out.insert("weight_bytes".into(), m.llama.weight_bytes as f64);
     out.insert("load_s".into(), m.load_s);
+    let iterations = measured.samples_ms.len() as f64;
     Ok(Output {
+        measure_s: Some(measured.window.as_secs_f64()),
+        work: Some((iterations * (b * total) as f64, "joules_per_token")),
         metrics: out,
         threads: threads as u32,
         detail: Some(serde_json::json!({
@@ -507,6 +516,7 @@ pub fn eval(t: &EvalTrial, ctx: &Context) -> Result<Output, String> {
     // As llama.cpp's perplexity: score the second half of each chunk, the
     // first half being context.
     let first = n / 2;
+    ctx.settings.phases.mark(Phase::Measure);
     let started = Instant::now();
     let mut nll = Vec::new();
     let mut kls = Vec::new();
@@ -562,6 +572,7 @@ pub fn eval(t: &EvalTrial, ctx: &Context) -> Result<Output, String> {
         Ok(())
     })?;
     let eval_s = started.elapsed().as_secs_f64();
+    ctx.settings.phases.mark(Phase::Cooldown);
     let mean_nll = nll.iter().sum::<f64>() / nll.len().max(1) as f64;
     let mut out = BTreeMap::new();
     out.insert("perplexity".into(), mean_nll.exp());
@@ -612,6 +623,8 @@ pub fn eval(t: &EvalTrial, ctx: &Context) -> Result<Output, String> {
             "kl": format!("over the reference's top-{REFERENCE_TOP_K} tokens plus one bucket for the rest"),
         })),
         artifact,
+        measure_s: Some(eval_s),
+        work: Some((tokens.len() as f64, "joules_per_token")),
     })
 }
 

@@ -1,0 +1,268 @@
+//! Prometheus metrics (`--metrics-listen ADDR`, `GET /metrics`, text format):
+//! agents connected, trials by state, assignment latency, telemetry samples
+//! received and dropped, and the latest telemetry of every device as gauges
+//! (`chimera_device_*{agent,device}`), so a dashboard shows the fleet live
+//! (`deploy/grafana/chimera.json`).
+//!
+//! Gauges that mirror state are set at scrape time from the scheduler (asked
+//! over its command channel, like any API call) and the telemetry store;
+//! the latency histogram is observed by the scheduler as it assigns.
+
+use crate::scheduler::Command;
+use crate::telemetry::TelemetryStore;
+use chimera_proto::v1 as proto;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeviceLabel {
+    agent: String,
+    device: String,
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric the controller exports.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    agents_connected: Gauge,
+    trials: Family<StateLabel, Gauge>,
+    /// Pending → assigned, seconds (observed by the scheduler).
+    pub assignment_latency: Histogram,
+    samples_received: Counter,
+    samples_dropped: Counter,
+    samples_rejected: Counter,
+    device: Vec<(&'static str, Family<DeviceLabel, FGauge>)>,
+    last_counts: Mutex<crate::telemetry::Counts>,
+}
+
+/// Device telemetry fields exported as gauges: (sample field, metric name, help).
+const DEVICE_GAUGES: &[(&str, &str, &str)] = &[
+    ("power_w", "chimera_device_power_watts", "Latest power draw"),
+    (
+        "temp_c",
+        "chimera_device_temperature_celsius",
+        "Latest temperature",
+    ),
+    (
+        "sm_clock_mhz",
+        "chimera_device_sm_clock_mhz",
+        "Latest SM clock",
+    ),
+    (
+        "mem_clock_mhz",
+        "chimera_device_mem_clock_mhz",
+        "Latest memory clock",
+    ),
+    (
+        "gpu_util_pct",
+        "chimera_device_gpu_utilization_percent",
+        "Latest GPU utilisation",
+    ),
+    (
+        "mem_used_bytes",
+        "chimera_device_memory_used_bytes",
+        "Latest device memory used",
+    ),
+    (
+        "cpu_util_pct",
+        "chimera_device_cpu_utilization_percent",
+        "Latest host CPU utilisation",
+    ),
+    (
+        "cpu_mhz_mean",
+        "chimera_device_cpu_mhz",
+        "Latest mean CPU frequency",
+    ),
+    (
+        "rss_bytes",
+        "chimera_agent_rss_bytes",
+        "Latest agent resident set size",
+    ),
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut r = Registry::default();
+        let agents_connected = Gauge::default();
+        r.register(
+            "chimera_agents_connected",
+            "Agents with an open stream",
+            agents_connected.clone(),
+        );
+        let trials = Family::<StateLabel, Gauge>::default();
+        r.register("chimera_trials", "Trials by state", trials.clone());
+        let assignment_latency = Histogram::new(exponential_buckets(0.001, 2.0, 20));
+        r.register(
+            "chimera_assignment_latency_seconds",
+            "Time a trial waited from pending to assigned",
+            assignment_latency.clone(),
+        );
+        let samples_received = Counter::default();
+        r.register(
+            "chimera_telemetry_samples_received",
+            "Telemetry samples received from agents",
+            samples_received.clone(),
+        );
+        let samples_dropped = Counter::default();
+        r.register(
+            "chimera_telemetry_samples_dropped",
+            "Telemetry samples agents dropped (their queue was full)",
+            samples_dropped.clone(),
+        );
+        let samples_rejected = Counter::default();
+        r.register(
+            "chimera_telemetry_samples_rejected",
+            "Telemetry samples refused (malformed trial label)",
+            samples_rejected.clone(),
+        );
+        let device = DEVICE_GAUGES
+            .iter()
+            .map(|(field, name, help)| {
+                let f = Family::<DeviceLabel, FGauge>::default();
+                r.register(*name, *help, f.clone());
+                (*field, f)
+            })
+            .collect();
+        Metrics {
+            registry: Mutex::new(r),
+            agents_connected,
+            trials,
+            assignment_latency,
+            samples_received,
+            samples_dropped,
+            samples_rejected,
+            device,
+            last_counts: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Brings the gauges up to date and renders the text format.
+    pub async fn render(
+        &self,
+        commands: &mpsc::Sender<Command>,
+        telemetry: &TelemetryStore,
+    ) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        commands
+            .send(Command::ListAgents { reply: tx })
+            .await
+            .map_err(|_| "controller is shutting down")?;
+        let agents: Vec<proto::Agent> = rx.await.map_err(|_| "controller is shutting down")?;
+        let (tx, rx) = oneshot::channel();
+        commands
+            .send(Command::ListSweeps { reply: tx })
+            .await
+            .map_err(|_| "controller is shutting down")?;
+        let sweeps: Vec<proto::Sweep> = rx.await.map_err(|_| "controller is shutting down")?;
+        self.agents_connected
+            .set(agents.iter().filter(|a| a.connected).count() as i64);
+        let mut by_state = [0i64; 5];
+        for s in &sweeps {
+            by_state[0] += s.trials_pending as i64;
+            by_state[1] += s.trials_running as i64;
+            by_state[2] += s.trials_succeeded as i64;
+            by_state[3] += s.trials_failed as i64;
+            by_state[4] += s.trials_cancelled as i64;
+        }
+        for (state, n) in ["pending", "running", "succeeded", "failed", "cancelled"]
+            .iter()
+            .zip(by_state)
+        {
+            self.trials
+                .get_or_create(&StateLabel {
+                    state: (*state).to_owned(),
+                })
+                .set(n);
+        }
+        let c = telemetry.counts();
+        if let Ok(mut last) = self.last_counts.lock() {
+            self.samples_received
+                .inc_by(c.received.saturating_sub(last.received));
+            self.samples_dropped
+                .inc_by(c.dropped_by_agents.saturating_sub(last.dropped_by_agents));
+            self.samples_rejected
+                .inc_by(c.rejected.saturating_sub(last.rejected));
+            *last = c;
+        }
+        for (agent, s) in telemetry.latest() {
+            let label = DeviceLabel {
+                agent,
+                device: s.device_id.clone(),
+            };
+            for (field, family) in &self.device {
+                match s.fields.get(*field) {
+                    Some(v) => {
+                        family.get_or_create(&label).set(*v);
+                    }
+                    None => {
+                        family.remove(&label);
+                    }
+                }
+            }
+        }
+        let mut out = String::new();
+        let registry = self
+            .registry
+            .lock()
+            .map_err(|_| "metrics registry poisoned")?;
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .map_err(|e| format!("encode metrics: {e}"))?;
+        Ok(out)
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    commands: mpsc::Sender<Command>,
+    telemetry: Arc<TelemetryStore>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (metrics, commands, telemetry) =
+                (metrics.clone(), commands.clone(), telemetry.clone());
+            async move {
+                match metrics.render(&commands, &telemetry).await {
+                    Ok(body) => (
+                        StatusCode::OK,
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                        .into_response(),
+                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+                }
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
