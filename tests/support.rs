@@ -63,10 +63,21 @@ pub struct Controller {
 
 /// Starts `chimera-controller` on `listen` (e.g. `127.0.0.1:0`) with its store in `data_dir`.
 pub fn start_controller(data_dir: &Path, listen: &str, lease_ttl: &str) -> Controller {
+    start_controller_env(data_dir, listen, lease_ttl, &[])
+}
+
+/// [`start_controller`] with extra environment variables.
+pub fn start_controller_env(
+    data_dir: &Path,
+    listen: &str,
+    lease_ttl: &str,
+    envs: &[(&str, &str)],
+) -> Controller {
     let mut child = Command::new(bin("chimera-controller"))
         .args(["--listen", listen, "--lease-ttl", lease_ttl, "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -97,9 +108,15 @@ pub fn start_agent(url: &str, name: &str) -> Proc {
 
 /// Starts `chimera-agent --name NAME EXTRA...` against the controller.
 pub fn start_agent_with(url: &str, name: &str, extra: &[&str]) -> Proc {
+    start_agent_env(url, name, extra, &[])
+}
+
+/// [`start_agent_with`] with extra environment variables.
+pub fn start_agent_env(url: &str, name: &str, extra: &[&str], envs: &[(&str, &str)]) -> Proc {
     let child = Command::new(bin("chimera-agent"))
         .args(["--controller", url, "--name", name])
         .args(extra)
+        .envs(envs.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -113,10 +130,16 @@ pub fn start_agent_with(url: &str, name: &str, extra: &[&str]) -> Proc {
 
 /// Runs the `chimera` CLI against the controller.
 pub fn chimera(url: &str, args: &[&str]) -> Output {
+    chimera_env(url, args, &[])
+}
+
+/// [`chimera`] with extra environment variables.
+pub fn chimera_env(url: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
     Command::new(bin("chimera"))
         .arg("--controller")
         .arg(url)
         .args(args)
+        .envs(envs.iter().copied())
         .current_dir(root())
         .output()
         .expect("run chimera")

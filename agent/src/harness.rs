@@ -22,32 +22,61 @@ pub struct Settings {
     pub phases: PhaseMarker,
 }
 
-/// Tells the device's sampler which phase the trial is in, so telemetry can
-/// be cut to the measured window. A no-op without telemetry.
+/// Reports the trial's phases: to the device's sampler, so telemetry can be
+/// cut to the measured window, and as child spans of the trial's span, so a
+/// trace shows warm-up and measurement. A no-op when neither is set.
 #[derive(Clone, Default)]
-pub struct PhaseMarker(Option<std::sync::Arc<crate::telemetry::DeviceTelemetry>>);
+pub struct PhaseMarker {
+    telemetry: Option<std::sync::Arc<crate::telemetry::DeviceTelemetry>>,
+    span: Option<tracing::Span>,
+    current: std::sync::Arc<std::sync::Mutex<Option<tracing::Span>>>,
+}
 
 impl PhaseMarker {
     /// Marks phases on this device's telemetry.
     pub fn new(t: std::sync::Arc<crate::telemetry::DeviceTelemetry>) -> Self {
-        PhaseMarker(Some(t))
+        PhaseMarker::default().with_telemetry(t)
     }
 
-    /// Enters `phase`.
+    /// Phases as child spans of `span`.
+    pub fn traced(span: tracing::Span) -> Self {
+        PhaseMarker {
+            span: Some(span),
+            ..Default::default()
+        }
+    }
+
+    /// Also marks phases on this telemetry.
+    pub fn with_telemetry(mut self, t: std::sync::Arc<crate::telemetry::DeviceTelemetry>) -> Self {
+        self.telemetry = Some(t);
+        self
+    }
+
+    /// Enters `phase` (ending the previous phase's span).
     pub fn mark(&self, phase: Phase) {
-        if let Some(t) = &self.0 {
+        if let Some(t) = &self.telemetry {
             t.phase(phase);
+        }
+        if let (Some(parent), Ok(mut cur)) = (&self.span, self.current.lock()) {
+            // Dropping the previous span closes it.
+            *cur = match phase {
+                Phase::Warmup | Phase::Measure => Some(
+                    tracing::info_span!(parent: parent, "chimera.agent.phase", phase = phase.name()),
+                ),
+                Phase::Idle | Phase::Cooldown => None,
+            };
         }
     }
 }
 
 impl std::fmt::Debug for PhaseMarker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "PhaseMarker(on)"
-        } else {
-            "PhaseMarker(off)"
-        })
+        write!(
+            f,
+            "PhaseMarker(telemetry: {}, traced: {})",
+            self.telemetry.is_some(),
+            self.span.is_some()
+        )
     }
 }
 

@@ -246,6 +246,7 @@ impl State {
             settings,
             cancel: cancel.clone(),
             input: a.input,
+            trace: a.trace_context,
             model_dirs: self.model_dirs.clone(),
         };
         if let Err(e) = worker.start(job) {

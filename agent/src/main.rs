@@ -1,7 +1,6 @@
 //! `chimera-agent`: parses flags and runs [`chimera_agent::run`].
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 /// Chimera's agent: runs benchmark trials on this machine's devices for a controller.
 #[derive(Parser, Debug)]
@@ -41,43 +40,10 @@ fn interval_ms(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
-/// First Ctrl-C / SIGTERM: graceful; second: immediate exit.
-fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            tracing::error!("cannot listen for SIGTERM");
-            return;
-        };
-        for n in 0..2 {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if n == 0 {
-                tracing::info!("shutting down (signal again to force)");
-                t.cancel();
-            } else {
-                std::process::exit(130);
-            }
-        }
-    });
-    token
-}
-
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    let guard = chimera_observe::init("chimera-agent", "info");
     if args.list_devices {
         for d in chimera_agent::discovery::discover() {
             println!(
@@ -97,7 +63,9 @@ async fn main() {
     config.model_dirs = args.model_dirs;
     config.telemetry_interval = (args.telemetry_interval_ms > 0)
         .then(|| std::time::Duration::from_millis(args.telemetry_interval_ms));
-    if let Err(e) = chimera_agent::run(config, shutdown_on_signal()).await {
+    let result = chimera_agent::run(config, chimera_observe::shutdown_on_signal()).await;
+    guard.shutdown().await;
+    if let Err(e) = result {
         eprintln!("chimera-agent: failed to {e:#}");
         std::process::exit(1);
     }

@@ -25,6 +25,8 @@ pub struct Job {
     pub cancel: Arc<AtomicBool>,
     /// What the trial consumes from an earlier trial (an eval reference).
     pub input: Vec<u8>,
+    /// W3C trace context of the controller's assignment span.
+    pub trace: std::collections::HashMap<String, String>,
     pub model_dirs: Arc<ModelDirs>,
 }
 
@@ -102,8 +104,10 @@ const IDLE_WINDOW_MS: i64 = 2_000;
 fn run_job(mut job: Job, telemetry: Option<&Arc<DeviceTelemetry>>) -> Outcome {
     let start = Instant::now();
     let start_ms = now_ms();
-    let span = tracing::info_span!("trial", sweep = %job.trial.sweep_id, trial = %job.trial.trial_id, attempt = job.trial.attempt, device = %job.device_id);
+    let span = tracing::info_span!("chimera.agent.trial", sweep = %job.trial.sweep_id, trial = %job.trial.trial_id, attempt = job.trial.attempt, device = %job.device_id, workload = %job.workload);
+    chimera_observe::set_parent(&span, &job.trace);
     let _enter = span.enter();
+    job.settings.phases = crate::harness::PhaseMarker::traced(span.clone());
     let label = format!(
         "{}/{}/{}",
         job.trial.sweep_id, job.trial.trial_id, job.trial.attempt
@@ -111,7 +115,7 @@ fn run_job(mut job: Job, telemetry: Option<&Arc<DeviceTelemetry>>) -> Outcome {
     if let Some(t) = telemetry {
         // Set-up (loading, quantizing) counts as warm-up; the harness marks the rest.
         t.mark(Phase::Warmup, Some(&label));
-        job.settings.phases = crate::harness::PhaseMarker::new(t.clone());
+        job.settings.phases = job.settings.phases.clone().with_telemetry(t.clone());
     }
     // A panic inside candle must fail the trial, not kill the agent.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

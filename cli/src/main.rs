@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use output::Format;
 use std::path::{Path, PathBuf};
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 /// Chimera: a fleet-wide lab for LLM inference performance.
 #[derive(Parser, Debug)]
@@ -141,15 +142,11 @@ enum AgentsCmd {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
-    match dispatch(cli).await {
+    let guard = chimera_observe::init("chimera", "warn");
+    let result = dispatch(cli).await;
+    guard.shutdown().await;
+    match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("chimera: failed to {e:#}");
@@ -336,14 +333,21 @@ async fn sweep(cmd: SweepCmd, url: &str, fmt: Format) -> anyhow::Result<i32> {
     match cmd {
         SweepCmd::Submit { file, wait } => {
             let spec = read_spec(&file)?;
+            // The root of the sweep's trace: the controller's submit, every
+            // assignment and every agent run are its descendants.
+            let span = tracing::info_span!("chimera.cli.submit", file = %file.display());
+            let mut req = tonic::Request::new(proto::SubmitSweepRequest {
+                spec_yaml: spec,
+                source_name: file.display().to_string(),
+            });
+            chimera_observe::inject_metadata(&span, req.metadata_mut());
             let resp = client
-                .submit_sweep(proto::SubmitSweepRequest {
-                    spec_yaml: spec,
-                    source_name: file.display().to_string(),
-                })
+                .submit_sweep(req)
+                .instrument(span.clone())
                 .await
                 .map_err(status("submit the sweep"))?
                 .into_inner();
+            drop(span);
             println!("{}", resp.sweep_id);
             eprintln!("submitted sweep {} ({} trials)", resp.sweep_id, resp.trials);
             if wait {

@@ -5,7 +5,6 @@ use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Chimera's controller: schedules trials onto agents and records their results.
 #[derive(Parser, Debug)]
@@ -48,45 +47,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// First Ctrl-C / SIGTERM: graceful; second: immediate exit.
-fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
-        for n in 0..2 {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if n == 0 {
-                tracing::info!("shutting down (signal again to force)");
-                t.cancel();
-            } else {
-                std::process::exit(130);
-            }
-        }
-    });
-    token
-}
-
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    if let Err(e) = run(Args::parse()).await {
+    let args = Args::parse();
+    let guard = chimera_observe::init("chimera-controller", "info");
+    let result = run(args).await;
+    guard.shutdown().await;
+    if let Err(e) = result {
         eprintln!("chimera-controller: failed to {e:#}");
         std::process::exit(1);
     }
@@ -102,7 +69,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         lease_ttl: args.lease_ttl,
         metrics_listen: args.metrics_listen,
     };
-    chimera_controller::serve(listener, config, shutdown_on_signal())
+    chimera_controller::serve(listener, config, chimera_observe::shutdown_on_signal())
         .await
         .context("run the controller")
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 /// Largest spec accepted, bytes.
 pub const MAX_SPEC_BYTES: usize = 1 << 20;
@@ -57,6 +58,9 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<proto::SubmitSweepRequest>,
     ) -> Result<Response<proto::SubmitSweepResponse>, Status> {
+        let span = tracing::info_span!("chimera.controller.submit", sweep = tracing::field::Empty);
+        chimera_observe::set_parent(&span, &chimera_observe::from_metadata(request.metadata()));
+        let trace = chimera_observe::inject(&span);
         let req = request.into_inner();
         let source_name = if req.source_name.is_empty() {
             "spec".to_owned()
@@ -77,8 +81,10 @@ impl OperatorService for OperatorApi {
             .ask(|reply| Command::Submit {
                 parsed: Box::new(parsed),
                 source,
+                trace: trace.into_iter().collect(),
                 reply,
             })
+            .instrument(span.clone())
             .await?
             .map_err(|e| match e {
                 ApiError::InvalidArgument(m) => {
@@ -86,6 +92,7 @@ impl OperatorService for OperatorApi {
                 }
                 other => other,
             })?;
+        span.record("sweep", id.0.as_str());
         Ok(Response::new(proto::SubmitSweepResponse {
             sweep_id: id.0,
             trials,

@@ -115,6 +115,8 @@ pub enum Command {
     Submit {
         parsed: Box<ParsedSweep>,
         source: String,
+        /// W3C trace context of the submission (empty when not traced).
+        trace: BTreeMap<String, String>,
         reply: Reply<(SweepId, u32)>,
     },
     Cancel {
@@ -151,6 +153,10 @@ pub struct SweepRecord {
     pub harness: Harness,
     pub placement: Placement,
     pub target: Target,
+    /// W3C trace context of the submission: every trial's assignment is a
+    /// span of that trace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trace: BTreeMap<String, String>,
 }
 
 /// An agent's registration as stored (attached to its lease).
@@ -481,9 +487,10 @@ impl Scheduler {
             Command::Submit {
                 parsed,
                 source,
+                trace,
                 reply,
             } => {
-                let r = self.submit(*parsed, &source, fx);
+                let r = self.submit(*parsed, &source, trace, fx);
                 fx.reply(reply, r);
             }
             Command::Cancel { sweep, reply } => {
@@ -1027,6 +1034,16 @@ impl Scheduler {
         };
         let harness = meta.record.harness;
         let workload = meta.record.workload.clone();
+        // A span of the submission's trace; the agent's run is its child.
+        let span = tracing::info_span!("chimera.controller.assign", sweep = %key.sweep, trial = %key.trial, agent = %agent);
+        let trace_context = if meta.record.trace.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            let parent: std::collections::HashMap<String, String> =
+                meta.record.trace.clone().into_iter().collect();
+            chimera_observe::set_parent(&span, &parent);
+            chimera_observe::inject(&span)
+        };
         let Some(a) = self.agents.get_mut(agent) else {
             return;
         };
@@ -1084,6 +1101,7 @@ impl Scheduler {
                         max_time_ms: harness.max_time_ms,
                     }),
                     input,
+                    trace_context,
                 })),
             },
         ));
@@ -1180,6 +1198,7 @@ impl Scheduler {
         &mut self,
         parsed: ParsedSweep,
         source: &str,
+        trace: BTreeMap<String, String>,
         fx: &mut Effects,
     ) -> Result<(SweepId, u32), ApiError> {
         let spec = &parsed.spec;
@@ -1330,6 +1349,7 @@ impl Scheduler {
             harness: spec.harness,
             placement: spec.placement,
             target: spec.target.clone(),
+            trace,
         };
         fx.ops.push(Op::put(keys::sweep(&id.0), json(&record)));
         for rec in trials {
