@@ -32,12 +32,31 @@ pub async fn watch(
     }
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} trials  {msg}",
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} trials  {msg}\n  {prefix}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut last = None;
-    while let Some(ev) = stream.message().await.map_err(status("watch the sweep"))? {
+    let mut live_client = client.clone();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut ticks = 0u64;
+    loop {
+        let ev = tokio::select! {
+            ev = stream.message() => ev.map_err(status("watch the sweep"))?,
+            _ = tick.tick() => {
+                ticks += 1;
+                let line = live_line(&mut live_client, sweep).await;
+                if tty {
+                    if let Some(line) = line {
+                        bar.set_prefix(line);
+                    }
+                } else if let (Some(line), 0) = (line, ticks % 10) {
+                    eprintln!("  {line}");
+                }
+                continue;
+            }
+        };
+        let Some(ev) = ev else { break };
         let Some(s) = ev.sweep else { continue };
         bar.set_length(s.trials_total.into());
         bar.set_position(done(&s));
@@ -95,6 +114,51 @@ pub async fn watch(
         last.trials_total
     );
     Ok(last)
+}
+
+/// One line of the live telemetry of the devices running this sweep's trials:
+/// power, temperature, clock and utilisation, where the device reports them.
+async fn live_line(client: &mut OperatorServiceClient<Channel>, sweep: &str) -> Option<String> {
+    let samples = client
+        .live_telemetry(proto::LiveTelemetryRequest {})
+        .await
+        .ok()?
+        .into_inner()
+        .samples;
+    let parts: Vec<String> = samples
+        .iter()
+        .filter_map(|a| {
+            let s = a.sample.as_ref()?;
+            if !s.trial.starts_with(&format!("{sweep}/")) {
+                return None;
+            }
+            let f = |k: &str, unit: &str, digits: usize| {
+                s.fields.get(k).map(|v| format!("{v:.digits$} {unit}"))
+            };
+            let fields: Vec<String> = [
+                f("power_w", "W", 0),
+                f("temp_c", "°C", 0),
+                f("sm_clock_mhz", "MHz", 0).or_else(|| f("cpu_mhz_mean", "MHz", 0)),
+                f("gpu_util_pct", "% busy", 0).or_else(|| f("cpu_util_pct", "% busy", 0)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let throttle = if s.throttle.iter().any(|t| t != "gpu_idle") {
+                format!(" throttled: {}", s.throttle.join(","))
+            } else {
+                String::new()
+            };
+            Some(format!(
+                "{}/{} [{}] {}{throttle}",
+                a.agent,
+                s.device_id,
+                s.phase,
+                fields.join(", ")
+            ))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" | "))
 }
 
 /// 0 when every trial succeeded, 2 otherwise.

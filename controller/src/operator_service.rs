@@ -160,6 +160,22 @@ impl OperatorService for OperatorApi {
         }))
     }
 
+    async fn live_telemetry(
+        &self,
+        _request: Request<proto::LiveTelemetryRequest>,
+    ) -> Result<Response<proto::LiveTelemetryResponse>, Status> {
+        let samples = self
+            .telemetry
+            .latest()
+            .iter()
+            .map(|(agent, s)| proto::AgentSample {
+                agent: agent.clone(),
+                sample: Some(s.into()),
+            })
+            .collect();
+        Ok(Response::new(proto::LiveTelemetryResponse { samples }))
+    }
+
     async fn list_trials(
         &self,
         request: Request<proto::ListTrialsRequest>,

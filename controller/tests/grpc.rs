@@ -626,6 +626,17 @@ async fn metrics_are_scraped_in_prometheus_text_format_with_device_telemetry() {
             .any(|s| s.metric.starts_with("chimera_assignment_latency_seconds")),
         "{body}"
     );
+    // The live view has the newest sample of the device.
+    let live = operator(&url)
+        .await
+        .live_telemetry(proto::LiveTelemetryRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .samples;
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].agent, "a");
+    assert_eq!(live[0].sample.as_ref().unwrap().t_unix_ms, 1_002);
     // The samples were kept for the trial and export through the API.
     let got = operator(&url)
         .await
