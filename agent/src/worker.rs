@@ -211,3 +211,60 @@ fn add_telemetry(
         None => out.detail = Some(serde_json::json!({ "telemetry": info })),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    struct Fixed(f64);
+    impl crate::telemetry::Sensors for Fixed {
+        fn read(&mut self) -> (BTreeMap<String, f64>, Vec<String>) {
+            ([("cpu_util_pct".to_owned(), self.0)].into(), vec![])
+        }
+    }
+
+    #[test]
+    fn the_summary_covers_only_this_trials_measure_phase() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = crate::telemetry::spawn(
+            "cpu",
+            Box::new(Fixed(10.0)),
+            std::time::Duration::from_millis(10),
+            None,
+            stop.clone(),
+        )
+        .unwrap();
+        let start = now_ms();
+        let pause = || std::thread::sleep(std::time::Duration::from_millis(60));
+        t.mark(Phase::Warmup, Some("s/t/1"));
+        pause();
+        t.mark(Phase::Measure, Some("s/t/1"));
+        pause();
+        t.mark(Phase::Measure, Some("s/other/1"));
+        pause();
+        t.mark(Phase::Cooldown, Some("s/t/1"));
+        pause();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let samples = t.since(start - IDLE_WINDOW_MS);
+        let measured = samples
+            .iter()
+            .filter(|s| s.phase == Phase::Measure && s.trial.as_deref() == Some("s/t/1"))
+            .count();
+        assert!(measured >= 3, "{samples:?}");
+        let mut out = workloads::Output {
+            metrics: BTreeMap::new(),
+            threads: 1,
+            detail: None,
+            artifact: vec![],
+            measure_s: Some(0.06),
+            work: Some((6.0, "joules_per_op")),
+        };
+        add_telemetry(&mut out, &samples, &t, start, "s/t/1");
+        assert_eq!(out.metrics["telemetry_samples"], measured as f64);
+        assert_eq!(out.metrics["cpu_util_pct_mean"], 10.0);
+        assert!(!out.metrics.contains_key("joules_per_op"), "no energy sensor");
+        let detail = out.detail.unwrap();
+        assert_eq!(detail["telemetry"]["energy_source"], "none");
+    }
+}
