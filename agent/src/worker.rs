@@ -263,7 +263,10 @@ mod tests {
         add_telemetry(&mut out, &samples, &t, start, "s/t/1");
         assert_eq!(out.metrics["telemetry_samples"], measured as f64);
         assert_eq!(out.metrics["cpu_util_pct_mean"], 10.0);
-        assert!(!out.metrics.contains_key("joules_per_op"), "no energy sensor");
+        assert!(
+            !out.metrics.contains_key("joules_per_op"),
+            "no energy sensor"
+        );
         let detail = out.detail.unwrap();
         assert_eq!(detail["telemetry"]["energy_source"], "none");
     }
