@@ -62,6 +62,22 @@ enum Command {
         #[arg(long, short)]
         metric: Option<String>,
     },
+    /// Two sweeps compared: per configuration and device class, the relative
+    /// change of a metric with its 95% confidence interval and a verdict from
+    /// Welch's t-test on the repeats. Each side is a sweep id or a results.json.
+    Diff {
+        /// The baseline: sweep id or results.json path.
+        a: String,
+        /// The candidate: sweep id or results.json path.
+        b: String,
+        /// Metric (default: the workload's headline metric).
+        #[arg(long, short)]
+        metric: Option<String>,
+        /// Exit 1 when a configuration is significantly worse by more than
+        /// this, e.g. `regression>5%` (for CI gates).
+        #[arg(long, value_parser = |s: &str| s.parse::<chimera_domain::diff::FailOn>())]
+        fail_on: Option<chimera_domain::diff::FailOn>,
+    },
     /// Run a sweep on an in-process controller and local agent, print the
     /// comparison and write DIR/results.json.
     Run {
@@ -215,6 +231,17 @@ pub async fn fetch_results(
     ))
 }
 
+/// A sweep's results from a results.json path, or from the controller by id.
+async fn load_results(url: &str, sweep_or_path: &str) -> anyhow::Result<ResultsFile> {
+    let path = Path::new(sweep_or_path);
+    if path.is_file() {
+        load_results_file(path)
+    } else {
+        let mut client = connect(url).await?;
+        fetch_results(&mut client, sweep_or_path).await
+    }
+}
+
 fn load_results_file(path: &Path) -> anyhow::Result<ResultsFile> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     let file: ResultsFile =
@@ -270,14 +297,40 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             output::results(&results, fmt)?;
             Ok(0)
         }
+        Command::Diff {
+            a,
+            b,
+            metric,
+            fail_on,
+        } => {
+            let ra = load_results(&url, &a).await?;
+            let rb = load_results(&url, &b).await?;
+            let metric = metric.unwrap_or_else(|| {
+                chimera_domain::compare::default_metric(&ra.sweep.workload, &ra.trials).to_owned()
+            });
+            let d = chimera_domain::diff::diff(&ra.trials, &rb.trials, &metric);
+            output::diff(&d, fmt)?;
+            if d.rows.is_empty() {
+                bail!(
+                    "diff {a} {b}: no configuration with `{metric}` is in both sweeps ({} unmatched)",
+                    d.unmatched
+                );
+            }
+            if let Some(rule) = fail_on {
+                let bad = rule.violations(&d);
+                if !bad.is_empty() {
+                    eprintln!(
+                        "{} configuration(s) regressed by more than {:.1}%",
+                        bad.len(),
+                        rule.threshold * 100.0
+                    );
+                    return Ok(1);
+                }
+            }
+            Ok(0)
+        }
         Command::Compare { sweep, metric } => {
-            let path = Path::new(&sweep);
-            let results = if path.is_file() {
-                load_results_file(path)?
-            } else {
-                let mut client = connect(&url).await?;
-                fetch_results(&mut client, &sweep).await?
-            };
+            let results = load_results(&url, &sweep).await?;
             let metric = metric.unwrap_or_else(|| {
                 chimera_domain::compare::default_metric(&results.sweep.workload, &results.trials)
                     .to_owned()

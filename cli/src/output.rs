@@ -313,6 +313,70 @@ pub fn telemetry(samples: &[proto::TelemetrySample], fmt: Format) -> anyhow::Res
     Ok(())
 }
 
+/// Two sweeps compared.
+pub fn diff(d: &chimera_domain::diff::Diff, fmt: Format) -> anyhow::Result<()> {
+    if fmt == Format::Json {
+        println!("{}", serde_json::to_string_pretty(d)?);
+        return Ok(());
+    }
+    let unit = metrics::unit(&d.metric);
+    let unit = if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" [{unit}]")
+    };
+    let a_head = format!("A mean{unit}");
+    let b_head = format!("B mean{unit}");
+    let header = [
+        "problem",
+        "setup",
+        "class",
+        a_head.as_str(),
+        b_head.as_str(),
+        "change",
+        "95% CI",
+        "p",
+        "verdict",
+    ];
+    let pct = |v: f64| format!("{:+.1}%", v * 100.0);
+    let rows = d
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.group.clone(),
+                r.setup.clone(),
+                r.class.clone(),
+                format!("{} (n={})", num(r.a.mean), r.a.n),
+                format!("{} (n={})", num(r.b.mean), r.b.n),
+                pct(r.change),
+                r.ci.map(|(lo, hi)| format!("{} .. {}", pct(lo), pct(hi)))
+                    .unwrap_or_else(|| "-".into()),
+                r.p_value.map(num).unwrap_or_else(|| "-".into()),
+                r.verdict.name().to_owned(),
+            ]
+        })
+        .collect();
+    emit(fmt, &header, rows, serde_json::Value::Null)?;
+    if fmt == Format::Table {
+        println!(
+            "{} ({}): B against A, change of the mean over repeats; verdict by Welch's t-test at 5%{}",
+            d.metric,
+            if d.higher_is_better {
+                "higher is better"
+            } else {
+                "lower is better"
+            },
+            if d.unmatched > 0 {
+                format!("; {} configuration(s) in only one sweep", d.unmatched)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}
+
 /// A number with four significant digits (values from 1e-4 to 1e7 without an exponent).
 pub fn num(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {

@@ -48,3 +48,46 @@ fn compare_reads_a_results_file_offline_and_checks_its_format() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("something-else"));
 }
+
+/// A results file of one configuration repeated, with these values.
+fn results_file(dir: &std::path::Path, name: &str, values: &[f64]) -> std::path::PathBuf {
+    let trials: Vec<serde_json::Value> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_json::json!({
+                "id": format!("t{i:05}"), "sweep_id": "s", "state": "succeeded",
+                "device_class": "cpu: test x2", "config_index": 0, "repeat": i, "attempt": 1,
+                "params": {"op": "qmatmul", "format": "q8_0", "shape": "1,64,64"},
+                "metrics": {"gflop_per_s": v},
+            })
+        })
+        .collect();
+    let file = serde_json::json!({
+        "format": "chimera.results", "version": 1,
+        "sweep": {"id": name, "name": name, "workload": "kernel", "state": "done", "created_unix_ms": 0},
+        "trials": trials,
+    });
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, file.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn diff_gates_on_a_significant_regression_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = results_file(dir.path(), "a", &[100.0, 101.0, 99.0]);
+    let b = results_file(dir.path(), "b", &[80.0, 81.0, 79.0]);
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let out = chimera(&["diff", a, b, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["rows"][0]["verdict"], "worse", "{d}");
+    let out = chimera(&["diff", a, b, "--fail-on", "regression>5%"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("regressed by more than 5.0%"));
+    let out = chimera(&["diff", a, b, "--fail-on", "regression>50%"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = chimera(&["diff", b, a, "--fail-on", "regression>5%"]);
+    assert_eq!(out.status.code(), Some(0), "the reverse is an improvement");
+}

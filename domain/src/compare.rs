@@ -151,7 +151,7 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
 
 /// The parameters that say what is computed, as opposed to how: a comparison
 /// only ranks setups that did the same work.
-fn split(params: &crate::params::Params) -> (String, String) {
+pub(crate) fn split(params: &crate::params::Params) -> (String, String) {
     // `matmul` and `qmatmul` compute the same product, so the op is part of the
     // setup there; softmax, rope, ... compute different things: the op is part
     // of the problem.

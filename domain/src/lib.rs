@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod compare;
 pub mod device;
+pub mod diff;
 pub mod ids;
 pub mod metrics;
 pub mod models;
