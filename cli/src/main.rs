@@ -78,6 +78,24 @@ enum Command {
         #[arg(long, value_parser = |s: &str| s.parse::<chimera_domain::diff::FailOn>())]
         fail_on: Option<chimera_domain::diff::FailOn>,
     },
+    /// What a token costs per configuration and device class: measured
+    /// throughput (and energy, where measured) priced with a prices file.
+    Cost {
+        /// Sweep id or results.json path (a `generate` sweep).
+        sweep: String,
+        /// Prices file (TOML; see examples/prices.toml).
+        #[arg(long)]
+        prices: PathBuf,
+        /// Monthly volume to serve, tokens.
+        #[arg(long, value_parser = positive)]
+        tokens_per_month: f64,
+        /// Target utilisation of each device, 0 < u <= 1.
+        #[arg(long, default_value_t = 0.5, value_parser = fraction)]
+        utilization: f64,
+        /// Throughput metric, tokens/s.
+        #[arg(long, default_value = "decode_tokens_per_s")]
+        metric: String,
+    },
     /// Run a sweep on an in-process controller and local agent, print the
     /// comparison and write DIR/results.json.
     Run {
@@ -231,6 +249,24 @@ pub async fn fetch_results(
     ))
 }
 
+fn prices_name(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` must be a positive number (e.g. 1e9)")),
+    }
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("`{s}` must be a fraction in (0, 1]")),
+    }
+}
+
 /// A sweep's results from a results.json path, or from the controller by id.
 async fn load_results(url: &str, sweep_or_path: &str) -> anyhow::Result<ResultsFile> {
     let path = Path::new(sweep_or_path);
@@ -327,6 +363,33 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     return Ok(1);
                 }
             }
+            Ok(0)
+        }
+        Command::Cost {
+            sweep,
+            prices,
+            tokens_per_month,
+            utilization,
+            metric,
+        } => {
+            let text = std::fs::read_to_string(&prices)
+                .with_context(|| format!("read prices file {}", prices.display()))?;
+            let prices = chimera_domain::cost::Prices::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", prices_name(&prices)))?;
+            let results = load_results(&url, &sweep).await?;
+            let rows = chimera_domain::cost::cost(
+                &results.trials,
+                &prices,
+                &metric,
+                tokens_per_month,
+                utilization,
+            );
+            if rows.is_empty() {
+                bail!(
+                    "cost {sweep}: no succeeded trial reports `{metric}` (a generate sweep does)"
+                );
+            }
+            output::cost(&rows, tokens_per_month, utilization, fmt)?;
             Ok(0)
         }
         Command::Compare { sweep, metric } => {

@@ -313,6 +313,55 @@ pub fn telemetry(samples: &[proto::TelemetrySample], fmt: Format) -> anyhow::Res
     Ok(())
 }
 
+/// Cost per configuration and class.
+pub fn cost(
+    rows: &[chimera_domain::cost::CostRow],
+    tokens_per_month: f64,
+    utilization: f64,
+    fmt: Format,
+) -> anyhow::Result<()> {
+    if fmt == Format::Json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+        return Ok(());
+    }
+    let usd = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+    let header = [
+        "problem",
+        "setup",
+        "class",
+        "tokens/s per device",
+        "devices",
+        "hardware [$/month]",
+        "energy [$/month]",
+        "[$/M tokens]",
+    ];
+    let table_rows = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.group.clone(),
+                r.setup.clone(),
+                r.class.clone(),
+                num(r.tokens_per_s),
+                r.devices.to_string(),
+                usd(r.hardware_usd_per_month),
+                usd(r.energy_usd_per_month),
+                usd(r.usd_per_million_tokens),
+            ]
+        })
+        .collect();
+    emit(fmt, &header, table_rows, serde_json::Value::Null)?;
+    if fmt == Format::Table {
+        println!(
+            "{} tokens/month at {:.0}% utilisation, 720 h/month; medians over repeats; \
+             - = no price for the class, or no energy measured on it",
+            num(tokens_per_month),
+            utilization * 100.0
+        );
+    }
+    Ok(())
+}
+
 /// Two sweeps compared.
 pub fn diff(d: &chimera_domain::diff::Diff, fmt: Format) -> anyhow::Result<()> {
     if fmt == Format::Json {

@@ -51,6 +51,15 @@ fn compare_reads_a_results_file_offline_and_checks_its_format() {
 
 /// A results file of one configuration repeated, with these values.
 fn results_file(dir: &std::path::Path, name: &str, values: &[f64]) -> std::path::PathBuf {
+    results_file_of(dir, name, "gflop_per_s", values)
+}
+
+fn results_file_of(
+    dir: &std::path::Path,
+    name: &str,
+    metric: &str,
+    values: &[f64],
+) -> std::path::PathBuf {
     let trials: Vec<serde_json::Value> = values
         .iter()
         .enumerate()
@@ -59,7 +68,7 @@ fn results_file(dir: &std::path::Path, name: &str, values: &[f64]) -> std::path:
                 "id": format!("t{i:05}"), "sweep_id": "s", "state": "succeeded",
                 "device_class": "cpu: test x2", "config_index": 0, "repeat": i, "attempt": 1,
                 "params": {"op": "qmatmul", "format": "q8_0", "shape": "1,64,64"},
-                "metrics": {"gflop_per_s": v},
+                "metrics": {metric: v},
             })
         })
         .collect();
@@ -90,4 +99,65 @@ fn diff_gates_on_a_significant_regression_offline() {
     assert_eq!(out.status.code(), Some(0));
     let out = chimera(&["diff", b, a, "--fail-on", "regression>5%"]);
     assert_eq!(out.status.code(), Some(0), "the reverse is an improvement");
+}
+
+#[test]
+fn cost_prices_throughput_and_names_a_bad_prices_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = results_file_of(
+        dir.path(),
+        "g",
+        "decode_tokens_per_s",
+        &[90.0, 100.0, 110.0],
+    );
+    let prices = dir.path().join("prices.toml");
+    std::fs::write(
+        &prices,
+        "energy_usd_per_kwh = 0.1\n[[device]]\nmatch = \"cpu: test\"\nusd_per_hour = 0.36\n",
+    )
+    .unwrap();
+    let out = chimera(&[
+        "cost",
+        r.to_str().unwrap(),
+        "--prices",
+        prices.to_str().unwrap(),
+        "--tokens-per-month",
+        "1e9",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Median 100 tokens/s at 50 %: 1.296e8 tokens per device-month -> 8 devices.
+    assert_eq!(rows[0]["devices"], 8, "{rows}");
+    // $0.36/h / (100 x 3600 x 0.5 tokens/h) = $2 per million tokens.
+    assert!((rows[0]["usd_per_million_tokens"].as_f64().unwrap() - 2.0).abs() < 1e-9);
+    assert!(
+        rows[0]["energy_usd_per_month"].is_null(),
+        "no energy measured"
+    );
+    std::fs::write(
+        &prices,
+        "energy_usd_per_kwh = 0.1\n[[device]]\nmatch = \"x\"\nprice = 1\n",
+    )
+    .unwrap();
+    let out = chimera(&[
+        "cost",
+        r.to_str().unwrap(),
+        "--prices",
+        prices.to_str().unwrap(),
+        "--tokens-per-month",
+        "1e9",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("price"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod compare;
+pub mod cost;
 pub mod device;
 pub mod diff;
 pub mod ids;

@@ -1,0 +1,199 @@
+//! What a token costs: measured throughput and energy per configuration and
+//! device class, priced with an operator's prices file.
+
+use crate::compare::split;
+use crate::results::{TrialRecord, TrialState};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Hours in the month the costs are quoted for (30 days).
+pub const HOURS_PER_MONTH: f64 = 720.0;
+
+/// The prices file (TOML).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Prices {
+    /// Electricity, US dollars per kWh.
+    pub energy_usd_per_kwh: f64,
+    /// Device prices, first match wins.
+    #[serde(rename = "device", default)]
+    pub devices: Vec<DevicePrice>,
+}
+
+/// The price of one kind of device.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DevicePrice {
+    /// Matches a device class containing this text (`H100`, `cpu: AMD EPYC`).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Rent (or amortised cost) of one device, US dollars per hour.
+    pub usd_per_hour: f64,
+    /// Where the figure comes from.
+    #[serde(default)]
+    pub source: String,
+}
+
+impl Prices {
+    /// Parses and checks a prices file; errors name the field.
+    pub fn parse(text: &str) -> Result<Prices, String> {
+        let p: Prices = toml::from_str(text).map_err(|e| format!("prices file: {e}"))?;
+        if !(p.energy_usd_per_kwh.is_finite() && p.energy_usd_per_kwh >= 0.0) {
+            return Err(format!(
+                "prices file: energy_usd_per_kwh = {} must be a non-negative number",
+                p.energy_usd_per_kwh
+            ));
+        }
+        for (i, d) in p.devices.iter().enumerate() {
+            if d.pattern.is_empty() || !(d.usd_per_hour.is_finite() && d.usd_per_hour >= 0.0) {
+                return Err(format!(
+                    "prices file: device[{i}] (match = `{}`, usd_per_hour = {}) needs a non-empty match and a non-negative price",
+                    d.pattern, d.usd_per_hour
+                ));
+            }
+        }
+        Ok(p)
+    }
+
+    /// The price of a device class, if listed.
+    pub fn device(&self, class: &str) -> Option<&DevicePrice> {
+        self.devices.iter().find(|d| class.contains(&d.pattern))
+    }
+}
+
+/// One configuration on one class, priced.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CostRow {
+    pub group: String,
+    pub setup: String,
+    pub class: String,
+    /// Median over repeats, tokens/s per device.
+    pub tokens_per_s: f64,
+    /// Devices needed for the monthly volume at the target utilisation.
+    pub devices: u64,
+    pub hardware_usd_per_month: Option<f64>,
+    /// From the measured `joules_per_token`; none when the device had no
+    /// energy sensor.
+    pub energy_usd_per_month: Option<f64>,
+    /// Hardware + energy per million tokens at the target utilisation.
+    pub usd_per_million_tokens: Option<f64>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Prices every configuration of a sweep that reports `throughput` (tokens/s).
+pub fn cost(
+    trials: &[TrialRecord],
+    prices: &Prices,
+    throughput: &str,
+    tokens_per_month: f64,
+    utilization: f64,
+) -> Vec<CostRow> {
+    type Key = (String, String, String);
+    let mut tps: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
+    let mut jpt: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
+    for t in trials.iter().filter(|t| t.state == TrialState::Succeeded) {
+        let (g, s) = split(&t.params);
+        let key = (g, s, t.device_class.clone());
+        if let Some(v) = t
+            .metrics
+            .get(throughput)
+            .filter(|v| v.is_finite() && **v > 0.0)
+        {
+            tps.entry(key.clone()).or_default().push(*v);
+        }
+        if let Some(v) = t.metrics.get("joules_per_token").filter(|v| v.is_finite()) {
+            jpt.entry(key).or_default().push(*v);
+        }
+    }
+    tps.into_iter()
+        .map(|(key, mut v)| {
+            let rate = median(&mut v);
+            let per_device_month = rate * 3600.0 * HOURS_PER_MONTH * utilization;
+            let devices = (tokens_per_month / per_device_month).ceil().max(1.0) as u64;
+            let price = prices.device(&key.2);
+            let hardware = price.map(|p| devices as f64 * p.usd_per_hour * HOURS_PER_MONTH);
+            let energy = jpt.get_mut(&key).map(|j| {
+                let kwh = tokens_per_month * median(j) / 3.6e6;
+                kwh * prices.energy_usd_per_kwh
+            });
+            let per_million = price.map(|p| {
+                let hw = p.usd_per_hour / (rate * 3600.0 * utilization) * 1e6;
+                let en = jpt
+                    .get_mut(&key)
+                    .map(|j| median(j) * 1e6 / 3.6e6 * prices.energy_usd_per_kwh)
+                    .unwrap_or(0.0);
+                hw + en
+            });
+            CostRow {
+                group: key.0,
+                setup: key.1,
+                class: key.2,
+                tokens_per_s: rate,
+                devices,
+                hardware_usd_per_month: hardware,
+                energy_usd_per_month: energy,
+                usd_per_million_tokens: per_million,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{ParamValue, Params};
+
+    #[test]
+    fn prices_a_configuration_and_names_bad_fields() {
+        let prices = Prices::parse(
+            "energy_usd_per_kwh = 0.10\n[[device]]\nmatch = \"H100\"\nusd_per_hour = 3.6\nsource = \"test\"\n",
+        )
+        .unwrap();
+        let mut params = Params::new();
+        params.insert("format".into(), ParamValue::Text("q8_0".into()));
+        let t = TrialRecord {
+            id: "t0".into(),
+            sweep_id: "s".into(),
+            state: TrialState::Succeeded,
+            device_class: "NVIDIA H100 80GB HBM3 79GiB".into(),
+            params,
+            config_index: 0,
+            repeat: 0,
+            attempt: 1,
+            agent: None,
+            device_id: None,
+            metrics: [
+                ("decode_tokens_per_s".to_owned(), 1000.0),
+                ("joules_per_token".to_owned(), 0.36),
+            ]
+            .into(),
+            fingerprint: None,
+            error: None,
+            wall_ms: None,
+            detail: None,
+            depends_on: None,
+        };
+        // 1000 tokens/s at 50 %: 1.296e9 tokens per device-month.
+        let rows = cost(&[t], &prices, "decode_tokens_per_s", 2.0e9, 0.5);
+        let r = &rows[0];
+        assert_eq!(r.devices, 2);
+        assert!((r.hardware_usd_per_month.unwrap() - 2.0 * 3.6 * 720.0).abs() < 1e-9);
+        // 2e9 tokens x 0.36 J = 200 kWh -> $20.
+        assert!((r.energy_usd_per_month.unwrap() - 20.0).abs() < 1e-9);
+        // $3.6/h / (1.8e6 tokens/h) = $2 per million, + 0.01 energy.
+        assert!((r.usd_per_million_tokens.unwrap() - 2.01).abs() < 1e-9);
+        let e = Prices::parse("energy_usd_per_kwh = -1\n").unwrap_err();
+        assert!(e.contains("energy_usd_per_kwh = -1"), "{e}");
+        let e = Prices::parse("energy_usd_per_kwh = 0.1\ncolour = 1\n").unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+    }
+}
