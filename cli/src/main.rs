@@ -57,6 +57,14 @@ enum Command {
     Compare {
         /// Sweep id, or the path of a results.json written by `chimera run`.
         sweep: String,
+        /// Instead of the table: the Pareto-optimal configurations per class
+        /// for two metrics, `X,Y` (e.g. `decode_tokens_per_s,kl_mean`).
+        #[arg(long)]
+        pareto: Option<String>,
+        /// More results (sweep ids or results.json) joined by configuration,
+        /// e.g. the eval sweep beside the generate sweep for `--pareto`.
+        #[arg(long = "with")]
+        with: Vec<String>,
         /// Metric to compare (default: the workload's headline metric:
         /// gflop_per_s, rmse, decode_tokens_per_s or kl_mean).
         #[arg(long, short)]
@@ -392,8 +400,29 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             output::cost(&rows, tokens_per_month, utilization, fmt)?;
             Ok(0)
         }
-        Command::Compare { sweep, metric } => {
-            let results = load_results(&url, &sweep).await?;
+        Command::Compare {
+            sweep,
+            metric,
+            pareto,
+            with,
+        } => {
+            let mut results = load_results(&url, &sweep).await?;
+            for other in &with {
+                results
+                    .trials
+                    .extend(load_results(&url, other).await?.trials);
+            }
+            if let Some(pair) = pareto {
+                let (x, y) = pair
+                    .split_once(',')
+                    .ok_or_else(|| anyhow::anyhow!("--pareto `{pair}`: give two metrics, `X,Y`"))?;
+                let front = chimera_domain::compare::pareto(&results.trials, x.trim(), y.trim());
+                if front.is_empty() {
+                    bail!("--pareto {pair}: no configuration reports both metrics");
+                }
+                output::pareto(&front, x.trim(), y.trim(), fmt)?;
+                return Ok(0);
+            }
             let metric = metric.unwrap_or_else(|| {
                 chimera_domain::compare::default_metric(&results.sweep.workload, &results.trials)
                     .to_owned()

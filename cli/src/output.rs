@@ -313,6 +313,38 @@ pub fn telemetry(samples: &[proto::TelemetrySample], fmt: Format) -> anyhow::Res
     Ok(())
 }
 
+/// A Pareto front per class.
+pub fn pareto(
+    front: &[chimera_domain::compare::ParetoPoint],
+    x: &str,
+    y: &str,
+    fmt: Format,
+) -> anyhow::Result<()> {
+    if fmt == Format::Json {
+        println!("{}", serde_json::to_string_pretty(front)?);
+        return Ok(());
+    }
+    let head = |m: &str| {
+        let u = metrics::unit(m);
+        if u.is_empty() {
+            m.to_owned()
+        } else {
+            format!("{m} [{u}]")
+        }
+    };
+    let (hx, hy) = (head(x), head(y));
+    let header = ["class", "configuration", hx.as_str(), hy.as_str()];
+    let rows = front
+        .iter()
+        .map(|p| vec![p.class.clone(), p.config.clone(), num(p.x), num(p.y)])
+        .collect();
+    emit(fmt, &header, rows, serde_json::Value::Null)?;
+    if fmt == Format::Table {
+        println!("Pareto-optimal configurations per class (medians over repeats): none is beaten on both metrics");
+    }
+    Ok(())
+}
+
 /// Cost per configuration and class.
 pub fn cost(
     rows: &[chimera_domain::cost::CostRow],

@@ -403,3 +403,120 @@ pub fn tradeoff(generate: &[TrialRecord], eval: &[TrialRecord]) -> Vec<TradeoffR
     });
     rows
 }
+
+/// A configuration on the Pareto front of two metrics on one class.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ParetoPoint {
+    pub class: String,
+    pub config: String,
+    /// Medians over repeats of the two metrics.
+    pub x: f64,
+    pub y: f64,
+}
+
+/// The Pareto-optimal configurations per class for metrics `x` and `y` (each
+/// in its own direction: higher-is-better or lower-is-better): those no other
+/// configuration beats on both. Configurations are matched across metrics
+/// and sweeps by their setup (format, threads, ...), so `x` and `y` may come
+/// from different sweeps of the same setups (a generate and an eval sweep).
+pub fn pareto(trials: &[TrialRecord], x: &str, y: &str) -> Vec<ParetoPoint> {
+    let mut vals: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
+    for t in trials.iter().filter(|t| t.state == TrialState::Succeeded) {
+        if t.params.contains_key(crate::models::ROLE) {
+            continue;
+        }
+        // Matched by setup (format, threads, ...): a generate and an eval
+        // sweep of the same formats describe the same configurations.
+        let (_, config) = split(&t.params);
+        for m in [x, y] {
+            if let Some(v) = t.metrics.get(m).filter(|v| v.is_finite()) {
+                vals.entry((t.device_class.clone(), config.clone(), m.to_owned()))
+                    .or_default()
+                    .push(*v);
+            }
+        }
+    }
+    let mut points: Vec<ParetoPoint> = Vec::new();
+    let keys: std::collections::BTreeSet<(String, String)> = vals
+        .keys()
+        .map(|(c, k, _)| (c.clone(), k.clone()))
+        .collect();
+    for (class, config) in keys {
+        let mut get = |m: &str| {
+            vals.get_mut(&(class.clone(), config.clone(), m.to_owned()))
+                .map(|v| median(v))
+        };
+        if let (Some(xv), Some(yv)) = (get(x), get(y)) {
+            points.push(ParetoPoint {
+                class,
+                config,
+                x: xv,
+                y: yv,
+            });
+        }
+    }
+    let (hx, hy) = (metrics::higher_is_better(x), metrics::higher_is_better(y));
+    let better = |a: f64, b: f64, higher: bool| if higher { a >= b } else { a <= b };
+    let front: Vec<ParetoPoint> = points
+        .iter()
+        .filter(|p| {
+            !points.iter().any(|q| {
+                q.class == p.class
+                    && q.config != p.config
+                    && better(q.x, p.x, hx)
+                    && better(q.y, p.y, hy)
+                    && (q.x != p.x || q.y != p.y)
+            })
+        })
+        .cloned()
+        .collect();
+    let mut front = front;
+    front.sort_by(|a, b| a.class.cmp(&b.class).then(b.x.total_cmp(&a.x)));
+    front
+}
+
+#[cfg(test)]
+mod pareto_tests {
+    use super::*;
+    use crate::params::{ParamValue, Params};
+
+    fn t(format: &str, metric: &str, v: f64) -> TrialRecord {
+        let mut params = Params::new();
+        params.insert("format".into(), ParamValue::Text(format.into()));
+        TrialRecord {
+            id: "t".into(),
+            sweep_id: "s".into(),
+            state: TrialState::Succeeded,
+            device_class: "c".into(),
+            params,
+            config_index: 0,
+            repeat: 0,
+            attempt: 1,
+            agent: None,
+            device_id: None,
+            metrics: [(metric.to_owned(), v)].into(),
+            fingerprint: None,
+            error: None,
+            wall_ms: None,
+            detail: None,
+            depends_on: None,
+        }
+    }
+
+    #[test]
+    fn the_front_keeps_only_undominated_configurations_across_sweeps() {
+        let trials = vec![
+            t("q8_0", "decode_tokens_per_s", 60.0),
+            t("q8_0", "kl_mean", 0.005),
+            t("q4_1", "decode_tokens_per_s", 19.0),
+            t("q4_1", "kl_mean", 0.05),
+            t("f32", "decode_tokens_per_s", 14.0),
+            t("f32", "kl_mean", 0.0),
+            t("q4_0", "decode_tokens_per_s", 60.0),
+            t("q4_0", "kl_mean", 0.3),
+        ];
+        let front = pareto(&trials, "decode_tokens_per_s", "kl_mean");
+        let names: Vec<&str> = front.iter().map(|p| p.config.as_str()).collect();
+        assert_eq!(names, vec!["format=q8_0", "format=f32"]);
+    }
+}
