@@ -161,3 +161,37 @@ fn cost_prices_throughput_and_names_a_bad_prices_field() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn compare_pareto_joins_two_results_files_by_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = results_file_of(dir.path(), "g", "decode_tokens_per_s", &[60.0]);
+    let e = results_file_of(dir.path(), "e", "kl_mean", &[0.005]);
+    let out = chimera(&[
+        "compare",
+        g.to_str().unwrap(),
+        "--with",
+        e.to_str().unwrap(),
+        "--pareto",
+        "decode_tokens_per_s,kl_mean",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let front: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(front[0]["x"], 60.0);
+    assert_eq!(front[0]["y"], 0.005);
+    let out = chimera(&[
+        "compare",
+        g.to_str().unwrap(),
+        "--pareto",
+        "decode_tokens_per_s",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("X,Y"));
+}
