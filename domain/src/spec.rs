@@ -213,12 +213,61 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 }
 
 /// How configurations are picked from the space.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "strategy", rename_all = "kebab-case")]
 pub enum Search {
     /// Every combination.
     #[default]
     Grid,
+    /// `samples` configurations drawn from the grid without replacement,
+    /// reproducibly for a `seed`.
+    Random { samples: u32, seed: u64 },
+}
+
+impl<'de> Deserialize<'de> for Search {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            strategy: String,
+            samples: Option<u32>,
+            seed: Option<u64>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Name(String),
+            Full(Full),
+        }
+        let full = match Form::deserialize(d)? {
+            Form::Name(strategy) => Full {
+                strategy,
+                samples: None,
+                seed: None,
+            },
+            Form::Full(f) => f,
+        };
+        match full.strategy.as_str() {
+            "grid" if full.samples.is_none() && full.seed.is_none() => Ok(Search::Grid),
+            "grid" => Err(de::Error::custom("search `grid` takes no samples or seed")),
+            "random" => match full.samples {
+                Some(n) if n >= 1 => Ok(Search::Random {
+                    samples: n,
+                    seed: full.seed.unwrap_or(0),
+                }),
+                Some(n) => Err(de::Error::custom(format!(
+                    "search.samples = {n} must be at least 1"
+                ))),
+                None => Err(de::Error::custom(
+                    "search `random` needs `samples` (and takes an optional `seed`): \
+                     search: {strategy: random, samples: 20, seed: 1}",
+                )),
+            },
+            other => Err(de::Error::custom(format!(
+                "unknown search strategy `{other}`, expected `grid` or `random` (tpe and successive halving are planned)"
+            ))),
+        }
+    }
 }
 
 /// Where each configuration runs.
@@ -486,14 +535,41 @@ pub fn parse(source: &str) -> Result<ParsedSweep, SpecError> {
                 message = rest.to_owned();
             }
         }
+        // Values buffered by serde (untagged forms) lose their position and
+        // report line 1: locate the field in the text instead.
+        let line = match line {
+            Some(1) if !path.is_empty() && path != "." => {
+                let field = path.rsplit('.').next().unwrap_or(&path);
+                let field = field.split('[').next().unwrap_or(field);
+                find_line(source, field, None).or(line)
+            }
+            other => other,
+        };
         SpecError {
             path,
             line,
             message,
         }
     })?;
-    let configs = expand(&spec, source)?;
+    let mut configs = expand(&spec, source)?;
+    if let Search::Random { samples, seed } = spec.search {
+        configs = sample(configs, samples as usize, seed);
+    }
     Ok(ParsedSweep { spec, configs })
+}
+
+/// `n` configurations drawn without replacement from `all`, the same ones for
+/// the same seed on every machine (ChaCha8), kept in grid order.
+fn sample(all: Vec<Params>, n: usize, seed: u64) -> Vec<Params> {
+    use rand::SeedableRng;
+    if n >= all.len() {
+        return all;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut picked = rand::seq::index::sample(&mut rng, all.len(), n).into_vec();
+    picked.sort_unstable();
+    let mut all: Vec<Option<Params>> = all.into_iter().map(Some).collect();
+    picked.into_iter().filter_map(|i| all[i].take()).collect()
 }
 
 /// Expands the spec's space into concrete configurations, checking each.
@@ -916,6 +992,29 @@ variants:
         assert_eq!(e.path, "params.format", "{e}");
         let e = err("name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: 0,2,3\n");
         assert!(e.message.contains("size 1 = 0"), "{e}");
+    }
+
+    #[test]
+    fn random_search_samples_the_grid_reproducibly() {
+        let spec = |seed: u64| {
+            format!("name: r\nworkload: kernel\nparams:\n  op: matmul\n  shape: [\"1,8,8\", \"2,8,8\", \"3,8,8\", \"4,8,8\", \"5,8,8\", \"6,8,8\"]\n  threads: [1, 2]\nsearch: {{strategy: random, samples: 4, seed: {seed}}}\n")
+        };
+        let a = parse(&spec(7)).unwrap();
+        assert_eq!(a.configs.len(), 4);
+        assert_eq!(
+            a.configs,
+            parse(&spec(7)).unwrap().configs,
+            "same seed, same sample"
+        );
+        assert_ne!(a.configs, parse(&spec(8)).unwrap().configs);
+        let e = err(
+            "name: r\nworkload: kernel\nparams:\n  op: matmul\n  shape: 1,8,8\nsearch: random\n",
+        );
+        assert!(e.message.contains("needs `samples`"), "{e}");
+        let e =
+            err("name: r\nworkload: kernel\nparams:\n  op: matmul\n  shape: 1,8,8\nsearch: tpe\n");
+        assert!(e.message.contains("`tpe`"), "{e}");
+        assert_eq!(e.line, Some(6), "{e}");
     }
 
     #[test]
