@@ -65,6 +65,10 @@ enum Command {
         /// e.g. the eval sweep beside the generate sweep for `--pareto`.
         #[arg(long = "with")]
         with: Vec<String>,
+        /// Show each class against this one (speed-ups), instead of against
+        /// the best setup.
+        #[arg(long)]
+        baseline: Option<String>,
         /// Metric to compare (default: the workload's headline metric:
         /// gflop_per_s, rmse, decode_tokens_per_s or kl_mean).
         #[arg(long, short)]
@@ -405,6 +409,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             metric,
             pareto,
             with,
+            baseline,
         } => {
             let mut results = load_results(&url, &sweep).await?;
             for other in &with {
@@ -427,7 +432,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 chimera_domain::compare::default_metric(&results.sweep.workload, &results.trials)
                     .to_owned()
             });
-            let cmp = chimera_domain::compare::compare(&results.trials, &metric);
+            let mut cmp = chimera_domain::compare::compare(&results.trials, &metric);
+            if let Some(b) = &baseline {
+                cmp = cmp.with_baseline(b).map_err(anyhow::Error::msg)?;
+            }
             output::comparison(&cmp, fmt)?;
             Ok(0)
         }

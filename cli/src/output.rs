@@ -533,11 +533,16 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
     } else {
         format!(" [{}]", c.unit)
     };
+    let baseline = c
+        .rows
+        .iter()
+        .flat_map(|r| r.cells.iter().flatten())
+        .any(|cell| cell.vs_baseline.is_some());
     let mut header = vec!["problem".to_owned(), "setup".to_owned()];
     for class in &c.classes {
         header.push(format!("{class}{unit}"));
         if fmt == Format::Table {
-            header.push("vs best".into());
+            header.push(if baseline { "vs baseline" } else { "vs best" }.into());
         }
     }
     let rows = c
@@ -548,14 +553,27 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
             for cell in &r.cells {
                 match cell {
                     Some(cell) if fmt == Format::Table => {
+                        // The 95% interval of the mean, as a +- share of the value.
+                        let ci = cell
+                            .ci95
+                            .filter(|_| cell.value != 0.0)
+                            .map(|(lo, hi)| {
+                                format!(" ±{:.0}%", (hi - lo) / 2.0 / cell.value.abs() * 100.0)
+                            })
+                            .unwrap_or_default();
                         row.push(format!(
-                            "{}{}{}",
+                            "{}{ci}{}{}",
                             num(cell.value),
                             if cell.best { " *" } else { "" },
                             if cell.throttled { " (throttled)" } else { "" }
                         ));
-                        row.push(
+                        let ratio = if baseline {
+                            cell.vs_baseline
+                        } else {
                             cell.ratio_to_best
+                        };
+                        row.push(
+                            ratio
                                 .map(|r| format!("{r:.2}x"))
                                 .unwrap_or_else(|| "-".into()),
                         );
@@ -575,7 +593,7 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
     emit(fmt, &header_refs, rows, serde_json::Value::Null)?;
     if fmt == Format::Table {
         println!(
-            "{} ({}): median over repeats; * = best setup for the problem on the device class; (throttled) = measured while the device's clocks were held down",
+            "{} ({}): median over repeats, ±: 95% interval of the mean; * = best setup for the problem on the device class; (throttled) = measured while the device's clocks were held down",
             c.metric,
             if c.higher_is_better {
                 "higher is better"

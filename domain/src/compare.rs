@@ -21,6 +21,12 @@ pub struct Cell {
     /// Some repeat was measured while the device's clocks were throttled
     /// (`throttled_frac` > 0 in its telemetry).
     pub throttled: bool,
+    /// 95 % confidence interval of the mean over the repeats (Student's t),
+    /// with two or more repeats.
+    pub ci95: Option<(f64, f64)>,
+    /// value / the same configuration's value on the baseline class, when a
+    /// baseline is given (`chimera compare --baseline CLASS`).
+    pub vs_baseline: Option<f64>,
 }
 
 /// A configuration's row.
@@ -58,6 +64,40 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// 95 % confidence interval of the mean of `v` (Student's t); none below 2 values.
+pub fn ci95(v: &[f64]) -> Option<(f64, f64)> {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let n = v.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = v.iter().sum::<f64>() / n as f64;
+    let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64).ok()?;
+    let half = t.inverse_cdf(0.975) * sd / (n as f64).sqrt();
+    Some((mean - half, mean + half))
+}
+
+impl Comparison {
+    /// Sets every cell's ratio to the same configuration on `class`; an error
+    /// names the classes there are when `class` is not one of them.
+    pub fn with_baseline(mut self, class: &str) -> Result<Self, String> {
+        let Some(b) = self.classes.iter().position(|c| c == class) else {
+            return Err(format!(
+                "--baseline `{class}` is not a device class of these results; they have: {}",
+                self.classes.join(", ")
+            ));
+        };
+        for row in &mut self.rows {
+            let base = row.cells.get(b).and_then(|c| c.as_ref()).map(|c| c.value);
+            for cell in row.cells.iter_mut().flatten() {
+                cell.vs_baseline = base.filter(|b| *b != 0.0).map(|b| cell.value / b);
+            }
+        }
+        Ok(self)
+    }
+}
+
 /// Builds the comparison of `metric` over the successful trials.
 pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
     let higher = metrics::higher_is_better(metric);
@@ -88,6 +128,10 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
             .push(v);
     }
     classes.sort();
+    let ci: BTreeMap<(u32, String), (f64, f64)> = values
+        .iter()
+        .filter_map(|(k, v)| ci95(v).map(|c| (k.clone(), c)))
+        .collect();
     let medians: BTreeMap<(u32, String), (f64, usize)> = values
         .into_iter()
         .map(|(k, mut v)| {
@@ -134,6 +178,8 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
                                 None
                             },
                             throttled: throttled.contains(&(idx, c.clone())),
+                            ci95: ci.get(&(idx, c.clone())).copied(),
+                            vs_baseline: None,
                         }
                     })
                 })
@@ -518,5 +564,63 @@ mod pareto_tests {
         let front = pareto(&trials, "decode_tokens_per_s", "kl_mean");
         let names: Vec<&str> = front.iter().map(|p| p.config.as_str()).collect();
         assert_eq!(names, vec!["format=q8_0", "format=f32"]);
+    }
+}
+
+#[cfg(test)]
+mod baseline_tests {
+    use super::*;
+    use crate::params::{ParamValue, Params};
+
+    fn t(class: &str, v: f64) -> TrialRecord {
+        let mut params = Params::new();
+        params.insert("op".into(), ParamValue::Text("matmul".into()));
+        params.insert("shape".into(), ParamValue::Text("8,8,8".into()));
+        TrialRecord {
+            id: "t".into(),
+            sweep_id: "s".into(),
+            state: TrialState::Succeeded,
+            device_class: class.into(),
+            params,
+            config_index: 0,
+            repeat: 0,
+            attempt: 1,
+            agent: None,
+            device_id: None,
+            metrics: [("gflop_per_s".to_owned(), v)].into(),
+            fingerprint: None,
+            error: None,
+            wall_ms: None,
+            detail: None,
+            depends_on: None,
+        }
+    }
+
+    #[test]
+    fn speedups_against_a_baseline_class_and_a_confidence_interval() {
+        let trials = vec![
+            t("laptop", 9.0),
+            t("laptop", 10.0),
+            t("laptop", 11.0),
+            t("h100", 100.0),
+        ];
+        let c = compare(&trials, "gflop_per_s")
+            .with_baseline("laptop")
+            .unwrap();
+        let cells: Vec<&Cell> = c.rows[0].cells.iter().flatten().collect();
+        let h100 = cells.iter().find(|c| c.value == 100.0).unwrap();
+        assert_eq!(h100.vs_baseline, Some(10.0));
+        assert!(h100.ci95.is_none(), "one repeat: no interval");
+        let laptop = cells.iter().find(|c| c.value == 10.0).unwrap();
+        let (lo, hi) = laptop.ci95.unwrap();
+        // mean 10, sd 1, n 3: t(0.975, 2) = 4.303 -> +-2.484
+        assert!(
+            (lo - 7.516).abs() < 1e-3 && (hi - 12.484).abs() < 1e-3,
+            "{lo} {hi}"
+        );
+        assert!(compare(&trials, "gflop_per_s")
+            .with_baseline("tpu")
+            .unwrap_err()
+            .contains("laptop"));
     }
 }
