@@ -220,6 +220,27 @@ pub fn status(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
     move |s| anyhow::anyhow!("{what}: {}", s.message())
 }
 
+/// Submits a spec. The span is the root of the sweep's trace: the
+/// controller's submit, every assignment and every agent run descend from it.
+pub async fn submit(
+    client: &mut OperatorServiceClient<Channel>,
+    spec: String,
+    source_name: &str,
+) -> anyhow::Result<proto::SubmitSweepResponse> {
+    let span = tracing::info_span!("chimera.cli.submit", file = %source_name);
+    let mut req = tonic::Request::new(proto::SubmitSweepRequest {
+        spec_yaml: spec,
+        source_name: source_name.to_owned(),
+    });
+    chimera_observe::inject_metadata(&span, req.metadata_mut());
+    Ok(client
+        .submit_sweep(req)
+        .instrument(span)
+        .await
+        .map_err(status("submit the sweep"))?
+        .into_inner())
+}
+
 /// Reads a spec file.
 pub fn read_spec(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("read sweep spec {}", path.display()))
@@ -486,21 +507,7 @@ async fn sweep(cmd: SweepCmd, url: &str, fmt: Format) -> anyhow::Result<i32> {
     match cmd {
         SweepCmd::Submit { file, wait } => {
             let spec = read_spec(&file)?;
-            // The root of the sweep's trace: the controller's submit, every
-            // assignment and every agent run are its descendants.
-            let span = tracing::info_span!("chimera.cli.submit", file = %file.display());
-            let mut req = tonic::Request::new(proto::SubmitSweepRequest {
-                spec_yaml: spec,
-                source_name: file.display().to_string(),
-            });
-            chimera_observe::inject_metadata(&span, req.metadata_mut());
-            let resp = client
-                .submit_sweep(req)
-                .instrument(span.clone())
-                .await
-                .map_err(status("submit the sweep"))?
-                .into_inner();
-            drop(span);
+            let resp = submit(&mut client, spec, &file.display().to_string()).await?;
             println!("{}", resp.sweep_id);
             eprintln!("submitted sweep {} ({} trials)", resp.sweep_id, resp.trials);
             if wait {

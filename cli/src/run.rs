@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tracing::Instrument;
 
 /// The quick-start kernel sweep, as shipped in `examples/quickstart.yaml`.
 pub const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");
@@ -116,19 +115,7 @@ async fn sweep(
     spec: &str,
     source_name: &str,
 ) -> anyhow::Result<(ResultsFile, i32)> {
-    let span = tracing::info_span!("chimera.cli.submit", file = %source_name);
-    let mut req = tonic::Request::new(proto::SubmitSweepRequest {
-        spec_yaml: spec.to_owned(),
-        source_name: source_name.to_owned(),
-    });
-    chimera_observe::inject_metadata(&span, req.metadata_mut());
-    let resp = client
-        .submit_sweep(req)
-        .instrument(span.clone())
-        .await
-        .map_err(status("submit the sweep"))?
-        .into_inner();
-    drop(span);
+    let resp = crate::submit(client, spec.to_owned(), source_name).await?;
     eprintln!(
         "running sweep {} ({source_name}, {} trials) on the local agent",
         resp.sweep_id, resp.trials

@@ -54,7 +54,8 @@ pub struct Comparison {
     pub rows: Vec<Row>,
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// Median of a non-empty sample (sorts it).
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {

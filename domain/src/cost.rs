@@ -1,7 +1,7 @@
 //! What a token costs: measured throughput and energy per configuration and
 //! device class, priced with an operator's prices file.
 
-use crate::compare::split;
+use crate::compare::{median, split};
 use crate::results::{TrialRecord, TrialState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -77,16 +77,6 @@ pub struct CostRow {
     pub energy_usd_per_month: Option<f64>,
     /// Hardware + energy per million tokens at the target utilisation.
     pub usd_per_million_tokens: Option<f64>,
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Prices every configuration of a sweep that reports `throughput` (tokens/s).
