@@ -137,6 +137,11 @@ enum Command {
     /// Models for the demo, examples and tests.
     #[command(subcommand)]
     Models(ModelsCmd),
+    /// Print a shell completion script (`chimera completions bash > /etc/bash_completion.d/chimera`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// The raw device telemetry samples the controller kept for one trial
     /// (every attempt; the `measure` phase is what the summary covers).
     Telemetry {
@@ -478,6 +483,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             .await
         }
         Command::Demo { out, model_dirs } => run::demo(&out, model_dirs, fmt).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "chimera",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
         Command::Telemetry { sweep, trial } => {
             let mut client = connect(&url).await?;
             let samples = client

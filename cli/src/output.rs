@@ -562,10 +562,11 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
                             })
                             .unwrap_or_default();
                         row.push(format!(
-                            "{}{ci}{}{}",
+                            "{}{ci}{}{}{}",
                             num(cell.value),
                             if cell.best { " *" } else { "" },
-                            if cell.throttled { " (throttled)" } else { "" }
+                            if cell.throttled { " (throttled)" } else { "" },
+                            if cell.mixed_env { " (mixed env)" } else { "" }
                         ));
                         let ratio = if baseline {
                             cell.vs_baseline
@@ -593,7 +594,7 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
     emit(fmt, &header_refs, rows, serde_json::Value::Null)?;
     if fmt == Format::Table {
         println!(
-            "{} ({}): median over repeats, ±: 95% interval of the mean; * = best setup for the problem on the device class; (throttled) = measured while the device's clocks were held down",
+            "{} ({}): median over repeats, ±: 95% interval of the mean; * = best setup for the problem on the device class; (throttled) = measured while the device's clocks were held down; (mixed env) = repeats from different agent builds or CPUs",
             c.metric,
             if c.higher_is_better {
                 "higher is better"

@@ -195,3 +195,13 @@ fn compare_pareto_joins_two_results_files_by_setup() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("X,Y"));
 }
+
+#[test]
+fn completions_are_generated_for_the_shells() {
+    let out = chimera(&["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("_chimera") && text.contains("diff"), "{text}");
+    let out = chimera(&["completions", "tcsh-ish"]);
+    assert_eq!(out.status.code(), Some(2));
+}

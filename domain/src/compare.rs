@@ -27,6 +27,9 @@ pub struct Cell {
     /// value / the same configuration's value on the baseline class, when a
     /// baseline is given (`chimera compare --baseline CLASS`).
     pub vs_baseline: Option<f64>,
+    /// The repeats were measured in different environments (agent build,
+    /// candle or rustc version, CPU model): the median mixes them.
+    pub mixed_env: bool,
 }
 
 /// A configuration's row.
@@ -106,6 +109,7 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
     let mut configs: BTreeMap<u32, (String, String, String)> = BTreeMap::new();
     let mut values: BTreeMap<(u32, String), Vec<f64>> = BTreeMap::new();
     let mut throttled: std::collections::BTreeSet<(u32, String)> = Default::default();
+    let mut envs: BTreeMap<(u32, String), std::collections::BTreeSet<String>> = BTreeMap::new();
     for t in trials {
         configs.entry(t.config_index).or_insert_with(|| {
             let (problem, setup) = split(&t.params);
@@ -122,6 +126,14 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
         }
         if t.metrics.get("throttled_frac").is_some_and(|f| *f > 0.0) {
             throttled.insert((t.config_index, t.device_class.clone()));
+        }
+        if let Some(f) = &t.fingerprint {
+            envs.entry((t.config_index, t.device_class.clone()))
+                .or_default()
+                .insert(format!(
+                    "{} {} {} {}",
+                    f.agent_git_sha, f.candle_version, f.rustc_version, f.cpu_model
+                ));
         }
         values
             .entry((t.config_index, t.device_class.clone()))
@@ -181,6 +193,7 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
                             throttled: throttled.contains(&(idx, c.clone())),
                             ci95: ci.get(&(idx, c.clone())).copied(),
                             vs_baseline: None,
+                            mixed_env: envs.get(&(idx, c.clone())).is_some_and(|e| e.len() > 1),
                         }
                     })
                 })
@@ -623,5 +636,47 @@ mod baseline_tests {
             .with_baseline("tpu")
             .unwrap_err()
             .contains("laptop"));
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+    use crate::params::{ParamValue, Params};
+    use crate::results::Fingerprint;
+
+    #[test]
+    fn repeats_from_different_builds_are_flagged() {
+        let t = |sha: &str| TrialRecord {
+            id: "t".into(),
+            sweep_id: "s".into(),
+            state: TrialState::Succeeded,
+            device_class: "c".into(),
+            params: Params::from([("op".to_owned(), ParamValue::Text("matmul".into()))]),
+            config_index: 0,
+            repeat: 0,
+            attempt: 1,
+            agent: None,
+            device_id: None,
+            metrics: [("gflop_per_s".to_owned(), 1.0)].into(),
+            fingerprint: Some(Fingerprint {
+                agent_version: "0.1.0".into(),
+                agent_git_sha: sha.into(),
+                candle_version: "0.11.1".into(),
+                rustc_version: "1.95".into(),
+                cpu_model: "x".into(),
+                threads: 2,
+                os: "linux".into(),
+                extra: Default::default(),
+            }),
+            error: None,
+            wall_ms: None,
+            detail: None,
+            depends_on: None,
+        };
+        let same = compare(&[t("a"), t("a")], "gflop_per_s");
+        assert!(!same.rows[0].cells[0].as_ref().unwrap().mixed_env);
+        let mixed = compare(&[t("a"), t("b")], "gflop_per_s");
+        assert!(mixed.rows[0].cells[0].as_ref().unwrap().mixed_env);
     }
 }
