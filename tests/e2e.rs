@@ -121,6 +121,31 @@ fn quickstart_runs_on_two_agents_through_the_cli() {
     let csv = chimera(&c.url, &["compare", &id, "--output", "csv"]);
     assert!(String::from_utf8_lossy(&csv.stdout).starts_with("problem,setup,"));
 
+    // The report of a sweep on the controller: hosts from the agents, and
+    // the selected trials' samples over GetTelemetry.
+    let report_dir = tempfile::tempdir().unwrap();
+    let report_out = report_dir.path().join("report");
+    let out = chimera(
+        &c.url,
+        &["report", &id, "--out", report_out.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "report: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(report_out.join("index.html")).unwrap();
+    assert!(html.contains("(host "), "agents with their hosts");
+    let tele = &html[html.find("id=\"s0-telemetry\"").unwrap()..];
+    let tele = &tele[..tele.find("</section>").unwrap()];
+    assert!(tele.contains("<svg"), "{tele}");
+    assert!(
+        tele.contains("Samples read from the controller at"),
+        "{tele}"
+    );
+    let rows = std::fs::read_to_string(report_out.join("trials.csv")).unwrap();
+    assert_eq!(rows.lines().count(), 25, "a header and 24 trials");
+
     // A drained agent finishes up and exits cleanly.
     let drained = chimera_json(&c.url, &["agents", "drain", "agent-a"]);
     assert_eq!(drained[0]["draining"], true, "{drained}");

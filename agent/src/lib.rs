@@ -23,7 +23,7 @@ use chimera_proto::v1::agent_service_client::AgentServiceClient;
 use proto::agent_message::Msg as Up;
 use proto::controller_message::Msg as Down;
 use rand::Rng;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +58,8 @@ pub struct Config {
     /// Telemetry sampling interval per device (at least 10 ms); `None` turns
     /// the samplers off.
     pub telemetry_interval: Option<Duration>,
+    /// Labels sweep targets select on (`--label site=lab`).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -70,6 +72,7 @@ impl Config {
             max_backoff: Duration::from_secs(10),
             model_dirs: Vec::new(),
             telemetry_interval: Some(Duration::from_millis(100)),
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -412,6 +415,7 @@ async fn session(
         devices: state.devices.clone(),
         features: features(),
         running: state.held(),
+        labels: config.labels.clone().into_iter().collect(),
     }));
     out.send(hello).await.context("queue hello")?;
     let mut inbound = client

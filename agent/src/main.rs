@@ -25,9 +25,35 @@ struct Args {
     #[arg(long, env = "CHIMERA_TELEMETRY_INTERVAL_MS", default_value_t = 100,
           value_parser = clap::builder::ValueParser::new(interval_ms))]
     telemetry_interval_ms: u64,
+    /// A label sweep targets can select on (`labels.site == lab`), as
+    /// KEY=VALUE; repeat for several (or comma-separate them in the variable).
+    #[arg(long = "label", env = "CHIMERA_AGENT_LABELS", value_delimiter = ',',
+          value_parser = clap::builder::ValueParser::new(label))]
+    labels: Vec<(String, String)>,
     /// Print the devices this agent would offer (id, class, memory bytes, capabilities; tab-separated) and exit.
     #[arg(long)]
     list_devices: bool,
+}
+
+fn label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label `{s}` is not KEY=VALUE"))?;
+    let key_ok = !k.is_empty()
+        && k.len() <= 63
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if !key_ok {
+        return Err(format!(
+            "label key `{k}` must be 1 to 63 letters, digits, `_`, `-` or `.`"
+        ));
+    }
+    if v.len() > 253 || v.chars().any(|c| c.is_control()) {
+        return Err(format!(
+            "label value `{v}` must be at most 253 printable characters"
+        ));
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 fn interval_ms(s: &str) -> Result<u64, String> {
@@ -61,6 +87,7 @@ async fn main() {
         args.name.unwrap_or_else(chimera_agent::hostname),
     );
     config.model_dirs = args.model_dirs;
+    config.labels = args.labels.into_iter().collect();
     config.telemetry_interval = (args.telemetry_interval_ms > 0)
         .then(|| std::time::Duration::from_millis(args.telemetry_interval_ms));
     let result = chimera_agent::run(config, chimera_observe::shutdown_on_signal()).await;

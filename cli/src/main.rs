@@ -1,7 +1,9 @@
 //! `chimera`: the operator's command line.
 
 mod output;
+mod report;
 mod run;
+mod table;
 mod watch;
 
 use anyhow::{bail, Context};
@@ -107,6 +109,31 @@ enum Command {
         /// Throughput metric, tokens/s.
         #[arg(long, default_value = "decode_tokens_per_s")]
         metric: String,
+    },
+    /// A static HTML report (comparison table, charts of the metric, the
+    /// Pareto front and device telemetry) with every trial as CSV and JSON,
+    /// written to DIR: index.html, trials.csv, trials.json.
+    Report {
+        /// Sweep ids or results.json paths; each is a section of the page.
+        #[arg(required = true)]
+        sweeps: Vec<String>,
+        /// More results (sweep ids or results.json) joined by configuration
+        /// to the sections with the same setups, e.g. the eval sweep beside
+        /// the generate sweep for the Pareto chart.
+        #[arg(long = "with")]
+        with: Vec<String>,
+        /// Metric of the table and the bar chart (default: the workload's
+        /// headline metric).
+        #[arg(long, short)]
+        metric: Option<String>,
+        /// The two metrics of the Pareto chart, `X,Y` (default:
+        /// decode_tokens_per_s,kl_mean for a generate sweep with an eval
+        /// sweep; none for kernels).
+        #[arg(long)]
+        pareto: Option<String>,
+        /// Output directory.
+        #[arg(long, default_value = "chimera-report")]
+        out: PathBuf,
     },
     /// Run a sweep on an in-process controller and local agent, print the
     /// comparison and write DIR/results.json.
@@ -479,6 +506,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 metric.as_deref(),
                 model_dirs,
                 fmt,
+            )
+            .await
+        }
+        Command::Report {
+            sweeps,
+            with,
+            metric,
+            pareto,
+            out,
+        } => {
+            report::command(
+                &url,
+                &sweeps,
+                &with,
+                metric.as_deref(),
+                pareto.as_deref(),
+                &out,
             )
             .await
         }

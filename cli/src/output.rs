@@ -1,6 +1,7 @@
 //! Printing: every listing as a table, JSON or CSV on stdout. Numbers carry
 //! their unit in the column header.
 
+use crate::table::{self, Col};
 use chimera_domain::compare::Comparison;
 use chimera_domain::metrics;
 use chimera_domain::params::label;
@@ -37,20 +38,32 @@ fn table(header: &[&str]) -> Table {
     t
 }
 
+/// Prints a listing; a table is fitted to the terminal's width (see
+/// [`crate::table`]), `cols` saying how each column may give way.
 fn emit(
     fmt: Format,
     header: &[&str],
+    cols: &[Col],
     rows: Vec<Vec<String>>,
     json: serde_json::Value,
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match fmt {
         Format::Table => {
-            let mut t = table(header);
-            for r in rows {
+            let width = table::terminal_width();
+            let fitted = table::fit(header, &rows, cols, width);
+            let head: Vec<&str> = fitted.header.iter().map(String::as_str).collect();
+            let mut t = table(&head);
+            for r in fitted.rows {
                 t.add_row(r);
             }
             writeln!(out, "{t}")?;
+            if !fitted.dropped.is_empty() {
+                eprintln!(
+                    "(left out to fit {width} columns: {}; --output csv or json has every column)",
+                    fitted.dropped.join(", ")
+                );
+            }
         }
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?,
         Format::Csv => {
@@ -98,6 +111,19 @@ pub fn sweeps(list: &[proto::Sweep], fmt: Format) -> anyhow::Result<()> {
             ]
         })
         .collect();
+    let cols = [
+        Col::key(),
+        Col::text(8, 10),
+        Col::text(7, 8),
+        Col::text(9, 9),
+        Col::num(6),
+        Col::num(3),
+        Col::num(4),
+        Col::num(6),
+        Col::num(5),
+        Col::num(2),
+        Col::num(1),
+    ];
     let js = list
         .iter()
         .map(|s| {
@@ -109,7 +135,7 @@ pub fn sweeps(list: &[proto::Sweep], fmt: Format) -> anyhow::Result<()> {
             })
         })
         .collect();
-    emit(fmt, &header, rows, serde_json::Value::Array(js))
+    emit(fmt, &header, &cols, rows, serde_json::Value::Array(js))
 }
 
 /// Agents.
@@ -147,6 +173,18 @@ pub fn agents(list: &[proto::Agent], fmt: Format) -> anyhow::Result<()> {
             ]);
         }
     }
+    let cols = [
+        Col::text(Col::KEEP, 12),
+        Col::text(4, 10),
+        Col::text(1, 8),
+        Col::text(6, 5),
+        Col::text(3, 5),
+        Col::text(7, 6),
+        Col::text(8, 14),
+        Col::num(2),
+        Col::text(5, 12),
+        Col::num(1),
+    ];
     let js = list
         .iter()
         .map(|a| {
@@ -162,7 +200,7 @@ pub fn agents(list: &[proto::Agent], fmt: Format) -> anyhow::Result<()> {
             })
         })
         .collect();
-    emit(fmt, &header, rows, serde_json::Value::Array(js))
+    emit(fmt, &header, &cols, rows, serde_json::Value::Array(js))
 }
 
 fn opt_num(v: Option<&f64>) -> String {
@@ -243,6 +281,23 @@ pub fn results(r: &ResultsFile, fmt: Format) -> anyhow::Result<()> {
     }
     header.extend(["attempt", "agent", "error"].iter().map(|s| s.to_string()));
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    // The headline metric outlasts everything but the trial id; the others
+    // go before the configuration, the error and the state.
+    let mut cols = vec![
+        Col::key(),
+        Col::text(7, 9),
+        Col::text(6, 12),
+        Col::text(8, 16),
+    ];
+    cols.extend((0..shown.len()).map(|k| {
+        Col::num(match k {
+            0 => 9,
+            1 => 5,
+            2 => 4,
+            _ => 3,
+        })
+    }));
+    cols.extend([Col::num(1), Col::text(2, 8), Col::text(8, 16)]);
     let rows = r
         .trials
         .iter()
@@ -262,7 +317,7 @@ pub fn results(r: &ResultsFile, fmt: Format) -> anyhow::Result<()> {
             row
         })
         .collect();
-    emit(fmt, &header, rows, serde_json::Value::Null)
+    emit(fmt, &header, &cols, rows, serde_json::Value::Null)
 }
 
 /// Telemetry samples: one row each, one column per sensor seen.
@@ -280,6 +335,28 @@ pub fn telemetry(samples: &[proto::TelemetrySample], fmt: Format) -> anyhow::Res
         .collect();
     header.extend(fields.iter().map(|f| f.to_string()));
     header.push("throttle".into());
+    // Power, utilisation, clocks and temperature before the rest.
+    const FIRST: &[&str] = &[
+        "power_w",
+        "cpu_util_pct",
+        "gpu_util_pct",
+        "sm_clock_mhz",
+        "cpu_mhz_mean",
+        "temp_c",
+    ];
+    let mut cols = vec![
+        Col::num(9),
+        Col::text(7, 6),
+        Col::text(8, 7),
+        Col::text(3, 12),
+    ];
+    cols.extend(fields.iter().map(|f| {
+        Col::num(match FIRST.iter().position(|p| p == f) {
+            Some(k) => 8 - (k as u8).min(3),
+            None => 2,
+        })
+    }));
+    cols.push(Col::text(1, 10));
     let rows = samples
         .iter()
         .map(|s| {
@@ -306,7 +383,7 @@ pub fn telemetry(samples: &[proto::TelemetrySample], fmt: Format) -> anyhow::Res
         })
         .collect();
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    emit(fmt, &header, rows, serde_json::Value::Null)?;
+    emit(fmt, &header, &cols, rows, serde_json::Value::Null)?;
     if fmt == Format::Table {
         eprintln!("{} samples", samples.len());
     }
@@ -338,7 +415,8 @@ pub fn pareto(
         .iter()
         .map(|p| vec![p.class.clone(), p.config.clone(), num(p.x), num(p.y)])
         .collect();
-    emit(fmt, &header, rows, serde_json::Value::Null)?;
+    let cols = [Col::text(5, 12), Col::text(8, 16), Col::key(), Col::key()];
+    emit(fmt, &header, &cols, rows, serde_json::Value::Null)?;
     if fmt == Format::Table {
         println!("Pareto-optimal configurations per class (medians over repeats): none is beaten on both metrics");
     }
@@ -382,7 +460,17 @@ pub fn cost(
             ]
         })
         .collect();
-    emit(fmt, &header, table_rows, serde_json::Value::Null)?;
+    let cols = [
+        Col::text(6, 12),
+        Col::text(8, 12),
+        Col::text(7, 12),
+        Col::num(9),
+        Col::num(9),
+        Col::num(6),
+        Col::num(5),
+        Col::key(),
+    ];
+    emit(fmt, &header, &cols, table_rows, serde_json::Value::Null)?;
     if fmt == Format::Table {
         println!(
             "{} tokens/month at {:.0}% utilisation, 720 h/month; medians over repeats; \
@@ -438,7 +526,18 @@ pub fn diff(d: &chimera_domain::diff::Diff, fmt: Format) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    emit(fmt, &header, rows, serde_json::Value::Null)?;
+    let cols = [
+        Col::text(6, 12),
+        Col::text(8, 12),
+        Col::text(7, 12),
+        Col::num(5),
+        Col::num(5),
+        Col::key(),
+        Col::num(4),
+        Col::num(3),
+        Col::text(Col::KEEP, 12),
+    ];
+    emit(fmt, &header, &cols, rows, serde_json::Value::Null)?;
     if fmt == Format::Table {
         println!(
             "{} ({}): B against A, change of the mean over repeats; verdict by Welch's t-test at 5%{}",
@@ -471,12 +570,12 @@ pub fn num(v: f64) -> String {
     format!("{v:.digits$}")
 }
 
-/// The speed / accuracy trade-off per weight format.
-pub fn tradeoff(rows: &[chimera_domain::compare::TradeoffRow], fmt: Format) -> anyhow::Result<()> {
-    if fmt == Format::Json {
-        println!("{}", serde_json::to_string_pretty(rows)?);
-        return Ok(());
-    }
+/// The trade-off as a table: header and rows; `marks` adds the `*` marks of
+/// the terminal table (CSV leaves them out).
+pub fn tradeoff_table(
+    rows: &[chimera_domain::compare::TradeoffRow],
+    marks: bool,
+) -> (Vec<String>, Vec<Vec<String>>) {
     let opt = |v: Option<f64>| v.map(num).unwrap_or_else(|| "-".into());
     let header = [
         "device class",
@@ -488,12 +587,13 @@ pub fn tradeoff(rows: &[chimera_domain::compare::TradeoffRow], fmt: Format) -> a
         "top-1 agree",
         "perplexity",
         "",
-    ];
-    let table = fmt == Format::Table;
+    ]
+    .map(str::to_owned)
+    .to_vec();
     let rows = rows
         .iter()
         .map(|r| {
-            let mark = |v: String, best: bool| if best && table { format!("{v} *") } else { v };
+            let mark = |v: String, best: bool| if best && marks { format!("{v} *") } else { v };
             vec![
                 r.device_class.clone(),
                 r.format.clone(),
@@ -511,23 +611,46 @@ pub fn tradeoff(rows: &[chimera_domain::compare::TradeoffRow], fmt: Format) -> a
             ]
         })
         .collect();
-    emit(fmt, &header, rows, serde_json::Value::Null)?;
+    (header, rows)
+}
+
+/// What the trade-off table's marks mean.
+pub const TRADEOFF_NOTE: &str =
+    "medians over repeats; * = fastest decode / closest to the reference on the class; \
+     pareto = no format is both faster and closer. KL is against the f32 reference \
+     (the model's Q4_1 weights dequantized), over its top-32 tokens plus the rest.";
+
+/// The speed / accuracy trade-off per weight format.
+pub fn tradeoff(rows: &[chimera_domain::compare::TradeoffRow], fmt: Format) -> anyhow::Result<()> {
+    if fmt == Format::Json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+        return Ok(());
+    }
+    let table = fmt == Format::Table;
+    let (header, rows) = tradeoff_table(rows, table);
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let cols = [
+        Col::text(6, 12),
+        Col::text(Col::KEEP, 8),
+        Col::num(9),
+        Col::num(4),
+        Col::num(3),
+        Col::num(8),
+        Col::num(5),
+        Col::num(2),
+        Col::text(7, 6),
+    ];
+    emit(fmt, &header, &cols, rows, serde_json::Value::Null)?;
     if table {
-        println!(
-            "medians over repeats; * = fastest decode / closest to the reference on the class; \
-             pareto = no format is both faster and closer. KL is against the f32 reference \
-             (the model's Q4_1 weights dequantized), over its top-32 tokens plus the rest."
-        );
+        println!("{TRADEOFF_NOTE}");
     }
     Ok(())
 }
 
-/// A comparison: configurations x classes, best per class marked with `*`.
-pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
-    if fmt == Format::Json {
-        println!("{}", serde_json::to_string_pretty(c)?);
-        return Ok(());
-    }
+/// A comparison as a table: header and rows. `table` gives the terminal's
+/// cells (median with its ±95% interval, marks, a ratio column per class);
+/// otherwise one plain number per class (CSV).
+pub fn comparison_table(c: &Comparison, table: bool) -> (Vec<String>, Vec<Vec<String>>) {
     let unit = if c.unit.is_empty() {
         String::new()
     } else {
@@ -541,7 +664,7 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
     let mut header = vec!["problem".to_owned(), "setup".to_owned()];
     for class in &c.classes {
         header.push(format!("{class}{unit}"));
-        if fmt == Format::Table {
+        if table {
             header.push(if baseline { "vs baseline" } else { "vs best" }.into());
         }
     }
@@ -552,7 +675,7 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
             let mut row = vec![r.group.clone(), r.setup.clone()];
             for cell in &r.cells {
                 match cell {
-                    Some(cell) if fmt == Format::Table => {
+                    Some(cell) if table => {
                         // The 95% interval of the mean, as a +- share of the value.
                         let ci = cell
                             .ci95
@@ -580,7 +703,7 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
                         );
                     }
                     Some(cell) => row.push(cell.value.to_string()),
-                    None if fmt == Format::Table => {
+                    None if table => {
                         row.push("-".into());
                         row.push(String::new());
                     }
@@ -590,18 +713,41 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
             row
         })
         .collect();
+    (header, rows)
+}
+
+/// What a comparison table's cells and marks mean.
+pub fn comparison_note(c: &Comparison) -> String {
+    format!(
+        "{} ({}): median over repeats, ±: 95% interval of the mean; * = best setup for the problem on the device class; (throttled) = measured while the device's clocks were held down; (mixed env) = repeats from different agent builds or CPUs",
+        c.metric,
+        if c.higher_is_better {
+            "higher is better"
+        } else {
+            "lower is better"
+        }
+    )
+}
+
+/// A comparison: configurations x classes, best per class marked with `*`.
+pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
+    if fmt == Format::Json {
+        println!("{}", serde_json::to_string_pretty(c)?);
+        return Ok(());
+    }
+    let table = fmt == Format::Table;
+    let (header, rows) = comparison_table(c, table);
+    let mut cols = vec![Col::text(7, 12), Col::text(8, 14)];
+    for _ in &c.classes {
+        cols.push(Col::num(9));
+        if table {
+            cols.push(Col::num(3));
+        }
+    }
     let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
-    emit(fmt, &header_refs, rows, serde_json::Value::Null)?;
-    if fmt == Format::Table {
-        println!(
-            "{} ({}): median over repeats, ±: 95% interval of the mean; * = best setup for the problem on the device class; (throttled) = measured while the device's clocks were held down; (mixed env) = repeats from different agent builds or CPUs",
-            c.metric,
-            if c.higher_is_better {
-                "higher is better"
-            } else {
-                "lower is better"
-            }
-        );
+    emit(fmt, &header_refs, &cols, rows, serde_json::Value::Null)?;
+    if table {
+        println!("{}", comparison_note(c));
     }
     Ok(())
 }

@@ -3,11 +3,12 @@
 //! comparison prints, and the results are written to the output directory.
 
 use crate::output::{self, Format};
-use crate::{connect, fetch_results, status, watch};
+use crate::{connect, fetch_results, report, status, watch};
 use anyhow::Context;
 use chimera_domain::catalog::Workload;
 use chimera_domain::results::ResultsFile;
 use chimera_domain::spec::ParsedSweep;
+use chimera_domain::telemetry::{TrialSample, TELEMETRY_FILE};
 use chimera_proto::v1 as proto;
 use chimera_proto::v1::operator_service_client::OperatorServiceClient;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,44 @@ async fn sweep(
     Ok((results, watch::exit_code(&last)))
 }
 
+/// The telemetry samples of finished sweeps to save beside their results
+/// (each sweep with the metric a report selects its trials by): after the
+/// agents' last samples have had time to arrive. A failure to read them is
+/// reported and leaves the file without them; it does not fail the run.
+async fn telemetry(
+    client: &mut OperatorServiceClient<Channel>,
+    runs: &[(&ResultsFile, &str)],
+) -> Vec<TrialSample> {
+    tokio::time::sleep(report::TELEMETRY_FLUSH).await;
+    let mut budget = report::SAVED_SAMPLES_BUDGET;
+    let mut out = Vec::new();
+    for (results, metric) in runs {
+        match report::collect_telemetry(client, results, metric, &mut budget).await {
+            Ok(samples) => out.extend(samples),
+            Err(e) => eprintln!(
+                "chimera: could not save the telemetry of sweep {}: {e:#}",
+                results.sweep.id
+            ),
+        }
+    }
+    out
+}
+
+/// The names of the agents' hosts, for a report's header.
+async fn hosts(
+    client: &mut OperatorServiceClient<Channel>,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    Ok(client
+        .list_agents(proto::ListAgentsRequest {})
+        .await
+        .map_err(status("list agents"))?
+        .into_inner()
+        .agents
+        .into_iter()
+        .map(|a| (a.name, a.hostname))
+        .collect())
+}
+
 fn write(path: &Path, results: &ResultsFile) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_vec_pretty(results)?)
         .with_context(|| format!("write {}", path.display()))
@@ -154,13 +193,20 @@ pub async fn run(
     let local = Local::start(dirs).await?;
     let result = async {
         let mut client = local.client().await?;
-        sweep(&mut client, spec, source_name).await
+        let (results, code) = sweep(&mut client, spec, source_name).await?;
+        let metric = metric.unwrap_or(chimera_domain::compare::default_metric(
+            parsed.spec.workload.name(),
+            &results.trials,
+        ));
+        let samples = telemetry(&mut client, &[(&results, metric)]).await;
+        anyhow::Ok((results, code, samples))
     }
     .await;
     local.stop().await;
-    let (results, code) = result?;
+    let (results, code, samples) = result?;
     let path = out.join("results.json");
     write(&path, &results)?;
+    report::write_telemetry(&out.join(TELEMETRY_FILE), &samples)?;
     if parsed.spec.workload != Workload::Kernel && fmt == Format::Table {
         // Every trial with the workload's headline metrics, then the comparison.
         output::results(&results, fmt)?;
@@ -175,8 +221,9 @@ pub async fn run(
         fmt,
     )?;
     eprintln!(
-        "wrote {} ({:.1} s wall time)",
+        "wrote {} and {TELEMETRY_FILE} ({} samples) ({:.1} s wall time)",
         path.display(),
+        samples.len(),
         started.elapsed().as_secs_f64()
     );
     Ok(code)
@@ -194,14 +241,35 @@ pub async fn demo(out: &Path, model_dirs_given: Vec<PathBuf>, fmt: Format) -> an
         let kernel = sweep(&mut client, QUICKSTART, "examples/quickstart.yaml").await?;
         let generate = sweep(&mut client, DEMO_GENERATE, "examples/demo-generate.yaml").await?;
         let eval = sweep(&mut client, DEMO_EVAL, "examples/demo-eval.yaml").await?;
-        anyhow::Ok((kernel, generate, eval))
+        let samples = telemetry(
+            &mut client,
+            &[
+                (&kernel.0, "gflop_per_s"),
+                (&generate.0, "decode_tokens_per_s"),
+                (&eval.0, "kl_mean"),
+            ],
+        )
+        .await;
+        let hosts = hosts(&mut client).await?;
+        anyhow::Ok((kernel, generate, eval, samples, hosts))
     }
     .await;
     local.stop().await;
-    let ((kernel, c1), (generate, c2), (eval, c3)) = result?;
+    let ((kernel, c1), (generate, c2), (eval, c3), samples, hosts) = result?;
     write(&out.join("results.json"), &kernel)?;
     write(&out.join("generate.json"), &generate)?;
     write(&out.join("eval.json"), &eval)?;
+    let telemetry_path = out.join(TELEMETRY_FILE);
+    report::write_telemetry(&telemetry_path, &samples)?;
+    let report_dir = out.join("report");
+    demo_report(
+        &report_dir,
+        out,
+        [&kernel, &generate, &eval],
+        &samples,
+        &telemetry_path,
+        &hosts,
+    )?;
     println!("== kernels: matmul f32 vs quantized qmatmul ==");
     output::comparison(
         &chimera_domain::compare::compare(&kernel.trials, "gflop_per_s"),
@@ -213,10 +281,46 @@ pub async fn demo(out: &Path, model_dirs_given: Vec<PathBuf>, fmt: Format) -> an
         &chimera_domain::compare::tradeoff(&generate.trials, &eval.trials),
         fmt,
     )?;
+    println!();
+    println!(
+        "Report (tables, charts, telemetry): {}",
+        report_dir.join(report::INDEX).display()
+    );
     eprintln!(
-        "wrote results.json (kernels), generate.json and eval.json in {} ({:.1} s wall time)",
+        "wrote results.json (kernels), generate.json, eval.json, {TELEMETRY_FILE} and report/ in {} ({:.1} s wall time)",
         out.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(c1.max(c2).max(c3))
+}
+
+/// The demo's report: the kernels, then the model's generate sweep with
+/// its eval sweep joined (decode speed against KL divergence).
+fn demo_report(
+    dir: &Path,
+    out: &Path,
+    [kernel, generate, eval]: [&ResultsFile; 3],
+    samples: &[TrialSample],
+    telemetry_path: &Path,
+    hosts: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    let source = telemetry_path.display().to_string();
+    let section = |results: &ResultsFile, file: &str, joined: Vec<ResultsFile>| {
+        let metric = report::choose_metric(results, None)?;
+        let pareto = report::choose_pareto(results, &joined, None)?;
+        anyhow::Ok(report::Section {
+            origin: out.join(file).display().to_string(),
+            telemetry: report::telemetry_of(samples, &results.sweep.id, &source),
+            results: results.clone(),
+            joined,
+            metric,
+            pareto,
+        })
+    };
+    let sections = [
+        section(kernel, "results.json", Vec::new())?,
+        section(generate, "generate.json", vec![eval.clone()])?,
+    ];
+    let rendered = report::render(&sections, hosts)?;
+    report::write(dir, &rendered)
 }

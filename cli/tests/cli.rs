@@ -205,3 +205,56 @@ fn completions_are_generated_for_the_shells() {
     let out = chimera(&["completions", "tcsh-ish"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn tables_fit_80_columns_and_csv_keeps_every_value_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let class = "cpu: AMD EPYC 7B13 64-Core Processor with a rather long name x64";
+    let trials: Vec<serde_json::Value> = ["q8_0", "q4_0"]
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            serde_json::json!({
+                "id": format!("t{i:05}"), "sweep_id": "s", "state": "succeeded",
+                "device_class": class, "config_index": i, "repeat": 0, "attempt": 1,
+                "params": {"op": "qmatmul", "format": f, "shape": "64,11008,4096",
+                           "variant": "a-variant-with-a-long-descriptive-name"},
+                "metrics": {"gflop_per_s": 123456.125 + i as f64},
+            })
+        })
+        .collect();
+    let file = serde_json::json!({
+        "format": "chimera.results", "version": 1,
+        "sweep": {"id": "s", "name": "s", "workload": "kernel", "state": "done", "created_unix_ms": 0},
+        "trials": trials,
+    });
+    let f = dir.path().join("results.json");
+    std::fs::write(&f, file.to_string()).unwrap();
+    let out = chimera(&["compare", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let table: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains('│') || l.contains('╞') || l.contains('┌') || l.contains('└'))
+        .collect();
+    assert!(!table.is_empty(), "{text}");
+    for line in &table {
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
+    assert!(text.contains('…'), "long text is cut: {text}");
+    assert!(
+        text.contains("123456") && text.contains("123457"),
+        "numbers are whole: {text}"
+    );
+    let out = chimera(&["compare", f.to_str().unwrap(), "--output", "csv"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(class) && text.contains("a-variant-with-a-long-descriptive-name"),
+        "{text}"
+    );
+    assert!(!text.contains('…'));
+}

@@ -84,6 +84,23 @@ impl TryFrom<proto::Hello> for Hello {
                 )));
             }
         }
+        if h.labels.len() > 64 {
+            return Err(invalid(format!(
+                "hello.labels: {} labels exceeds the limit of 64",
+                h.labels.len()
+            )));
+        }
+        for (k, v) in &h.labels {
+            let key_ok = !k.is_empty()
+                && k.len() <= 63
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+            if !key_ok || v.len() > 253 {
+                return Err(invalid(format!(
+                    "hello.labels: `{k}` = `{v}`: keys are 1 to 63 letters, digits, `_`, `-`, `.`; values at most 253 bytes"
+                )));
+            }
+        }
         let running = h
             .running
             .into_iter()
@@ -96,6 +113,7 @@ impl TryFrom<proto::Hello> for Hello {
             devices: h.devices,
             features: h.features,
             running,
+            labels: h.labels.into_iter().collect(),
         })
     }
 }

@@ -17,9 +17,11 @@ use crate::error::ApiError;
 use crate::keys;
 use crate::store::{LeaseId, Op, Store, Txn};
 use chimera_domain::catalog::Workload;
+use chimera_domain::device::DeviceView;
 use chimera_domain::models::EvalTrial;
 use chimera_domain::params::{params_to_proto, Params};
 use chimera_domain::results::{Fingerprint, TrialRecord, TrialState};
+use chimera_domain::search::{Budget, Observed, Proposal, Search};
 use chimera_domain::spec::{find_line, Harness, ParsedSweep, Placement, SpecError, Target};
 use chimera_domain::{AgentId, SweepId, TrialId};
 use chimera_proto::v1 as proto;
@@ -70,6 +72,7 @@ pub struct Hello {
     pub devices: Vec<proto::Device>,
     pub features: Vec<String>,
     pub running: Vec<TrialRef>,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What an agent reported on its stream.
@@ -153,6 +156,13 @@ pub struct SweepRecord {
     pub harness: Harness,
     pub placement: Placement,
     pub target: Target,
+    /// How configurations are chosen (adaptive searches add trials as
+    /// results arrive, so `trials_total` grows).
+    #[serde(default)]
+    pub search: Search,
+    /// Limits on trials per class and on time.
+    #[serde(default)]
+    pub budget: Budget,
     /// W3C trace context of the submission: every trial's assignment is a
     /// span of that trace.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -166,11 +176,87 @@ struct AgentRecord {
     hostname: String,
     version: String,
     device_classes: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
 }
 
 struct SweepMeta {
     record: SweepRecord,
     counts: HashMap<TrialState, u32>,
+    /// The per-class searches of an adaptive sweep.
+    search: Option<SearchRun>,
+}
+
+/// An adaptive sweep's searches: the space, and per device class what has
+/// been proposed and learnt. Derived from the spec and the trials alone, so
+/// recovery rebuilds it from the store.
+struct SearchRun {
+    search: Search,
+    configs: Vec<Params>,
+    /// The reference trial each configuration's trials consume (eval).
+    depends: Vec<Option<String>>,
+    repeats: u32,
+    max_trials: Option<u32>,
+    classes: BTreeMap<String, ClassSearch>,
+}
+
+#[derive(Default)]
+struct ClassSearch {
+    /// Finished trials, as the search sees them.
+    history: Vec<Observed>,
+    /// Trials created for the class.
+    created: u32,
+    /// Of those, not yet finished.
+    open: u32,
+    /// The search of this class proposes nothing more.
+    over: bool,
+}
+
+impl SearchRun {
+    fn new(parsed: &ParsedSweep, depends: Vec<Option<String>>) -> Self {
+        SearchRun {
+            search: parsed.spec.search.clone(),
+            configs: parsed.configs.clone(),
+            depends,
+            repeats: parsed.spec.repeats,
+            max_trials: parsed.spec.budget.max_trials,
+            classes: BTreeMap::new(),
+        }
+    }
+
+    /// What the class's search learns from a finished trial.
+    fn observed(&self, rec: &TrialRecord) -> Observed {
+        let value = match (rec.state, self.search.goal()) {
+            (TrialState::Succeeded, Some(goal)) => goal.value(&rec.metrics),
+            _ => None,
+        };
+        Observed {
+            config: rec.config_index as usize,
+            rung: rec.rung.unwrap_or(0),
+            value,
+        }
+    }
+
+    /// The class's next generation (nothing when its search is over or out
+    /// of budget).
+    fn propose(&mut self, class: &str) -> Vec<Proposal> {
+        let Some(c) = self.classes.get(class) else {
+            return Vec::new();
+        };
+        if c.over || c.open > 0 {
+            return Vec::new();
+        }
+        let limit = self.max_trials.map_or(usize::MAX, |m| {
+            (m.saturating_sub(c.created) / self.repeats.max(1)) as usize
+        });
+        let next = self.search.next(&self.configs, class, &c.history, limit);
+        if next.is_empty() {
+            if let Some(c) = self.classes.get_mut(class) {
+                c.over = true;
+            }
+        }
+        next
+    }
 }
 
 struct DeviceSlot {
@@ -185,6 +271,7 @@ struct AgentState {
     hostname: String,
     version: String,
     features: Vec<String>,
+    labels: BTreeMap<String, String>,
     devices: Vec<DeviceSlot>,
     /// Non-terminal trials assigned to this agent, with when they were
     /// assigned (or adopted after a reconnect).
@@ -296,11 +383,13 @@ impl Scheduler {
         for kv in store.range(keys::sweeps().as_bytes()).await?.kvs {
             let record: SweepRecord = serde_json::from_slice(&kv.value)
                 .map_err(|e| anyhow::anyhow!("decode {}: {e}", String::from_utf8_lossy(&kv.key)))?;
+            let search = recover_search(&record);
             s.sweeps.insert(
                 SweepId(record.id.clone()),
                 SweepMeta {
                     record,
                     counts: HashMap::new(),
+                    search,
                 },
             );
         }
@@ -320,6 +409,18 @@ impl Scheduler {
                 continue;
             };
             *meta.counts.entry(rec.state).or_default() += 1;
+            if let Some(run) = &mut meta.search {
+                if (rec.config_index as usize) < run.configs.len() {
+                    let observed = run.observed(&rec);
+                    let c = run.classes.entry(rec.device_class.clone()).or_default();
+                    c.created += 1;
+                    if rec.state.is_terminal() {
+                        c.history.push(observed);
+                    } else {
+                        c.open += 1;
+                    }
+                }
+            }
             match rec.state {
                 TrialState::Pending if rec.depends_on.is_some() => {
                     let dep = TrialKey {
@@ -328,7 +429,7 @@ impl Scheduler {
                     };
                     blocked.push((dep, key.clone()));
                 }
-                TrialState::Pending => s.enqueue(&rec.device_class, key.clone(), false),
+                TrialState::Pending => s.enqueue(&queue_of(&rec), key.clone(), false),
                 TrialState::Assigned | TrialState::Running => {
                     let name = AgentId(rec.agent.clone().unwrap_or_default());
                     s.agents
@@ -339,6 +440,7 @@ impl Scheduler {
                             hostname: String::new(),
                             version: String::new(),
                             features: vec![],
+                            labels: BTreeMap::new(),
                             devices: vec![],
                             trials: HashMap::new(),
                             deadline,
@@ -372,7 +474,7 @@ impl Scheduler {
                             .unwrap_or_default();
                         s.artifacts.insert(dep.clone(), Arc::new(bytes));
                     }
-                    if let Some(class) = s.live.get(&key).map(|r| r.device_class.clone()) {
+                    if let Some(class) = s.live.get(&key).map(queue_of) {
                         s.enqueue(&class, key.clone(), false);
                     }
                 }
@@ -382,14 +484,62 @@ impl Scheduler {
                 None => s.waiting.entry(dep).or_default().push(key),
             }
         }
-        if !failed_deps.is_empty() {
-            let mut fx = Effects::default();
-            for (key, why) in failed_deps {
-                s.update(&key, &mut fx, |t| {
-                    t.state = TrialState::Failed;
-                    t.error = Some(why);
-                });
+        // References later generations of adaptive sweeps will consume.
+        let mut refs: Vec<TrialKey> = s
+            .sweeps
+            .iter()
+            .filter(|(_, m)| m.record.state == "running")
+            .flat_map(|(id, m)| {
+                m.search.iter().flat_map(move |run| {
+                    run.depends.iter().flatten().map(move |d| TrialKey {
+                        sweep: id.clone(),
+                        trial: TrialId(d.clone()),
+                    })
+                })
+            })
+            .collect();
+        refs.sort_by(|a, b| (&a.sweep.0, &a.trial.0).cmp(&(&b.sweep.0, &b.trial.0)));
+        refs.dedup();
+        for dep in refs {
+            if matches!(finished.get(&dep), Some((TrialState::Succeeded, _)))
+                && !s.artifacts.contains_key(&dep)
+            {
+                let k = keys::artifact(&dep.sweep.0, &dep.trial.0);
+                let bytes = store
+                    .get(k.as_bytes())
+                    .await?
+                    .map(|kv| kv.value)
+                    .unwrap_or_default();
+                s.artifacts.insert(dep, Arc::new(bytes));
             }
+        }
+        let mut fx = Effects::default();
+        for (key, why) in failed_deps {
+            s.update(&key, &mut fx, |t| {
+                t.state = TrialState::Failed;
+                t.error = Some(why);
+            });
+        }
+        // A search whose last generation finished but had not proposed the
+        // next (none is written apart from a finish, but be sure).
+        let idle: Vec<(SweepId, String)> = s
+            .sweeps
+            .iter()
+            .filter(|(_, m)| m.record.state == "running")
+            .flat_map(|(id, m)| {
+                m.search.iter().flat_map(move |run| {
+                    run.classes
+                        .iter()
+                        .filter(|(_, c)| c.open == 0 && !c.over)
+                        .map(move |(class, _)| (id.clone(), class.clone()))
+                })
+            })
+            .collect();
+        for (id, class) in idle {
+            s.advance(&id, &class, &mut fx);
+        }
+        s.settle_all(&mut fx);
+        if !fx.ops.is_empty() {
             s.commit(fx).await?;
         }
         info!(
@@ -430,6 +580,7 @@ impl Scheduler {
             let mut fx = Effects::default();
             if ticked {
                 self.expire_agents(&mut fx);
+                self.enforce_deadlines(&mut fx);
             }
             for c in batch {
                 self.handle(c, &mut fx).await;
@@ -559,6 +710,7 @@ impl Scheduler {
             hostname: hello.hostname.clone(),
             version: hello.version.clone(),
             features: hello.features.clone(),
+            labels: hello.labels.clone(),
             devices: hello
                 .devices
                 .iter()
@@ -624,6 +776,7 @@ impl Scheduler {
                 name: name.0.clone(),
                 hostname: hello.hostname.clone(),
                 version: hello.version.clone(),
+                labels: hello.labels.clone(),
                 device_classes: hello
                     .devices
                     .iter()
@@ -888,6 +1041,7 @@ impl Scheduler {
             last_seen_ms_ago: a.last_seen.elapsed().as_millis() as u64,
             connected: a.tx.is_some(),
             draining: a.draining,
+            labels: a.labels.clone().into_iter().collect(),
         }
     }
 
@@ -944,27 +1098,201 @@ impl Scheduler {
                 }
                 *meta.counts.entry(after).or_default() += 1;
             }
-            let open = [
-                TrialState::Pending,
-                TrialState::Assigned,
-                TrialState::Running,
-            ]
-            .iter()
-            .map(|s| meta.counts.get(s).copied().unwrap_or(0))
-            .sum::<u32>();
-            if open == 0 && meta.record.state == "running" {
-                meta.record.state = "done".into();
-                self.artifacts.retain(|k, _| k.sweep != key.sweep);
-                fx.ops
-                    .push(Op::put(keys::sweep(&meta.record.id), json(&meta.record)));
-                info!(sweep = %meta.record.id, "sweep done");
-            }
         }
+        if after.is_terminal() && !before.is_terminal() {
+            self.observe(key, &rec, fx);
+        }
+        self.settle(&key.sweep, fx);
         if let Ok(sweep) = self.sweep_proto(&key.sweep) {
             fx.events.push(proto::SweepEvent {
                 sweep: Some(sweep),
                 trial: Some((&rec).into()),
             });
+        }
+    }
+
+    /// Marks a running sweep done once no trial of it is open and no search
+    /// of it will propose more.
+    fn settle(&mut self, id: &SweepId, fx: &mut Effects) {
+        let Some(meta) = self.sweeps.get_mut(id) else {
+            return;
+        };
+        let open = [
+            TrialState::Pending,
+            TrialState::Assigned,
+            TrialState::Running,
+        ]
+        .iter()
+        .map(|s| meta.counts.get(s).copied().unwrap_or(0))
+        .sum::<u32>();
+        if open == 0 && meta.record.state == "running" {
+            meta.record.state = "done".into();
+            self.artifacts.retain(|k, _| &k.sweep != id);
+            fx.ops
+                .push(Op::put(keys::sweep(&meta.record.id), json(&meta.record)));
+            info!(sweep = %meta.record.id, "sweep done");
+        }
+    }
+
+    fn settle_all(&mut self, fx: &mut Effects) {
+        let ids: Vec<SweepId> = self.sweeps.keys().cloned().collect();
+        for id in ids {
+            self.settle(&id, fx);
+        }
+    }
+
+    /// A trial of an adaptive sweep finished: its class's search learns the
+    /// result and, once the class's generation is complete, proposes the next.
+    fn observe(&mut self, key: &TrialKey, rec: &TrialRecord, fx: &mut Effects) {
+        let Some(meta) = self.sweeps.get_mut(&key.sweep) else {
+            return;
+        };
+        let running = meta.record.state == "running";
+        let Some(run) = meta.search.as_mut() else {
+            return;
+        };
+        if rec.config_index as usize >= run.configs.len() {
+            return; // a reference trial: not part of any class's search
+        }
+        let observed = run.observed(rec);
+        let Some(c) = run.classes.get_mut(&rec.device_class) else {
+            return;
+        };
+        c.history.push(observed);
+        c.open = c.open.saturating_sub(1);
+        if running && c.open == 0 {
+            let class = rec.device_class.clone();
+            self.advance(&key.sweep, &class, fx);
+        }
+    }
+
+    /// Creates and queues the next generation of a class's search.
+    fn advance(&mut self, id: &SweepId, class: &str, fx: &mut Effects) {
+        let Some(meta) = self.sweeps.get_mut(id) else {
+            return;
+        };
+        let Some(run) = meta.search.as_mut() else {
+            return;
+        };
+        let proposals = run.propose(class);
+        if proposals.is_empty() {
+            info!(sweep = %id, class, "search of this class is over");
+            return;
+        }
+        let mut n = meta.record.trials_total as usize;
+        let mut created = Vec::new();
+        for p in &proposals {
+            for repeat in 0..run.repeats {
+                created.push(TrialRecord {
+                    id: TrialId::nth(n).0,
+                    sweep_id: id.0.clone(),
+                    state: TrialState::Pending,
+                    device_class: class.to_owned(),
+                    params: run.configs[p.config].clone(),
+                    config_index: p.config as u32,
+                    repeat,
+                    attempt: 0,
+                    agent: None,
+                    device_id: None,
+                    metrics: BTreeMap::new(),
+                    fingerprint: None,
+                    error: None,
+                    wall_ms: None,
+                    detail: None,
+                    depends_on: run.depends[p.config].clone(),
+                    rung: p.rung,
+                    pinned: None,
+                });
+                n += 1;
+            }
+        }
+        let k = created.len() as u32;
+        if let Some(c) = run.classes.get_mut(class) {
+            c.created += k;
+            c.open += k;
+        }
+        meta.record.trials_total += k;
+        *meta.counts.entry(TrialState::Pending).or_default() += k;
+        fx.ops.push(Op::put(keys::sweep(&id.0), json(&meta.record)));
+        debug!(sweep = %id, class, trials = k, configs = proposals.len(), "search proposed a generation");
+        for rec in created {
+            self.add_trial(id, rec, fx);
+        }
+    }
+
+    /// Stores a new pending trial and queues it (or holds it for the trial it
+    /// depends on).
+    fn add_trial(&mut self, id: &SweepId, rec: TrialRecord, fx: &mut Effects) {
+        fx.ops
+            .push(Op::put(keys::trial(&id.0, &rec.id), json(&rec)));
+        let key = TrialKey {
+            sweep: id.clone(),
+            trial: TrialId(rec.id.clone()),
+        };
+        let dep = rec.depends_on.as_ref().map(|d| TrialKey {
+            sweep: id.clone(),
+            trial: TrialId(d.clone()),
+        });
+        let class = queue_of(&rec);
+        self.live.insert(key.clone(), rec);
+        match dep {
+            // The dependency is still open: wait for it.
+            Some(dep) if self.live.contains_key(&dep) => {
+                self.waiting.entry(dep).or_default().push(key)
+            }
+            // It succeeded earlier (its artifact is kept while the sweep runs).
+            Some(dep) if self.artifacts.contains_key(&dep) => self.enqueue(&class, key, false),
+            Some(dep) => {
+                let why = format!("reference trial {} did not succeed", dep.trial);
+                self.update(&key, fx, |t| {
+                    t.state = TrialState::Failed;
+                    t.error = Some(why);
+                });
+            }
+            None => self.enqueue(&class, key, false),
+        }
+    }
+
+    /// Ends sweeps past `budget.max_duration`: their pending trials are
+    /// cancelled and their searches propose nothing more; running trials finish.
+    fn enforce_deadlines(&mut self, fx: &mut Effects) {
+        let now = now_unix_ms();
+        let mut expired = Vec::new();
+        for (id, meta) in &mut self.sweeps {
+            let Some(secs) = meta.record.budget.max_duration_s else {
+                continue;
+            };
+            if meta.record.state != "running"
+                || now < meta.record.created_unix_ms + (secs as i64).saturating_mul(1000)
+            {
+                continue;
+            }
+            if let Some(run) = &mut meta.search {
+                for c in run.classes.values_mut() {
+                    c.over = true;
+                }
+            }
+            expired.push((id.clone(), secs));
+        }
+        for (id, secs) in expired {
+            let pending: Vec<TrialKey> = self
+                .live
+                .iter()
+                .filter(|(k, t)| k.sweep == id && t.state == TrialState::Pending)
+                .map(|(k, _)| k.clone())
+                .collect();
+            if pending.is_empty() {
+                continue;
+            }
+            info!(sweep = %id, cancelled = pending.len(), "budget.max_duration reached: pending trials cancelled");
+            for key in pending {
+                self.update(&key, fx, |t| {
+                    t.state = TrialState::Cancelled;
+                    t.error = Some(format!(
+                        "budget.max_duration ({secs} s) ran out before the trial started"
+                    ));
+                });
+            }
         }
     }
 
@@ -976,7 +1304,7 @@ impl Scheduler {
         };
         for d in dependents {
             if rec.state == TrialState::Succeeded {
-                if let Some(class) = self.live.get(&d).map(|t| t.device_class.clone()) {
+                if let Some(class) = self.live.get(&d).map(queue_of) {
                     self.enqueue(&class, d, false);
                 }
             } else {
@@ -1002,7 +1330,7 @@ impl Scheduler {
             return;
         }
         info!(sweep = %key.sweep, trial = %key.trial, attempt = rec.attempt, "{why}: trial back to pending");
-        let class = rec.device_class.clone();
+        let class = queue_of(rec);
         self.update(key, fx, |t| {
             t.state = TrialState::Pending;
             t.agent = None;
@@ -1032,7 +1360,11 @@ impl Scheduler {
         let Some(meta) = self.sweeps.get(&key.sweep) else {
             return;
         };
-        let harness = meta.record.harness;
+        let rung = self.live.get(key).and_then(|t| t.rung);
+        let harness = match &meta.search {
+            Some(run) => run.search.harness(meta.record.harness, rung),
+            None => meta.record.harness,
+        };
         let workload = meta.record.workload.clone();
         // A span of the submission's trace; the agent's run is its child.
         let span = tracing::info_span!("chimera.controller.assign", sweep = %key.sweep, trial = %key.trial, agent = %agent);
@@ -1119,14 +1451,15 @@ impl Scheduler {
         let Some(d) = a.devices.get(slot) else {
             return false;
         };
+        if let Some(pin) = &rec.pinned {
+            if *pin != pin_of(agent, &d.device.id) {
+                return false;
+            }
+        }
         d.device
             .capabilities
             .contains(&capability(&meta.record.workload, rec))
-            && (rec.device_class != ANY
-                || meta
-                    .record
-                    .target
-                    .matches(&d.device.kind, &d.device.device_class, &agent.0))
+            && (rec.device_class != ANY || meta.record.target.matches(&view(agent, a, &d.device)))
     }
 
     /// Matches pending trials with free devices: per class, pop and assign.
@@ -1140,6 +1473,19 @@ impl Scheduler {
         for class in classes {
             let candidates: Vec<(AgentId, usize)> = if class == ANY {
                 self.idle.values().flatten().cloned().collect()
+            } else if let Some(pin) = class.strip_prefix(PINNED) {
+                // One device: the only candidate, when it is free.
+                self.idle
+                    .values()
+                    .flatten()
+                    .filter(|(name, slot)| {
+                        self.agents
+                            .get(name)
+                            .and_then(|a| a.devices.get(*slot))
+                            .is_some_and(|d| pin_of(name, &d.device.id) == pin)
+                    })
+                    .cloned()
+                    .collect()
             } else {
                 self.idle
                     .get(&class)
@@ -1205,20 +1551,21 @@ impl Scheduler {
         let workload = spec.workload.name();
         // Device classes that match the target, with what each can run.
         let mut classes: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+        // Every matching device, as (class, pin), for placement `all`.
+        let mut devices: Vec<(String, String)> = Vec::new();
         for (name, a) in &self.agents {
             if a.tx.is_none() || a.draining {
                 continue;
             }
             for d in &a.devices {
                 if !d.device.capabilities.is_empty()
-                    && spec
-                        .target
-                        .matches(&d.device.kind, &d.device.device_class, &name.0)
+                    && spec.target.matches(&view(name, a, &d.device))
                 {
                     classes
                         .entry(d.device.device_class.clone())
                         .or_default()
                         .extend(d.device.capabilities.iter().cloned());
+                    devices.push((d.device.device_class.clone(), pin_of(name, &d.device.id)));
                 }
             }
         }
@@ -1244,7 +1591,7 @@ impl Scheduler {
                 .map(|(c, _)| c)
                 .collect();
             let refuse = match spec.placement {
-                Placement::EachClass => !lacking.is_empty(),
+                Placement::EachClass | Placement::All => !lacking.is_empty(),
                 Placement::Any => lacking.len() == classes.len(),
             };
             if refuse {
@@ -1262,9 +1609,12 @@ impl Scheduler {
                 return Err(ApiError::InvalidArgument(e.to_string()));
             }
         }
-        let targets: Vec<String> = match spec.placement {
-            Placement::EachClass => classes.keys().cloned().collect(),
-            Placement::Any => vec![ANY.to_owned()],
+        // Where each configuration runs: (class, the device it is pinned to).
+        devices.sort();
+        let targets: Vec<(String, Option<String>)> = match spec.placement {
+            Placement::EachClass => classes.keys().map(|c| (c.clone(), None)).collect(),
+            Placement::Any => vec![(ANY.to_owned(), None)],
+            Placement::All => devices.into_iter().map(|(c, pin)| (c, Some(pin))).collect(),
         };
         let id = SweepId(ulid::Ulid::new().to_string());
         let mut n = 0usize;
@@ -1307,31 +1657,58 @@ impl Scheduler {
                 wall_ms: None,
                 detail: None,
                 depends_on: None,
+                rung: None,
+                pinned: None,
             });
         }
-        for (ci, config) in parsed.configs.iter().enumerate() {
-            for class in &targets {
-                for repeat in 0..spec.repeats {
-                    let rec = TrialRecord {
-                        id: TrialId::nth(n).0,
-                        sweep_id: id.0.clone(),
-                        state: TrialState::Pending,
-                        device_class: class.clone(),
-                        params: config.clone(),
-                        config_index: ci as u32,
-                        repeat,
-                        attempt: 0,
-                        agent: None,
-                        device_id: None,
-                        metrics: BTreeMap::new(),
-                        fingerprint: None,
-                        error: None,
-                        wall_ms: None,
-                        detail: None,
-                        depends_on: depends[ci].clone(),
-                    };
-                    n += 1;
-                    trials.push(rec);
+        let mut search = spec
+            .search
+            .is_adaptive()
+            .then(|| SearchRun::new(&parsed, depends.clone()));
+        // Grid and random: every configuration on every class now. Adaptive:
+        // each class's first generation; the rest follows its results.
+        let mut plan: Vec<((String, Option<String>), Proposal)> = Vec::new();
+        for target in &targets {
+            let class = &target.0;
+            match &mut search {
+                Some(run) => {
+                    run.classes.insert(class.clone(), ClassSearch::default());
+                    plan.extend(run.propose(class).into_iter().map(|p| (target.clone(), p)));
+                }
+                None => plan.extend(
+                    (0..parsed.configs.len())
+                        .map(|config| (target.clone(), Proposal { config, rung: None })),
+                ),
+            }
+        }
+        // Grid order: configuration, then class (and device), then repeat.
+        plan.sort_by(|(a, p), (b, q)| (p.config, a).cmp(&(q.config, b)));
+        for ((class, pinned), p) in plan {
+            for repeat in 0..spec.repeats {
+                trials.push(TrialRecord {
+                    id: TrialId::nth(n).0,
+                    sweep_id: id.0.clone(),
+                    state: TrialState::Pending,
+                    device_class: class.clone(),
+                    params: parsed.configs[p.config].clone(),
+                    config_index: p.config as u32,
+                    repeat,
+                    attempt: 0,
+                    agent: None,
+                    device_id: None,
+                    metrics: BTreeMap::new(),
+                    fingerprint: None,
+                    error: None,
+                    wall_ms: None,
+                    detail: None,
+                    depends_on: depends[p.config].clone(),
+                    rung: p.rung,
+                    pinned: pinned.clone(),
+                });
+                n += 1;
+                if let Some(c) = search.as_mut().and_then(|r| r.classes.get_mut(&class)) {
+                    c.created += 1;
+                    c.open += 1;
                 }
             }
         }
@@ -1349,42 +1726,23 @@ impl Scheduler {
             harness: spec.harness,
             placement: spec.placement,
             target: spec.target.clone(),
+            search: spec.search.clone(),
+            budget: spec.budget,
             trace,
         };
         fx.ops.push(Op::put(keys::sweep(&id.0), json(&record)));
-        for rec in trials {
-            fx.ops
-                .push(Op::put(keys::trial(&id.0, &rec.id), json(&rec)));
-            let key = TrialKey {
-                sweep: id.clone(),
-                trial: TrialId(rec.id.clone()),
-            };
-            match &rec.depends_on {
-                Some(dep) => self
-                    .waiting
-                    .entry(TrialKey {
-                        sweep: id.clone(),
-                        trial: TrialId(dep.clone()),
-                    })
-                    .or_default()
-                    .push(key.clone()),
-                None => {
-                    self.queued_at.insert(key.clone(), Instant::now());
-                    self.queues
-                        .entry(rec.device_class.clone())
-                        .or_default()
-                        .push_back(key.clone())
-                }
-            }
-            self.live.insert(key, rec);
-        }
         self.sweeps.insert(
             id.clone(),
             SweepMeta {
                 record,
                 counts: HashMap::from([(TrialState::Pending, total)]),
+                search,
             },
         );
+        // References first, so their dependents find them live.
+        for rec in trials {
+            self.add_trial(&id, rec, fx);
+        }
         info!(sweep = %id, trials = total, classes = targets.len(), "sweep submitted");
         if let Ok(sweep) = self.sweep_proto(&id) {
             fx.events.push(proto::SweepEvent {
@@ -1467,6 +1825,72 @@ impl Scheduler {
 }
 
 /// Why a dependent trial failed without running.
+/// Queue-name prefix of trials pinned to one device (placement `all`).
+const PINNED: &str = "@";
+
+/// A device's pin: `AGENT/DEVICE_ID`.
+fn pin_of(agent: &AgentId, device: &str) -> String {
+    format!("{}/{device}", agent.0)
+}
+
+/// The queue a pending trial waits in: its class, `*` for any, or its device.
+fn queue_of(rec: &TrialRecord) -> String {
+    match &rec.pinned {
+        Some(pin) => format!("{PINNED}{pin}"),
+        None => rec.device_class.clone(),
+    }
+}
+
+/// A device as sweep targets see it.
+fn view<'a>(name: &'a AgentId, a: &'a AgentState, d: &'a proto::Device) -> DeviceView<'a> {
+    DeviceView {
+        kind: &d.kind,
+        class: &d.device_class,
+        model: &d.model,
+        vendor: &d.vendor,
+        memory_bytes: d.memory_bytes,
+        cores: d.cores,
+        compute_capability: &d.compute_capability,
+        agent: &name.0,
+        host: &a.hostname,
+        labels: &a.labels,
+    }
+}
+
+/// Rebuilds an adaptive sweep's search from its stored spec (the classes and
+/// their histories follow from its trials).
+fn recover_search(record: &SweepRecord) -> Option<SearchRun> {
+    if !record.search.is_adaptive() {
+        return None;
+    }
+    let parsed = match chimera_domain::spec::parse(&record.spec_yaml) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(sweep = %record.id, error = %e, "stored spec no longer parses; its search proposes nothing more");
+            return None;
+        }
+    };
+    let depends = if parsed.spec.workload == Workload::Eval {
+        // Reference trials come first, numbered in order of first use.
+        let mut refs: Vec<Params> = Vec::new();
+        parsed
+            .configs
+            .iter()
+            .map(|c| {
+                let r = EvalTrial::reference_params(c);
+                let i = refs.iter().position(|p| *p == r).unwrap_or_else(|| {
+                    refs.push(r);
+                    refs.len() - 1
+                });
+                Some(TrialId::nth(i).0)
+            })
+            .collect()
+    } else {
+        vec![None; parsed.configs.len()]
+    };
+    Some(SearchRun::new(&parsed, depends))
+}
+
 fn dep_failure(dep: &TrialKey, state: TrialState, error: Option<&str>) -> String {
     format!(
         "the trial it depends on ({}) ended {}{}",

@@ -103,6 +103,17 @@ impl Agent {
         devices: Vec<proto::Device>,
         running: Vec<proto::TrialRef>,
     ) -> Result<Agent, tonic::Status> {
+        Self::connect_labelled(url, name, hostname, devices, running, &[]).await
+    }
+
+    async fn connect_labelled(
+        url: &str,
+        name: &str,
+        hostname: &str,
+        devices: Vec<proto::Device>,
+        running: Vec<proto::TrialRef>,
+        labels: &[(&str, &str)],
+    ) -> Result<Agent, tonic::Status> {
         let mut client = AgentServiceClient::connect(url.to_owned()).await.unwrap();
         let (tx, out) = mpsc::channel(64);
         tx.send(proto::AgentMessage {
@@ -111,6 +122,10 @@ impl Agent {
                 hostname: hostname.into(),
                 devices,
                 running,
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 ..Default::default()
             })),
         })
@@ -660,4 +675,207 @@ async fn metrics_are_scraped_in_prometheus_text_format_with_device_telemetry() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     shutdown.cancel();
+}
+
+fn int_param(a: &proto::AssignTrial, name: &str) -> i64 {
+    match a.params.get(name).and_then(|v| v.kind.clone()) {
+        Some(proto::param_value::Kind::Int(i)) => i,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// Each device class gets its own search: two scripted agents of two
+/// classes answer from different response functions (scripted numbers, not
+/// measurements: this checks the scheduler's bookkeeping), and each class's
+/// search converges on its own optimum within its own budget.
+#[tokio::test]
+async fn a_tpe_sweep_searches_each_class_on_its_own_results() {
+    let h = start(Duration::from_secs(5)).await;
+    let caps = ["kernel/matmul"];
+    let a = Agent::connect(&h.url, "a", vec![device("cpu", "class-a", &caps)], vec![]).await;
+    let b = Agent::connect(&h.url, "b", vec![device("cpu", "class-b", &caps)], vec![]).await;
+    let spec = "name: tpe\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\n  threads: {min: 1, max: 24}\n\
+                search: {strategy: tpe, trials: 8, startup: 3, seed: 5, objective: {minimize: latency_ms_p50}}\n";
+    let resp = submit(&h.url, spec).await.unwrap();
+    assert_eq!(
+        resp.trials, 6,
+        "the first generation: 3 random configurations per class"
+    );
+    // Class a is fastest at 4 threads, class b at 20.
+    let run = |mut agent: Agent, peak: i64| {
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Ok(Ok(Some(msg))) =
+                tokio::time::timeout(Duration::from_secs(2), agent.rx.message()).await
+            {
+                let Some(Down::Assign(t)) = msg.msg else {
+                    continue;
+                };
+                let threads = int_param(&t, "threads");
+                seen.push(threads);
+                agent
+                    .send(Up::Finished(proto::TrialFinished {
+                        trial: t.trial.clone(),
+                        metrics: [(
+                            "latency_ms_p50".to_owned(),
+                            1.0 + (threads - peak).abs() as f64,
+                        )]
+                        .into(),
+                        fingerprint: Some(Default::default()),
+                        wall_ms: 1.0,
+                        ..Default::default()
+                    }))
+                    .await;
+            }
+            seen
+        })
+    };
+    let (sa, sb) = (run(a, 4), run(b, 20));
+    let (sa, sb) = (sa.await.unwrap(), sb.await.unwrap());
+    for (seen, peak) in [(&sa, 4), (&sb, 20)] {
+        assert_eq!(seen.len(), 8, "the budget of each class: {seen:?}");
+        let mut distinct = seen.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 8, "no configuration twice: {seen:?}");
+        let best = seen.iter().map(|t| (t - peak).abs()).min().unwrap();
+        assert!(
+            best <= 2,
+            "class with its peak at {peak} got to {best} from it: {seen:?}"
+        );
+    }
+    assert_ne!(sa, sb, "two classes, two searches");
+    let sweep = operator(&h.url)
+        .await
+        .get_sweep(proto::GetSweepRequest {
+            sweep_id: resp.sweep_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sweep.trials_total, 16);
+    assert_eq!(sweep.trials_succeeded, 16);
+    assert_eq!(sweep.state, proto::SweepState::Done as i32);
+}
+
+#[tokio::test]
+async fn max_duration_cancels_what_has_not_started() {
+    // The lease outlives the wait (the scripted agent sends no heartbeat);
+    // deadlines are checked every quarter lease.
+    let h = start(Duration::from_secs(2)).await;
+    let mut a = Agent::simple(&h.url, "a").await;
+    let spec = "name: d\nworkload: kernel\nparams:\n  op: matmul\n  shape: [\"1,8,8\", \"2,8,8\", \"3,8,8\"]\nbudget: {max_duration: 1s}\n";
+    let resp = submit(&h.url, spec).await.unwrap();
+    let t = a.assignment().await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert!(
+        a.finish(t.trial.as_ref().unwrap(), 1.0).await.accepted,
+        "a running trial finishes"
+    );
+    let all = trials(&h.url, &resp.sweep_id).await;
+    let cancelled: Vec<&proto::Trial> = all
+        .iter()
+        .filter(|t| t.state == proto::TrialState::Cancelled as i32)
+        .collect();
+    assert_eq!(cancelled.len(), 2, "{all:?}");
+    assert!(
+        cancelled[0].error.contains("budget.max_duration (1 s)"),
+        "{:?}",
+        cancelled[0]
+    );
+    assert!(
+        a.quiet_for(Duration::from_millis(300)).await,
+        "nothing assigned after the deadline"
+    );
+}
+
+#[tokio::test]
+async fn placement_all_pins_a_trial_to_every_device_and_selectors_read_labels() {
+    let h = start(Duration::from_secs(5)).await;
+    let caps = ["kernel/matmul"];
+    let mut a = Agent::connect_labelled(
+        &h.url,
+        "a",
+        "host-a",
+        vec![device("cpu", "c1", &caps)],
+        vec![],
+        &[("site", "lab")],
+    )
+    .await
+    .unwrap();
+    let mut b = Agent::connect_from(
+        &h.url,
+        "b",
+        "host-b",
+        vec![device("cpu", "c1", &caps)],
+        vec![],
+    )
+    .await
+    .unwrap();
+    let listed = operator(&h.url)
+        .await
+        .list_agents(proto::ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    let la = listed.iter().find(|x| x.name == "a").unwrap();
+    assert_eq!(la.labels.get("site").map(String::as_str), Some("lab"));
+
+    // `all`: one trial per configuration per device, each on its own device.
+    let all = submit(&h.url, &format!("{ONE}placement: all\n"))
+        .await
+        .unwrap();
+    assert_eq!(all.trials, 2, "one per device of the class");
+    let (ta, tb) = (a.assignment().await, b.assignment().await);
+    assert!(a.finish(ta.trial.as_ref().unwrap(), 1.0).await.accepted);
+    assert!(b.finish(tb.trial.as_ref().unwrap(), 1.0).await.accepted);
+    let mut pins: Vec<(String, String)> = trials(&h.url, &all.sweep_id)
+        .await
+        .into_iter()
+        .map(|t| (t.pinned.unwrap_or_default(), t.agent))
+        .collect();
+    pins.sort();
+    assert_eq!(
+        pins,
+        [
+            ("a/cpu".to_owned(), "a".to_owned()),
+            ("b/cpu".to_owned(), "b".to_owned())
+        ]
+    );
+
+    // A selector on an agent label.
+    let lab = submit(
+        &h.url,
+        &format!("{ONE}placement: all\ntarget: {{select: [\"labels.site == lab\", \"memory_gb >= 0\"]}}\n"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lab.trials, 1);
+    let t = a.assignment().await;
+    assert!(a.finish(t.trial.as_ref().unwrap(), 1.0).await.accepted);
+    assert!(
+        b.quiet_for(Duration::from_millis(300)).await,
+        "b has no `site` label"
+    );
+
+    // A selector nothing meets is refused, naming it.
+    let e = submit(
+        &h.url,
+        &format!("{ONE}target: {{select: \"gpu.name ~ H100\"}}\n"),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.message().contains("gpu.name ~ H100"), "{}", e.message());
+    let e = submit(
+        &h.url,
+        &format!("{ONE}target: {{select: \"gpu.nmae ~ H100\"}}\n"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.message().contains("unknown field `gpu.nmae`"),
+        "{}",
+        e.message()
+    );
 }

@@ -209,6 +209,12 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
     }
 }
 
+/// The setup part of a configuration's parameters (`op=qmatmul format=q4_0`),
+/// by which [`pareto`] matches configurations across sweeps.
+pub fn setup(params: &crate::params::Params) -> String {
+    split(params).1
+}
+
 /// The parameters that say what is computed, as opposed to how: a comparison
 /// only ranks setups that did the same work.
 pub(crate) fn split(params: &crate::params::Params) -> (String, String) {
@@ -253,6 +259,8 @@ mod tests {
             wall_ms: None,
             detail: None,
             depends_on: None,
+            rung: None,
+            pinned: None,
         }
     }
 
@@ -480,6 +488,13 @@ pub struct ParetoPoint {
 /// and sweeps by their setup (format, threads, ...), so `x` and `y` may come
 /// from different sweeps of the same setups (a generate and an eval sweep).
 pub fn pareto(trials: &[TrialRecord], x: &str, y: &str) -> Vec<ParetoPoint> {
+    pareto_front(&pareto_points(trials, x, y), x, y)
+}
+
+/// Every configuration per class that reports both `x` and `y` (medians over
+/// repeats, matched by setup as [`pareto`] does), dominated or not, in
+/// (class, configuration) order.
+pub fn pareto_points(trials: &[TrialRecord], x: &str, y: &str) -> Vec<ParetoPoint> {
     let mut vals: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
     for t in trials.iter().filter(|t| t.state == TrialState::Succeeded) {
         if t.params.contains_key(crate::models::ROLE) {
@@ -515,9 +530,15 @@ pub fn pareto(trials: &[TrialRecord], x: &str, y: &str) -> Vec<ParetoPoint> {
             });
         }
     }
+    points
+}
+
+/// The points of `points` that no other configuration of their class beats
+/// on both metrics, per class, by descending `x`.
+pub fn pareto_front(points: &[ParetoPoint], x: &str, y: &str) -> Vec<ParetoPoint> {
     let (hx, hy) = (metrics::higher_is_better(x), metrics::higher_is_better(y));
     let better = |a: f64, b: f64, higher: bool| if higher { a >= b } else { a <= b };
-    let front: Vec<ParetoPoint> = points
+    let mut front: Vec<ParetoPoint> = points
         .iter()
         .filter(|p| {
             !points.iter().any(|q| {
@@ -530,9 +551,25 @@ pub fn pareto(trials: &[TrialRecord], x: &str, y: &str) -> Vec<ParetoPoint> {
         })
         .cloned()
         .collect();
-    let mut front = front;
     front.sort_by(|a, b| a.class.cmp(&b.class).then(b.x.total_cmp(&a.x)));
     front
+}
+
+/// The trade-off a report plots when none is asked for, from the workloads
+/// of the results joined: a `generate` sweep with an `eval` sweep of the same
+/// formats is decode speed against divergence from the reference (what
+/// [`tradeoff`] tabulates); a `quantize` sweep is size against error. Kernel
+/// sweeps have none: their configurations solve different problems, and a
+/// front across problems would compare unequal work.
+pub fn default_pareto(workloads: &[&str]) -> Option<(&'static str, &'static str)> {
+    let has = |w: &str| workloads.contains(&w);
+    if has("generate") && has("eval") {
+        Some(("decode_tokens_per_s", "kl_mean"))
+    } else if has("quantize") {
+        Some(("bits_per_weight", "rmse"))
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -560,6 +597,8 @@ mod pareto_tests {
             wall_ms: None,
             detail: None,
             depends_on: None,
+            rung: None,
+            pinned: None,
         }
     }
 
@@ -578,6 +617,19 @@ mod pareto_tests {
         let front = pareto(&trials, "decode_tokens_per_s", "kl_mean");
         let names: Vec<&str> = front.iter().map(|p| p.config.as_str()).collect();
         assert_eq!(names, vec!["format=q8_0", "format=f32"]);
+        let all = pareto_points(&trials, "decode_tokens_per_s", "kl_mean");
+        assert_eq!(all.len(), 4, "dominated points are kept: {all:?}");
+        assert_eq!(pareto_front(&all, "decode_tokens_per_s", "kl_mean"), front);
+    }
+
+    #[test]
+    fn the_default_trade_off_needs_a_generate_and_an_eval_sweep() {
+        assert_eq!(
+            default_pareto(&["generate", "eval"]),
+            Some(("decode_tokens_per_s", "kl_mean"))
+        );
+        assert_eq!(default_pareto(&["generate"]), None);
+        assert_eq!(default_pareto(&["kernel"]), None);
     }
 }
 
@@ -607,6 +659,8 @@ mod baseline_tests {
             wall_ms: None,
             detail: None,
             depends_on: None,
+            rung: None,
+            pinned: None,
         }
     }
 
@@ -673,6 +727,8 @@ mod env_tests {
             wall_ms: None,
             detail: None,
             depends_on: None,
+            rung: None,
+            pinned: None,
         };
         let same = compare(&[t("a"), t("a")], "gflop_per_s");
         assert!(!same.rows[0].cells[0].as_ref().unwrap().mixed_env);

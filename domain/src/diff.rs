@@ -285,6 +285,8 @@ mod tests {
             wall_ms: None,
             detail: None,
             depends_on: None,
+            rung: None,
+            pinned: None,
         }
     }
 

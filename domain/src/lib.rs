@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod models;
 pub mod params;
 pub mod results;
+pub mod search;
 pub mod spec;
 pub mod telemetry;
 

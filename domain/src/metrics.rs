@@ -80,3 +80,63 @@ pub fn unit(name: &str) -> &'static str {
         ""
     }
 }
+
+/// Metrics every workload's trials may carry: the telemetry summary
+/// (present when the device exposes the sensor).
+const TELEMETRY: &[&str] = &[
+    "telemetry_samples",
+    "energy_j",
+    "energy_j_net",
+    "joules_per_token",
+    "joules_per_op",
+    "idle_power_w",
+    "power_w_mean",
+    "power_w_max",
+    "temp_c_max",
+    "throttled_frac",
+    "cpu_util_pct_mean",
+    "cpu_mhz_mean",
+    "cpu_mhz_min",
+    "gpu_util_pct_mean",
+    "rss_bytes_max",
+    "device_mem_used_bytes_max",
+];
+
+/// Every metric a workload's trials report (beyond its headline), as in
+/// docs/sweep-spec.md.
+fn workload_metrics(workload: crate::catalog::Workload) -> &'static [&'static str] {
+    use crate::catalog::Workload;
+    match workload {
+        Workload::Kernel => &[
+            "roofline_bw_gb_per_s",
+            "roofline_peak_gflop_per_s",
+            LATENCY_MS_MEAN,
+            WARMUP_ITERATIONS,
+            MEASURE_MS,
+        ],
+        Workload::Quantize => &[
+            "parameters",
+            "quantize_gb_per_s",
+            "fallback_tensors",
+            "file_bytes",
+        ],
+        Workload::Generate => &["load_s", "weight_bytes", ITERATIONS],
+        Workload::Eval => &["nll_mean", "scored_tokens", "reference_bytes", "load_s"],
+    }
+}
+
+/// The names [`reported`] accepts for a workload, headline first.
+pub fn reported_list(workload: crate::catalog::Workload) -> Vec<&'static str> {
+    headline(workload)
+        .iter()
+        .chain(workload_metrics(workload))
+        .chain(TELEMETRY)
+        .copied()
+        .collect()
+}
+
+/// Whether trials of the workload report a metric of this name (a search
+/// objective or constraint must name one).
+pub fn reported(workload: crate::catalog::Workload, name: &str) -> bool {
+    reported_list(workload).contains(&name)
+}

@@ -154,6 +154,12 @@ pub struct TrialRecord {
     /// Id of the trial of the same sweep this one waits for and consumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depends_on: Option<String>,
+    /// Successive-halving rung: the trial ran with that rung's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rung: Option<u32>,
+    /// The one device (`AGENT/DEVICE_ID`) the trial must run on (placement `all`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
 }
 
 impl From<&TrialRecord> for proto::Trial {
@@ -175,6 +181,8 @@ impl From<&TrialRecord> for proto::Trial {
             wall_ms: t.wall_ms.unwrap_or_default(),
             detail_json: t.detail.as_ref().map(|d| d.to_string()).unwrap_or_default(),
             depends_on: t.depends_on.clone().unwrap_or_default(),
+            rung: t.rung,
+            pinned: t.pinned.clone(),
         }
     }
 }
@@ -210,6 +218,8 @@ impl TryFrom<proto::Trial> for TrialRecord {
             wall_ms: (t.wall_ms > 0.0).then_some(t.wall_ms),
             detail,
             depends_on: nonempty(t.depends_on),
+            rung: t.rung,
+            pinned: t.pinned.filter(|p| !p.is_empty()),
         })
     }
 }

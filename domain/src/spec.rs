@@ -6,6 +6,7 @@
 //! it support the op) on top.
 
 use crate::catalog::{DType, KernelOp, QuantFormat, Shape, Variant, Workload};
+use crate::device::{DeviceView, Selector};
 use crate::models::{EvalTrial, GenerateTrial, QuantizeTrial, ROLE};
 use crate::params::{ParamValue, Params};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -94,6 +95,8 @@ pub struct SweepSpec {
     pub placement: Placement,
     /// Which devices may run the trials.
     pub target: Target,
+    /// Limits on the sweep's trials and time.
+    pub budget: Budget,
     /// Times each configuration is run on each class.
     pub repeats: u32,
     /// Measurement settings.
@@ -169,7 +172,106 @@ impl<'de> Deserialize<'de> for Threads {
     }
 }
 
-/// One value or a non-empty list of values.
+/// A numeric range a parameter takes instead of a list:
+/// `{min: 1, max: 16}` (every integer), `{min: 64, max: 512, step: 64}`,
+/// `{min: 1, max: 32, log: true}` (1, 2, 4, ..., 32: doubling, or `count`
+/// points spaced evenly on a log scale). Whole-number bounds and steps give
+/// integers; any fractional one gives reals.
+#[derive(Default)]
+struct NumRange {
+    min: Option<f64>,
+    max: Option<f64>,
+    step: Option<f64>,
+    log: bool,
+    count: Option<u32>,
+}
+
+enum Num {
+    Int(i64),
+    Real(f64),
+}
+
+/// The most values a range may expand into.
+const MAX_RANGE_VALUES: usize = 4096;
+
+impl NumRange {
+    const FIELDS: &'static [&'static str] = &["min", "max", "step", "log", "count"];
+
+    fn values(&self) -> Result<Vec<Num>, String> {
+        let (Some(min), Some(max)) = (self.min, self.max) else {
+            return Err("a range needs `min` and `max` (and takes `step`, or `log: true` with an optional `count`)".into());
+        };
+        if !(min.is_finite() && max.is_finite()) || min > max {
+            return Err(format!("range: min = {min} must be at most max = {max}"));
+        }
+        let whole = |x: f64| x.fract() == 0.0 && x.abs() < 9.0e15;
+        let ints = whole(min) && whole(max) && self.step.is_none_or(whole);
+        let mut out: Vec<f64> = Vec::new();
+        if self.log {
+            if self.step.is_some() {
+                return Err("range: `step` and `log: true` exclude each other; use `count`".into());
+            }
+            if min <= 0.0 {
+                return Err(format!("range: a log range needs min > 0, not {min}"));
+            }
+            let count = match self.count {
+                Some(0) | Some(1) if min < max => {
+                    return Err("range: count must be at least 2".into())
+                }
+                Some(c) => c as usize,
+                None if ints => (max / min).log2().floor() as usize + 1,
+                None => return Err("range: a log range of reals needs `count`".into()),
+            };
+            if count > MAX_RANGE_VALUES {
+                return Err(format!("range: {count} values; at most {MAX_RANGE_VALUES}"));
+            }
+            if self.count.is_none() {
+                out.extend((0..count).map(|i| min * 2f64.powi(i as i32)));
+            } else {
+                let ratio = (max / min).ln() / (count.max(2) - 1) as f64;
+                out.extend((0..count).map(|i| min * (ratio * i as f64).exp()));
+                if let Some(last) = out.last_mut() {
+                    *last = max;
+                }
+            }
+        } else {
+            if self.count.is_some() {
+                return Err(
+                    "range: `count` goes with `log: true`; a linear range takes `step`".into(),
+                );
+            }
+            let step = match self.step {
+                Some(s) if s > 0.0 && s.is_finite() => s,
+                Some(s) => return Err(format!("range: step = {s} must be above 0")),
+                None if ints => 1.0,
+                None => return Err("range: a range of reals needs `step`".into()),
+            };
+            let n = ((max - min) / step + 1e-9).floor() as usize + 1;
+            if n > MAX_RANGE_VALUES {
+                return Err(format!("range: {n} values; at most {MAX_RANGE_VALUES}"));
+            }
+            out.extend((0..n).map(|i| min + step * i as f64));
+        }
+        let mut nums: Vec<Num> = Vec::new();
+        for v in out {
+            let n = if ints {
+                Num::Int(v.round() as i64)
+            } else {
+                Num::Real(v)
+            };
+            let dup = match (&n, nums.last()) {
+                (Num::Int(a), Some(Num::Int(b))) => a == b,
+                _ => false,
+            };
+            if !dup {
+                nums.push(n);
+            }
+        }
+        Ok(nums)
+    }
+}
+
+/// One value, a non-empty list of values, or a numeric range (`{min, max, ...}`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct OneOrMany<T>(pub Vec<T>);
@@ -207,68 +309,38 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
                 }
                 Ok(OneOrMany(out))
             }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut r = NumRange::default();
+                while let Some(k) = map.next_key::<String>()? {
+                    match k.as_str() {
+                        "min" => r.min = Some(map.next_value()?),
+                        "max" => r.max = Some(map.next_value()?),
+                        "step" => r.step = Some(map.next_value()?),
+                        "log" => r.log = map.next_value()?,
+                        "count" => r.count = Some(map.next_value()?),
+                        other => return Err(de::Error::unknown_field(other, NumRange::FIELDS)),
+                    }
+                }
+                r.values()
+                    .map_err(de::Error::custom)?
+                    .into_iter()
+                    .map(|v| match v {
+                        Num::Int(i) => {
+                            T::deserialize(de::value::I64Deserializer::<A::Error>::new(i))
+                        }
+                        Num::Real(f) => {
+                            T::deserialize(de::value::F64Deserializer::<A::Error>::new(f))
+                        }
+                    })
+                    .collect::<Result<Vec<T>, A::Error>>()
+                    .map(OneOrMany)
+            }
         }
         d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
-/// How configurations are picked from the space.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(tag = "strategy", rename_all = "kebab-case")]
-pub enum Search {
-    /// Every combination.
-    #[default]
-    Grid,
-    /// `samples` configurations drawn from the grid without replacement,
-    /// reproducibly for a `seed`.
-    Random { samples: u32, seed: u64 },
-}
-
-impl<'de> Deserialize<'de> for Search {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Full {
-            strategy: String,
-            samples: Option<u32>,
-            seed: Option<u64>,
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            Name(String),
-            Full(Full),
-        }
-        let full = match Form::deserialize(d)? {
-            Form::Name(strategy) => Full {
-                strategy,
-                samples: None,
-                seed: None,
-            },
-            Form::Full(f) => f,
-        };
-        match full.strategy.as_str() {
-            "grid" if full.samples.is_none() && full.seed.is_none() => Ok(Search::Grid),
-            "grid" => Err(de::Error::custom("search `grid` takes no samples or seed")),
-            "random" => match full.samples {
-                Some(n) if n >= 1 => Ok(Search::Random {
-                    samples: n,
-                    seed: full.seed.unwrap_or(0),
-                }),
-                Some(n) => Err(de::Error::custom(format!(
-                    "search.samples = {n} must be at least 1"
-                ))),
-                None => Err(de::Error::custom(
-                    "search `random` needs `samples` (and takes an optional `seed`): \
-                     search: {strategy: random, samples: 20, seed: 1}",
-                )),
-            },
-            other => Err(de::Error::custom(format!(
-                "unknown search strategy `{other}`, expected `grid` or `random` (tpe and successive halving are planned)"
-            ))),
-        }
-    }
-}
+pub use crate::search::{Budget, Search};
 
 /// Where each configuration runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,6 +351,8 @@ pub enum Placement {
     EachClass,
     /// Once on any one matching device.
     Any,
+    /// Once on every matching device (device-to-device spread within a class).
+    All,
 }
 
 impl Placement {
@@ -287,6 +361,7 @@ impl Placement {
         match self {
             Placement::EachClass => "each-class",
             Placement::Any => "any",
+            Placement::All => "all",
         }
     }
 }
@@ -322,22 +397,30 @@ pub struct Target {
     /// Agent names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agents: Option<OneOrMany<String>>,
+    /// Conditions on device and agent properties, all of which must hold
+    /// (`gpu.name ~ "H100"`, `labels.site == lab`, `memory_gb >= 24`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub select: Option<OneOrMany<Selector>>,
 }
 
 impl Target {
-    /// Whether a device of this kind and class on this agent is a target.
-    pub fn matches(&self, kind: &str, class: &str, agent: &str) -> bool {
+    /// Whether this device is a target.
+    pub fn matches(&self, d: &DeviceView) -> bool {
         self.kind
             .as_ref()
-            .is_none_or(|k| k.0.iter().any(|k| k.name() == kind))
+            .is_none_or(|k| k.0.iter().any(|k| k.name() == d.kind))
             && self
                 .classes
                 .as_ref()
-                .is_none_or(|c| c.0.iter().any(|c| c == class))
+                .is_none_or(|c| c.0.iter().any(|c| c == d.class))
             && self
                 .agents
                 .as_ref()
-                .is_none_or(|a| a.0.iter().any(|a| a == agent))
+                .is_none_or(|a| a.0.iter().any(|a| a == d.agent))
+            && self
+                .select
+                .as_ref()
+                .is_none_or(|s| s.0.iter().all(|s| s.matches(d)))
     }
 }
 
@@ -378,6 +461,7 @@ const FIELDS: &[&str] = &[
     "target",
     "repeats",
     "harness",
+    "budget",
 ];
 
 impl<'de> Deserialize<'de> for SweepSpec {
@@ -415,6 +499,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
         let mut target = None;
         let mut repeats = None;
         let mut harness = None;
+        let mut budget = None;
         let need_workload = |w: Option<Workload>, key: &str| {
             w.ok_or_else(|| de::Error::custom(format!("`workload` must be given before `{key}`")))
         };
@@ -485,6 +570,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
                     }
                     set_once(&mut harness, h, "harness")?
                 }
+                "budget" => set_once(&mut budget, map.next_value()?, "budget")?,
                 other => return Err(de::Error::unknown_field(other, FIELDS)),
             }
         }
@@ -501,6 +587,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
             target: target.unwrap_or_default(),
             repeats: repeats.unwrap_or(1),
             harness: harness.unwrap_or_default(),
+            budget: budget.unwrap_or_default(),
         })
     }
 }
@@ -554,6 +641,57 @@ pub fn parse(source: &str) -> Result<ParsedSweep, SpecError> {
     let mut configs = expand(&spec, source)?;
     if let Search::Random { samples, seed } = spec.search {
         configs = sample(configs, samples as usize, seed);
+    }
+    if let Some(max) = spec.budget.max_trials {
+        if max < spec.repeats {
+            return Err(SpecError::at(
+                source,
+                "budget.max_trials",
+                "max_trials",
+                None,
+                format!(
+                    "budget.max_trials = {max} is less than repeats = {}: not one configuration fits",
+                    spec.repeats
+                ),
+            ));
+        }
+        if !spec.search.is_adaptive() {
+            // The first configurations, in grid order, that fit per class.
+            configs.truncate((max / spec.repeats) as usize);
+        }
+    }
+    if spec.placement == Placement::All && spec.search.is_adaptive() {
+        return Err(SpecError::at(
+            source,
+            "placement",
+            "placement",
+            Some("all"),
+            format!(
+                "placement `all` cannot go with search `{}`, which searches per device class: use `each-class`",
+                spec.search.name()
+            ),
+        ));
+    }
+    if let Some(goal) = spec.search.goal() {
+        for (field, m) in std::iter::once(("objective", goal.objective.metric.as_str())).chain(
+            goal.constraints
+                .iter()
+                .map(|c| ("constraints", c.metric.as_str())),
+        ) {
+            if !crate::metrics::reported(spec.workload, m) {
+                return Err(SpecError::at(
+                    source,
+                    &format!("search.{field}"),
+                    field,
+                    Some(m),
+                    format!(
+                        "workload {} reports no metric `{m}`; it reports: {}",
+                        spec.workload.name(),
+                        crate::metrics::reported_list(spec.workload).join(", ")
+                    ),
+                ));
+            }
+        }
     }
     Ok(ParsedSweep { spec, configs })
 }
@@ -1018,6 +1156,86 @@ variants:
     }
 
     #[test]
+    fn numeric_ranges_expand_and_bad_ones_name_the_field() {
+        let threads = |range: &str| -> Vec<String> {
+            parse(&format!(
+                "name: r\nworkload: kernel\nparams:\n  op: matmul\n  shape: 1,8,8\n  threads: {range}\n"
+            ))
+            .unwrap()
+            .configs
+            .iter()
+            .map(|c| c["threads"].to_string())
+            .collect()
+        };
+        assert_eq!(threads("{min: 1, max: 4}"), ["1", "2", "3", "4"]);
+        assert_eq!(threads("{min: 2, max: 9, step: 3}"), ["2", "5", "8"]);
+        assert_eq!(
+            threads("{min: 1, max: 40, log: true}"),
+            ["1", "2", "4", "8", "16", "32"]
+        );
+        assert_eq!(
+            threads("{min: 1, max: 100, log: true, count: 3}"),
+            ["1", "10", "100"]
+        );
+        let model = parse(
+            "name: g\nworkload: generate\nparams:\n  model: m.gguf\n  threads: {min: 1, max: 2}\n",
+        )
+        .unwrap();
+        assert_eq!(model.configs.len(), 2);
+        for (range, needle) in [
+            ("{min: 4, max: 1}", "min = 4 must be at most max = 1"),
+            ("{min: 1}", "needs `min` and `max`"),
+            ("{min: 0, max: 8, log: true}", "min > 0"),
+            ("{min: 1, max: 8, stride: 2}", "unknown field `stride`"),
+            ("{min: 1, max: 2000}", "between 1 and 1024"),
+        ] {
+            let e = err(&format!(
+                "name: r\nworkload: kernel\nparams:\n  op: matmul\n  shape: 1,8,8\n  threads: {range}\n"
+            ));
+            assert!(e.message.contains(needle), "{range}: {e}");
+            assert_eq!(e.path, "params.threads", "{e}");
+            assert_eq!(e.line, Some(6), "{e}");
+        }
+    }
+
+    #[test]
+    fn adaptive_search_and_budgets_are_checked_against_the_workload() {
+        let base = "name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: [\"1,8,8\", \"2,8,8\", \"3,8,8\"]\n  threads: [1, 2]\n";
+        let p = parse(&format!(
+            "{base}search: {{strategy: tpe, trials: 3, objective: {{maximize: gflop_per_s}}, constraints: [\"cov <= 0.1\"]}}\n"
+        ))
+        .unwrap();
+        assert!(p.spec.search.is_adaptive());
+        assert_eq!(
+            p.configs.len(),
+            6,
+            "an adaptive search keeps the whole space"
+        );
+        let e = err(&format!(
+            "{base}search: {{strategy: tpe, trials: 3, objective: {{maximize: decode_tokens_per_s}}}}\n"
+        ));
+        assert!(
+            e.message
+                .contains("reports no metric `decode_tokens_per_s`"),
+            "{e}"
+        );
+        assert_eq!(e.path, "search.objective");
+        assert_eq!(e.line, Some(7), "{e}");
+        let p = parse(&format!(
+            "{base}repeats: 2\nbudget: {{max_trials: 5, max_duration: 2m}}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            p.configs.len(),
+            2,
+            "5 trials at 2 repeats: the first 2 configurations"
+        );
+        assert_eq!(p.spec.budget.max_duration_s, Some(120));
+        let e = err(&format!("{base}repeats: 3\nbudget: {{max_trials: 2}}\n"));
+        assert!(e.message.contains("less than repeats"), "{e}");
+    }
+
+    #[test]
     fn kernel_ops_check_shape_arity_and_variants() {
         let e = err("name: t\nworkload: kernel\nparams:\n  op: softmax\n  shape: 1,2,3\n");
         assert!(e.message.contains("rows,cols"), "{e}");
@@ -1073,5 +1291,26 @@ variants:
         assert!(KernelTrial::from_params(&bad)
             .unwrap_err()
             .contains("shape"));
+    }
+}
+
+#[cfg(test)]
+mod examples {
+    /// Every shipped example parses (and expands) as it is.
+    #[test]
+    fn every_example_spec_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("examples/") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path).expect("read");
+                let parsed =
+                    super::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(!parsed.configs.is_empty(), "{}", path.display());
+                n += 1;
+            }
+        }
+        assert!(n >= 8, "{n} examples");
     }
 }

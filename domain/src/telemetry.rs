@@ -298,6 +298,19 @@ pub fn summarize(
     }
 }
 
+/// The file `chimera run` and `chimera demo` write next to their results
+/// files: the trials' raw samples, one [`TrialSample`] per line.
+pub const TELEMETRY_FILE: &str = "telemetry.jsonl";
+
+/// One line of [`TELEMETRY_FILE`]: a sample and the trial it was taken for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialSample {
+    pub sweep_id: String,
+    pub trial_id: String,
+    #[serde(flatten)]
+    pub sample: Sample,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
