@@ -360,3 +360,101 @@ fn bad_input_is_named_and_nothing_is_written() {
     assert!(html.contains("No telemetry: there is no telemetry.jsonl beside"));
     assert_eq!(section(&html, "s0-telemetry").matches("<svg").count(), 0);
 }
+
+/// `compare`, `diff` (with `--fail-on`), `cost` and `report` on what
+/// `chimera demo` writes: the kernel quick start and SmolLM2's generate and
+/// eval sweeps, measured here (the model is fetched into the cache once).
+#[test]
+fn the_demos_results_drive_compare_diff_cost_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = chimera(&["demo", "--out", demo.to_str().unwrap()]);
+    ok(&out);
+    let file = |name: &str| demo.join(name).to_str().unwrap().to_owned();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = chimera(&all);
+        ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    // compare: one best setup per problem on the class.
+    let cmp = json(&["compare", &file("results.json")]);
+    let rows = cmp["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "{cmp}");
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["cells"][0]["best"] == true)
+            .count(),
+        2
+    );
+    // compare --pareto across the generate and eval sweeps.
+    let front = json(&[
+        "compare",
+        &file("generate.json"),
+        "--with",
+        &file("eval.json"),
+        "--pareto",
+        "decode_tokens_per_s,kl_mean",
+    ]);
+    let front = front.as_array().unwrap();
+    assert!(!front.is_empty() && front.len() <= 5, "{front:?}");
+    assert!(front.iter().all(|p| p["x"].as_f64().unwrap() > 0.0));
+
+    // diff: a sweep against itself is within noise and passes the gate ...
+    let same = chimera(&[
+        "diff",
+        &file("results.json"),
+        &file("results.json"),
+        "--fail-on",
+        "regression>5%",
+    ]);
+    ok(&same);
+    // ... and against a copy whose kernels all run at half speed (made here
+    // to exercise the gate: not a measurement) it fails it.
+    let mut slow: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(demo.join("results.json")).unwrap()).unwrap();
+    for t in slow["trials"].as_array_mut().unwrap() {
+        let g = t["metrics"]["gflop_per_s"].as_f64().unwrap();
+        t["metrics"]["gflop_per_s"] = serde_json::json!(g / 2.0);
+    }
+    let slow_file = dir.path().join("half-speed.json");
+    std::fs::write(&slow_file, slow.to_string()).unwrap();
+    let gate = chimera(&[
+        "diff",
+        &file("results.json"),
+        slow_file.to_str().unwrap(),
+        "--fail-on",
+        "regression>5%",
+    ]);
+    assert_eq!(gate.status.code(), Some(1), "{gate:?}");
+
+    // cost: $ per million tokens for every format, from the shipped prices.
+    let prices = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/prices.toml");
+    let cost = json(&[
+        "cost",
+        &file("generate.json"),
+        "--prices",
+        prices,
+        "--tokens-per-month",
+        "1e9",
+    ]);
+    let cost = cost.as_array().unwrap();
+    assert_eq!(cost.len(), 5, "{cost:?}");
+    assert!(cost
+        .iter()
+        .all(|r| r["usd_per_million_tokens"].as_f64().unwrap() > 0.0));
+
+    // report: the demo wrote one; it loads with its charts.
+    let index = demo.join("report/index.html");
+    let html = std::fs::read_to_string(&index).unwrap();
+    assert!(html.matches("<svg").count() >= 4, "bars, front, timelines");
+    let Some(browser) = chromium() else {
+        return;
+    };
+    let page = load(&browser, &index);
+    assert!(page.console.is_empty(), "{:?}", page.console);
+    assert!(page.dom.matches("<svg").count() >= 4);
+    assert!(page.dom.contains("kl_mean [nats] (lower is better)"));
+}

@@ -163,6 +163,10 @@ pub struct SweepRecord {
     /// Limits on trials per class and on time.
     #[serde(default)]
     pub budget: Budget,
+    /// The configurations each class may run, when variants say which
+    /// devices they are for (`when`); absent: every configuration.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub class_configs: BTreeMap<String, Vec<u32>>,
     /// W3C trace context of the submission: every trial's assignment is a
     /// span of that trace.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -198,6 +202,8 @@ struct SearchRun {
     repeats: u32,
     max_trials: Option<u32>,
     classes: BTreeMap<String, ClassSearch>,
+    /// The configurations a class may run (conditional variants); absent: all.
+    subsets: BTreeMap<String, Vec<u32>>,
 }
 
 #[derive(Default)]
@@ -221,6 +227,7 @@ impl SearchRun {
             repeats: parsed.spec.repeats,
             max_trials: parsed.spec.budget.max_trials,
             classes: BTreeMap::new(),
+            subsets: BTreeMap::new(),
         }
     }
 
@@ -249,7 +256,37 @@ impl SearchRun {
         let limit = self.max_trials.map_or(usize::MAX, |m| {
             (m.saturating_sub(c.created) / self.repeats.max(1)) as usize
         });
-        let next = self.search.next(&self.configs, class, &c.history, limit);
+        let next = match self.subsets.get(class) {
+            None => self.search.next(&self.configs, class, &c.history, limit),
+            // The class's own space: indices mapped to it and back.
+            Some(subset) => {
+                let configs: Vec<Params> = subset
+                    .iter()
+                    .filter_map(|&i| self.configs.get(i as usize).cloned())
+                    .collect();
+                let history: Vec<Observed> = c
+                    .history
+                    .iter()
+                    .filter_map(|o| {
+                        let local = subset.iter().position(|&i| i as usize == o.config)?;
+                        Some(Observed {
+                            config: local,
+                            ..o.clone()
+                        })
+                    })
+                    .collect();
+                self.search
+                    .next(&configs, class, &history, limit)
+                    .into_iter()
+                    .filter_map(|p| {
+                        subset.get(p.config).map(|&i| Proposal {
+                            config: i as usize,
+                            rung: p.rung,
+                        })
+                    })
+                    .collect()
+            }
+        };
         if next.is_empty() {
             if let Some(c) = self.classes.get_mut(class) {
                 c.over = true;
@@ -1553,6 +1590,12 @@ impl Scheduler {
         let mut classes: BTreeMap<String, HashSet<String>> = BTreeMap::new();
         // Every matching device, as (class, pin), for placement `all`.
         let mut devices: Vec<(String, String)> = Vec::new();
+        // Conditional configurations (a variant's `when`) by the classes and
+        // devices they are for.
+        let conditional: Vec<usize> = (0..parsed.configs.len())
+            .filter(|&i| parsed.conditions.get(i).is_some_and(Option::is_some))
+            .collect();
+        let mut applies: HashMap<String, HashSet<usize>> = HashMap::new();
         for (name, a) in &self.agents {
             if a.tx.is_none() || a.draining {
                 continue;
@@ -1565,7 +1608,17 @@ impl Scheduler {
                         .entry(d.device.device_class.clone())
                         .or_default()
                         .extend(d.device.capabilities.iter().cloned());
-                    devices.push((d.device.device_class.clone(), pin_of(name, &d.device.id)));
+                    let pin = pin_of(name, &d.device.id);
+                    for &ci in &conditional {
+                        if let Some(Some(when)) = parsed.conditions.get(ci) {
+                            if when.matches(&view(name, a, &d.device)) {
+                                for key in [&d.device.device_class, &pin] {
+                                    applies.entry(key.clone()).or_default().insert(ci);
+                                }
+                            }
+                        }
+                    }
+                    devices.push((d.device.device_class.clone(), pin));
                 }
             }
         }
@@ -1582,12 +1635,15 @@ impl Scheduler {
                 known.into_iter().collect::<Vec<_>>().join(", ")
             )));
         }
-        for config in &parsed.configs {
+        let applicable = |key: &str, ci: usize| {
+            !conditional.contains(&ci) || applies.get(key).is_some_and(|s| s.contains(&ci))
+        };
+        for (ci, config) in parsed.configs.iter().enumerate() {
             let op = config.get("op").map(|v| v.to_string()).unwrap_or_default();
             let cap = chimera_domain::catalog::capability(workload, config);
             let lacking: Vec<&String> = classes
                 .iter()
-                .filter(|(_, caps)| !caps.contains(&cap))
+                .filter(|(c, caps)| applicable(c, ci) && !caps.contains(&cap))
                 .map(|(c, _)| c)
                 .collect();
             let refuse = match spec.placement {
@@ -1668,18 +1724,40 @@ impl Scheduler {
         // Grid and random: every configuration on every class now. Adaptive:
         // each class's first generation; the rest follows its results.
         let mut plan: Vec<((String, Option<String>), Proposal)> = Vec::new();
+        let mut class_configs: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for target in &targets {
             let class = &target.0;
+            // The class's (or pinned device's) own space when variants say
+            // which devices they are for.
+            let key = target.1.as_deref().unwrap_or(class);
+            let mine: Vec<usize> = (0..parsed.configs.len())
+                .filter(|&ci| applicable(key, ci))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            if !conditional.is_empty() && target.1.is_none() {
+                class_configs.insert(class.clone(), mine.iter().map(|&i| i as u32).collect());
+            }
             match &mut search {
                 Some(run) => {
                     run.classes.insert(class.clone(), ClassSearch::default());
+                    if let Some(subset) = class_configs.get(class) {
+                        run.subsets.insert(class.clone(), subset.clone());
+                    }
                     plan.extend(run.propose(class).into_iter().map(|p| (target.clone(), p)));
                 }
                 None => plan.extend(
-                    (0..parsed.configs.len())
+                    mine.into_iter()
                         .map(|config| (target.clone(), Proposal { config, rung: None })),
                 ),
             }
+        }
+        if plan.is_empty() {
+            return Err(ApiError::InvalidArgument(format!(
+                "{}variants: no configuration is for a connected device (each variant's `when` matches none)",
+                find_line(source, "variants", None).map(|l| format!("line {l}: ")).unwrap_or_default(),
+            )));
         }
         // Grid order: configuration, then class (and device), then repeat.
         plan.sort_by(|(a, p), (b, q)| (p.config, a).cmp(&(q.config, b)));
@@ -1728,6 +1806,7 @@ impl Scheduler {
             target: spec.target.clone(),
             search: spec.search.clone(),
             budget: spec.budget,
+            class_configs,
             trace,
         };
         fx.ops.push(Op::put(keys::sweep(&id.0), json(&record)));
@@ -1888,7 +1967,9 @@ fn recover_search(record: &SweepRecord) -> Option<SearchRun> {
     } else {
         vec![None; parsed.configs.len()]
     };
-    Some(SearchRun::new(&parsed, depends))
+    let mut run = SearchRun::new(&parsed, depends);
+    run.subsets = record.class_configs.clone();
+    Some(run)
 }
 
 fn dep_failure(dep: &TrialKey, state: TrialState, error: Option<&str>) -> String {

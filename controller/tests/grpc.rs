@@ -879,3 +879,35 @@ async fn placement_all_pins_a_trial_to_every_device_and_selectors_read_labels() 
         e.message()
     );
 }
+
+#[tokio::test]
+async fn a_variant_runs_only_on_the_devices_it_is_for() {
+    let h = start(Duration::from_secs(5)).await;
+    let caps = ["kernel/matmul"];
+    let mut cpu = Agent::connect(&h.url, "c", vec![device("cpu", "a-cpu", &caps)], vec![]).await;
+    let mut gpu_dev = device("gpu0", "b-gpu", &caps);
+    gpu_dev.kind = "gpu".into();
+    let mut gpu = Agent::connect(&h.url, "g", vec![gpu_dev], vec![]).await;
+    // `threads` only for CPUs; GPUs run the same op without it.
+    let spec = "name: c\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\nvariants:\n  - threads: [1, 2]\n    when: {kind: cpu}\n  - when: {kind: gpu}\n";
+    let resp = submit(&h.url, spec).await.unwrap();
+    assert_eq!(resp.trials, 3, "two on the CPU class, one on the GPU class");
+    for _ in 0..2 {
+        let t = cpu.assignment().await;
+        assert!(t.params.contains_key("threads"));
+        assert!(cpu.finish(t.trial.as_ref().unwrap(), 1.0).await.accepted);
+    }
+    let t = gpu.assignment().await;
+    assert!(!t.params.contains_key("threads"), "{t:?}");
+    assert!(gpu.finish(t.trial.as_ref().unwrap(), 1.0).await.accepted);
+    // Nothing for a variant no connected device is for.
+    let e = submit(&h.url, "name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\nvariants:\n  - when: {agents: nobody}\n")
+        .await
+        .unwrap_err();
+    assert!(
+        e.message()
+            .contains("no configuration is for a connected device"),
+        "{}",
+        e.message()
+    );
+}

@@ -115,10 +115,55 @@ pub enum Space {
     Model(ModelSpace),
 }
 
-/// Parameters of a model workload, by name.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ModelSpace(pub BTreeMap<String, OneOrMany<ParamValue>>);
+/// Parameters of a model workload, by name, and (in a variant) the devices
+/// the variant is for (`when`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelSpace(
+    pub BTreeMap<String, OneOrMany<ParamValue>>,
+    pub Option<Target>,
+);
+
+impl Serialize for ModelSpace {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        if let Some(w) = &self.1 {
+            m.serialize_entry("when", w)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelSpace {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ModelSpace;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of parameter names to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ModelSpace, A::Error> {
+                let mut out = ModelSpace::default();
+                while let Some(k) = map.next_key::<String>()? {
+                    if k == "when" {
+                        let w: Target = map.next_value()?;
+                        set_once(&mut out.1, w, "when")?;
+                    } else {
+                        let v: OneOrMany<ParamValue> = map.next_value()?;
+                        if out.0.insert(k.clone(), v).is_some() {
+                            return Err(de::Error::custom(format!("duplicate field `{k}`")));
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
 
 impl Space {
     /// The empty space of a workload.
@@ -153,6 +198,10 @@ pub struct KernelSpace {
     /// for softmax, rmsnorm, rope and attention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<OneOrMany<Variant>>,
+    /// In a variant: the devices it is for (conditional parameters, such as
+    /// `threads` for CPUs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Target>,
 }
 
 /// A thread count, 1..=1024.
@@ -599,6 +648,8 @@ pub struct ParsedSweep {
     pub spec: SweepSpec,
     /// Every configuration, in a stable order.
     pub configs: Vec<Params>,
+    /// Per configuration: the devices its variant is for (`when`), if it says.
+    pub conditions: Vec<Option<Target>>,
 }
 
 /// Parses YAML text into a spec and expands it; every error names field and line.
@@ -638,6 +689,34 @@ pub fn parse(source: &str) -> Result<ParsedSweep, SpecError> {
             message,
         }
     })?;
+    let when_in_params = match &spec.params {
+        Space::Kernel(k) => k.when.is_some(),
+        Space::Model(m) => m.1.is_some(),
+    };
+    if when_in_params {
+        return Err(SpecError::at(
+            source,
+            "params.when",
+            "when",
+            None,
+            "`when` belongs in a variant: it says which devices that variant's parameters are for"
+                .to_owned(),
+        ));
+    }
+    let conditional = spec.variants.iter().any(|v| match v {
+        Space::Kernel(k) => k.when.is_some(),
+        Space::Model(m) => m.1.is_some(),
+    });
+    if conditional && spec.placement == Placement::Any {
+        return Err(SpecError::at(
+            source,
+            "placement",
+            "placement",
+            Some("any"),
+            "a variant with `when` needs placement `each-class` or `all` (it runs where its devices are)"
+                .to_owned(),
+        ));
+    }
     let mut configs = expand(&spec, source)?;
     if let Search::Random { samples, seed } = spec.search {
         configs = sample(configs, samples as usize, seed);
@@ -693,12 +772,17 @@ pub fn parse(source: &str) -> Result<ParsedSweep, SpecError> {
             }
         }
     }
-    Ok(ParsedSweep { spec, configs })
+    let (configs, conditions) = configs.into_iter().unzip();
+    Ok(ParsedSweep {
+        spec,
+        configs,
+        conditions,
+    })
 }
 
 /// `n` configurations drawn without replacement from `all`, the same ones for
 /// the same seed on every machine (ChaCha8), kept in grid order.
-fn sample(all: Vec<Params>, n: usize, seed: u64) -> Vec<Params> {
+fn sample<T>(all: Vec<T>, n: usize, seed: u64) -> Vec<T> {
     use rand::SeedableRng;
     if n >= all.len() {
         return all;
@@ -706,12 +790,14 @@ fn sample(all: Vec<Params>, n: usize, seed: u64) -> Vec<Params> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut picked = rand::seq::index::sample(&mut rng, all.len(), n).into_vec();
     picked.sort_unstable();
-    let mut all: Vec<Option<Params>> = all.into_iter().map(Some).collect();
+    let mut all: Vec<Option<T>> = all.into_iter().map(Some).collect();
     picked.into_iter().filter_map(|i| all[i].take()).collect()
 }
 
 /// Expands the spec's space into concrete configurations, checking each.
-pub fn expand(spec: &SweepSpec, source: &str) -> Result<Vec<Params>, SpecError> {
+/// Expands the spec's space into concrete configurations, checking each, with
+/// the `when` of the variant each came from.
+pub fn expand(spec: &SweepSpec, source: &str) -> Result<Vec<(Params, Option<Target>)>, SpecError> {
     let variants: Vec<(String, Space)> = if spec.variants.is_empty() {
         vec![("params".to_owned(), spec.params.clone())]
     } else {
@@ -722,11 +808,17 @@ pub fn expand(spec: &SweepSpec, source: &str) -> Result<Vec<Params>, SpecError> 
             .collect()
     };
     let mut out = Vec::new();
+    let mut conditions = Vec::new();
     for (path, space) in variants {
+        let when = match &space {
+            Space::Kernel(k) => k.when.clone(),
+            Space::Model(m) => m.1.clone(),
+        };
         match space {
             Space::Kernel(k) => expand_kernel(&k, &path, source, &mut out)?,
             Space::Model(m) => expand_model(spec.workload, &m, &path, source, &mut out)?,
         }
+        conditions.resize(out.len(), when);
         if out.len() > MAX_CONFIGS {
             return Err(SpecError {
                 path,
@@ -735,7 +827,7 @@ pub fn expand(spec: &SweepSpec, source: &str) -> Result<Vec<Params>, SpecError> 
             });
         }
     }
-    Ok(out)
+    Ok(out.into_iter().zip(conditions).collect())
 }
 
 fn merge(base: &Space, over: &Space) -> Space {
@@ -747,11 +839,12 @@ fn merge(base: &Space, over: &Space) -> Space {
             shape: o.shape.clone().or_else(|| b.shape.clone()),
             threads: o.threads.clone().or_else(|| b.threads.clone()),
             variant: o.variant.clone().or_else(|| b.variant.clone()),
+            when: o.when.clone(),
         }),
         (Space::Model(b), Space::Model(o)) => {
             let mut m = b.0.clone();
             m.extend(o.0.iter().map(|(k, v)| (k.clone(), v.clone())));
-            Space::Model(ModelSpace(m))
+            Space::Model(ModelSpace(m, o.1.clone()))
         }
         // The visitor builds every space of a spec for the same workload.
         (_, over) => over.clone(),
@@ -1233,6 +1326,35 @@ variants:
         assert_eq!(p.spec.budget.max_duration_s, Some(120));
         let e = err(&format!("{base}repeats: 3\nbudget: {{max_trials: 2}}\n"));
         assert!(e.message.contains("less than repeats"), "{e}");
+    }
+
+    #[test]
+    fn variants_say_which_devices_they_are_for() {
+        let p = parse(
+            "name: c\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\nvariants:\n  - threads: [1, 2]\n    when: {kind: cpu}\n  - when: {kind: gpu}\n",
+        )
+        .unwrap();
+        assert_eq!(p.configs.len(), 3);
+        let kinds: Vec<String> = p
+            .conditions
+            .iter()
+            .map(|w| serde_json::to_string(&w.as_ref().unwrap().kind).unwrap())
+            .collect();
+        assert_eq!(kinds, ["[\"cpu\"]", "[\"cpu\"]", "[\"gpu\"]"]);
+        assert!(!p.configs[2].contains_key("threads"));
+        let m = parse(
+            "name: g\nworkload: generate\nparams:\n  model: m.gguf\nvariants:\n  - threads: [1, 2]\n    when: {select: \"labels.site == lab\"}\n  - format: q8_0\n",
+        )
+        .unwrap();
+        assert_eq!(m.configs.len(), 3);
+        assert!(m.conditions[0].is_some() && m.conditions[2].is_none());
+        let e = err("name: c\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\n  when: {kind: cpu}\n");
+        assert!(e.message.contains("belongs in a variant"), "{e}");
+        assert_eq!(e.line, Some(6), "{e}");
+        let e = err("name: c\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\nplacement: any\nvariants:\n  - when: {kind: cpu}\n");
+        assert!(e.message.contains("needs placement"), "{e}");
+        let e = err("name: c\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\nvariants:\n  - when: {kind: tpu}\n");
+        assert!(e.message.contains("tpu"), "{e}");
     }
 
     #[test]
