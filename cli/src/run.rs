@@ -194,10 +194,7 @@ pub async fn run(
     let result = async {
         let mut client = local.client().await?;
         let (results, code) = sweep(&mut client, spec, source_name).await?;
-        let metric = metric.unwrap_or(chimera_domain::compare::default_metric(
-            parsed.spec.workload.name(),
-            &results.trials,
-        ));
+        let metric = metric.unwrap_or(default_metric(&parsed, &results));
         let samples = telemetry(&mut client, &[(&results, metric)]).await;
         anyhow::Ok((results, code, samples))
     }
@@ -212,14 +209,44 @@ pub async fn run(
         output::results(&results, fmt)?;
         println!();
     }
-    let metric = metric.unwrap_or(chimera_domain::compare::default_metric(
-        parsed.spec.workload.name(),
-        &results.trials,
-    ));
+    let metric = metric.unwrap_or(default_metric(&parsed, &results));
     output::comparison(
         &chimera_domain::compare::compare(&results.trials, metric),
         fmt,
     )?;
+    if let (Some(goal), Format::Table) = (parsed.spec.search.goal(), fmt) {
+        // The search's answer: the best configuration of each class.
+        let constraints: Vec<String> = goal.constraints.iter().map(|c| c.to_string()).collect();
+        println!(
+            "\nsearch {} ({} {}{}): best per device class",
+            parsed.spec.search.name(),
+            if goal.objective.maximize {
+                "maximize"
+            } else {
+                "minimize"
+            },
+            goal.objective.metric,
+            if constraints.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", constraints.join(", "))
+            }
+        );
+        let best = chimera_domain::search::best_per_class(goal, &results.trials);
+        if best.is_empty() {
+            println!("  none: no configuration met the constraints");
+        }
+        let unit = chimera_domain::metrics::unit(&goal.objective.metric);
+        for b in best {
+            println!(
+                "  {}: {}  {} {unit} ({} configurations tried)",
+                b.class,
+                chimera_domain::params::label(&b.params),
+                output::num(b.value),
+                b.tried
+            );
+        }
+    }
     eprintln!(
         "wrote {} and {TELEMETRY_FILE} ({} samples) ({:.1} s wall time)",
         path.display(),
@@ -227,6 +254,17 @@ pub async fn run(
         started.elapsed().as_secs_f64()
     );
     Ok(code)
+}
+
+/// The comparison's metric: an adaptive search's objective, else the
+/// workload's headline metric.
+fn default_metric<'a>(parsed: &'a ParsedSweep, results: &ResultsFile) -> &'a str {
+    match parsed.spec.search.goal() {
+        Some(goal) => &goal.objective.metric,
+        None => {
+            chimera_domain::compare::default_metric(parsed.spec.workload.name(), &results.trials)
+        }
+    }
 }
 
 /// The demo: the kernel quick start, then the quantization comparison of the

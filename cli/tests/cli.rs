@@ -258,3 +258,37 @@ fn tables_fit_80_columns_and_csv_keeps_every_value_whole() {
     );
     assert!(!text.contains('…'));
 }
+
+#[test]
+fn run_prints_an_adaptive_searchs_best_configuration_per_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("tpe.yaml");
+    std::fs::write(
+        &spec,
+        "name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: [\"1,64,64\", \"8,64,64\", \"32,64,64\"]\n  threads: [1, 2]\n\
+         harness: {warmup_iters: 1, min_iters: 3, min_time_ms: 20}\n\
+         search: {strategy: tpe, trials: 3, startup: 2, seed: 4, objective: {maximize: gflop_per_s}, constraints: [\"cov <= 10\"]}\n",
+    )
+    .unwrap();
+    let out = chimera(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("search tpe (maximize gflop_per_s; cov <= 10): best per device class"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("GFLOP/s (3 configurations tried)"),
+        "{stdout}"
+    );
+}
