@@ -219,3 +219,122 @@ pub fn model_dir() -> PathBuf {
         .expect("model file has a directory")
         .to_owned()
 }
+
+/// A one-member etcd cluster on loopback, for tests that need a real etcd
+/// (Debian's `etcd-server`), killed and deleted when dropped.
+pub struct Etcd {
+    pub proc: Proc,
+    /// `etcd://127.0.0.1:PORT`, as `chimera-controller --store` takes it.
+    pub url: String,
+    /// `http://127.0.0.1:PORT`, as etcd clients take it.
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The `etcd` binary: on PATH, else installed from Debian's `etcd-server`
+/// package with apt-get when running as root (under a lock, so parallel tests
+/// do not run apt at once). `None`, after saying why, when there is none;
+/// under `CI=true` a missing etcd fails the test instead.
+pub fn etcd_binary() -> Option<PathBuf> {
+    let find =
+        || on_path("etcd").or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|p| p.is_file()));
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if root && on_path("apt-get").is_some() && on_path("flock").is_some() {
+        eprintln!("etcd not found: installing Debian's etcd-server package with apt-get");
+        // The package may start a system etcd on the default ports; the
+        // tests run their own, so the installer (and only it, under the
+        // lock, before any test's etcd exists) stops that one.
+        let script = "test -x /usr/bin/etcd && exit 0; export DEBIAN_FRONTEND=noninteractive; \
+             { apt-get install -y --no-install-recommends etcd-server \
+               || { apt-get update && apt-get install -y --no-install-recommends etcd-server; }; } \
+             && { systemctl stop etcd 2>/dev/null; pkill -x etcd 2>/dev/null; true; }";
+        let status = Command::new("flock")
+            .args(["/tmp/chimera-apt.lock", "sh", "-c", script])
+            .stdout(Stdio::null())
+            .status();
+        eprintln!("apt-get: {status:?}");
+    }
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let why = "no etcd on PATH and it could not be installed (apt-get install etcd-server needs root and Debian's archive)";
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+/// Starts etcd on free loopback ports with its data in a temporary
+/// directory, and waits until it answers. `None` when there is no etcd (see
+/// [`etcd_binary`]).
+pub fn start_etcd() -> Option<Etcd> {
+    let binary = etcd_binary()?;
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let endpoint = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new(binary)
+        .args(["--name", "t", "--data-dir"])
+        .arg(dir.path().join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &endpoint,
+            "--advertise-client-urls",
+            &endpoint,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args(["--initial-cluster", &format!("t={peer_url}")])
+        .args(["--log-level", "error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    let etcd = Etcd {
+        proc: Proc {
+            child,
+            name: "etcd".into(),
+        },
+        url: format!("etcd://127.0.0.1:{client}"),
+        endpoint: endpoint.clone(),
+        _dir: dir,
+    };
+    // Ready when its /health says so.
+    wait_for("etcd to be healthy", Duration::from_secs(30), || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", client)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /health HTTP/1.0\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        body.contains("\"health\":\"true\"").then_some(())
+    });
+    Some(etcd)
+}

@@ -29,14 +29,22 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+/// Default key prefix in etcd.
+pub const DEFAULT_STORE_PREFIX: &str = "";
+
 /// Largest gRPC message accepted or sent, bytes.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
 /// Controller settings.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Directory of the embedded store.
+    /// Directory of the embedded store and of raw telemetry.
     pub data_dir: PathBuf,
+    /// The state store: `None` for the embedded one in `data_dir`, or an
+    /// etcd cluster, `etcd://h1:2379,h2:2379`.
+    pub store: Option<String>,
+    /// Key prefix of everything the controller keeps in etcd.
+    pub store_prefix: String,
     /// An agent silent this long loses its lease and its running trials.
     pub lease_ttl: Duration,
     /// Where to serve Prometheus metrics (`GET /metrics`); off when `None`.
@@ -47,6 +55,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("chimera-data"),
+            store: None,
+            store_prefix: DEFAULT_STORE_PREFIX.to_owned(),
             lease_ttl: Duration::from_secs(10),
             metrics_listen: None,
         }
@@ -74,10 +84,21 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = Arc::new(
-        store::embedded::EmbeddedStore::open(&config.data_dir)
-            .with_context(|| format!("open store in {}", config.data_dir.display()))?,
-    );
+    let store: Arc<dyn Store> = match &config.store {
+        None => Arc::new(
+            store::embedded::EmbeddedStore::open(&config.data_dir)
+                .with_context(|| format!("open store in {}", config.data_dir.display()))?,
+        ),
+        Some(url) => {
+            let endpoints =
+                store::etcd::endpoints(url).map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+            Arc::new(
+                store::etcd::EtcdStore::connect(&endpoints, &config.store_prefix)
+                    .await
+                    .with_context(|| format!("connect to the store {url}"))?,
+            )
+        }
+    };
     let (events, _) = broadcast::channel(4096);
     let telemetry = Arc::new(
         telemetry::TelemetryStore::open(&config.data_dir)

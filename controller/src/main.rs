@@ -16,6 +16,15 @@ struct Args {
     /// Directory of the embedded store (created if missing).
     #[arg(long, env = "CHIMERA_DATA_DIR", default_value = "chimera-data")]
     data_dir: PathBuf,
+    /// The state store: `embedded` (a file in --data-dir) or an etcd cluster,
+    /// `etcd://HOST:PORT[,HOST:PORT...]`.
+    #[arg(long, env = "CHIMERA_STORE", default_value = "embedded")]
+    store: String,
+    /// Put before every key in etcd (keys are `/chimera/v1/...`), to keep
+    /// several installations apart on one cluster: `/lab-a` gives
+    /// `/lab-a/chimera/v1/...`.
+    #[arg(long, env = "CHIMERA_STORE_PREFIX", default_value = chimera_controller::DEFAULT_STORE_PREFIX)]
+    store_prefix: String,
     /// An agent silent this long loses its lease and its trials, e.g. `10s`, `1500ms`.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     lease_ttl: Duration,
@@ -66,6 +75,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("chimera-controller listening on http://{addr}");
     let config = chimera_controller::Config {
         data_dir: args.data_dir,
+        store: match args.store.as_str() {
+            "embedded" => None,
+            url if url.starts_with("etcd://") => Some(url.to_owned()),
+            other => anyhow::bail!(
+                "--store `{other}`: expected `embedded` or `etcd://HOST:PORT[,HOST:PORT...]`"
+            ),
+        },
+        store_prefix: args.store_prefix,
         lease_ttl: args.lease_ttl,
         metrics_listen: args.metrics_listen,
     };

@@ -1809,7 +1809,6 @@ impl Scheduler {
             class_configs,
             trace,
         };
-        fx.ops.push(Op::put(keys::sweep(&id.0), json(&record)));
         self.sweeps.insert(
             id.clone(),
             SweepMeta {
@@ -1821,6 +1820,11 @@ impl Scheduler {
         // References first, so their dependents find them live.
         for rec in trials {
             self.add_trial(&id, rec, fx);
+        }
+        // The sweep's record last: a store that applies a big batch in
+        // pieces (etcd) never shows a sweep without all its trials.
+        if let Some(meta) = self.sweeps.get(&id) {
+            fx.ops.push(Op::put(keys::sweep(&id.0), json(&meta.record)));
         }
         info!(sweep = %id, trials = total, classes = targets.len(), "sweep submitted");
         if let Ok(sweep) = self.sweep_proto(&id) {

@@ -566,6 +566,7 @@ async fn metrics_are_scraped_in_prometheus_text_format_with_device_telemetry() {
             data_dir: dir.path().to_owned(),
             lease_ttl: Duration::from_secs(5),
             metrics_listen: Some(metrics),
+            ..Default::default()
         },
         shutdown.clone(),
     ));

@@ -6,6 +6,7 @@
 //! file in `--data-dir`); an etcd backend slots in behind the same trait.
 
 pub mod embedded;
+pub mod etcd;
 
 use futures::future::BoxFuture;
 use std::time::Duration;
