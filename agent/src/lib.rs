@@ -347,6 +347,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         model_dirs,
         telemetry: samplers,
     };
+    // systemd: ready once the devices and their threads are up (reaching the
+    // controller is retried forever, so it is not part of readiness); the
+    // watchdog is fed while this runtime is responsive.
+    chimera_observe::systemd::ready(&format!(
+        "{} device(s); controller {}",
+        state.devices.len(),
+        config.controller
+    ));
+    chimera_observe::systemd::spawn_watchdog(|_| async { true });
     let mut delay = config.min_backoff;
     loop {
         let end = session(&config, &mut state, &mut done_rx, &shutdown).await;

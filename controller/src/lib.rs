@@ -149,6 +149,7 @@ pub async fn serve(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let commands_for_watchdog = commands.clone();
     let agents = AgentServiceServer::new(agent_service::AgentApi {
         commands,
         telemetry,
@@ -157,6 +158,23 @@ pub async fn serve(
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let addr = listener.local_addr().context("listener address")?;
     info!(%addr, data_dir = %config.data_dir.display(), "controller serving");
+    // systemd: ready once the state is recovered and the port is bound; the
+    // watchdog is fed only while the scheduler loop answers (a loop stuck on
+    // its store stops the pings, and systemd restarts the controller).
+    chimera_observe::systemd::ready(&format!("serving on {addr}"));
+    let pinger = commands_for_watchdog;
+    chimera_observe::systemd::spawn_watchdog(move |within| {
+        let commands = pinger.clone();
+        async move {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            commands
+                .try_send(scheduler::Command::Ping { reply })
+                .is_ok()
+                && tokio::time::timeout(within, answer)
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+        }
+    });
     let server_token = shutdown.clone();
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -169,6 +187,7 @@ pub async fn serve(
         });
     tokio::select! {
         r = server => {
+            chimera_observe::systemd::stopping();
             r.context("grpc server")?;
             sched_token.cancel();
             match tokio::time::timeout(Duration::from_secs(5), &mut sched).await {

@@ -136,6 +136,8 @@ pub enum Command {
     ListAgents {
         reply: oneshot::Sender<Vec<proto::Agent>>,
     },
+    /// Answers at once: the loop is alive (the systemd watchdog asks).
+    Ping { reply: oneshot::Sender<()> },
     Drain {
         agent: AgentId,
         reply: Reply<proto::Agent>,
@@ -703,6 +705,7 @@ impl Scheduler {
                     .collect();
                 fx.reply(reply, list);
             }
+            Command::Ping { reply } => fx.reply(reply, ()),
             Command::ListAgents { reply } => {
                 let list = self
                     .agents

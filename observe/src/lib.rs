@@ -12,6 +12,8 @@
 //! inside a message (controller → agent, stored with the sweep so it outlives
 //! the request).
 
+pub mod systemd;
+
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
