@@ -1224,24 +1224,16 @@ impl Scheduler {
         for p in &proposals {
             for repeat in 0..run.repeats {
                 created.push(TrialRecord {
-                    id: TrialId::nth(n).0,
-                    sweep_id: id.0.clone(),
-                    state: TrialState::Pending,
-                    device_class: class.to_owned(),
-                    params: run.configs[p.config].clone(),
-                    config_index: p.config as u32,
-                    repeat,
-                    attempt: 0,
-                    agent: None,
-                    device_id: None,
-                    metrics: BTreeMap::new(),
-                    fingerprint: None,
-                    error: None,
-                    wall_ms: None,
-                    detail: None,
                     depends_on: run.depends[p.config].clone(),
                     rung: p.rung,
-                    pinned: None,
+                    ..TrialRecord::pending(
+                        TrialId::nth(n).0,
+                        id.0.clone(),
+                        class.to_owned(),
+                        run.configs[p.config].clone(),
+                        p.config as u32,
+                        repeat,
+                    )
                 });
                 n += 1;
             }
@@ -1699,26 +1691,14 @@ impl Scheduler {
             }
         }
         for (ri, (params, tid)) in references.iter().enumerate() {
-            trials.push(TrialRecord {
-                id: tid.clone(),
-                sweep_id: id.0.clone(),
-                state: TrialState::Pending,
-                device_class: ANY.to_owned(),
-                params: params.clone(),
-                config_index: (parsed.configs.len() + ri) as u32,
-                repeat: 0,
-                attempt: 0,
-                agent: None,
-                device_id: None,
-                metrics: BTreeMap::new(),
-                fingerprint: None,
-                error: None,
-                wall_ms: None,
-                detail: None,
-                depends_on: None,
-                rung: None,
-                pinned: None,
-            });
+            trials.push(TrialRecord::pending(
+                tid.clone(),
+                id.0.clone(),
+                ANY.to_owned(),
+                params.clone(),
+                (parsed.configs.len() + ri) as u32,
+                0,
+            ));
         }
         let mut search = spec
             .search
@@ -1767,24 +1747,17 @@ impl Scheduler {
         for ((class, pinned), p) in plan {
             for repeat in 0..spec.repeats {
                 trials.push(TrialRecord {
-                    id: TrialId::nth(n).0,
-                    sweep_id: id.0.clone(),
-                    state: TrialState::Pending,
-                    device_class: class.clone(),
-                    params: parsed.configs[p.config].clone(),
-                    config_index: p.config as u32,
-                    repeat,
-                    attempt: 0,
-                    agent: None,
-                    device_id: None,
-                    metrics: BTreeMap::new(),
-                    fingerprint: None,
-                    error: None,
-                    wall_ms: None,
-                    detail: None,
                     depends_on: depends[p.config].clone(),
                     rung: p.rung,
                     pinned: pinned.clone(),
+                    ..TrialRecord::pending(
+                        TrialId::nth(n).0,
+                        id.0.clone(),
+                        class.clone(),
+                        parsed.configs[p.config].clone(),
+                        p.config as u32,
+                        repeat,
+                    )
                 });
                 n += 1;
                 if let Some(c) = search.as_mut().and_then(|r| r.classes.get_mut(&class)) {

@@ -162,6 +162,39 @@ pub struct TrialRecord {
     pub pinned: Option<String>,
 }
 
+impl TrialRecord {
+    /// A new pending trial, before its first attempt.
+    pub fn pending(
+        id: String,
+        sweep_id: String,
+        device_class: String,
+        params: Params,
+        config_index: u32,
+        repeat: u32,
+    ) -> Self {
+        TrialRecord {
+            id,
+            sweep_id,
+            state: TrialState::Pending,
+            device_class,
+            params,
+            config_index,
+            repeat,
+            attempt: 0,
+            agent: None,
+            device_id: None,
+            metrics: BTreeMap::new(),
+            fingerprint: None,
+            error: None,
+            wall_ms: None,
+            detail: None,
+            depends_on: None,
+            rung: None,
+            pinned: None,
+        }
+    }
+}
+
 impl From<&TrialRecord> for proto::Trial {
     fn from(t: &TrialRecord) -> Self {
         proto::Trial {
