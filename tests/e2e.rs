@@ -221,7 +221,27 @@ fn an_agent_killed_mid_trial_has_its_trial_rerun_elsewhere_once() {
         })
     });
     let idx = agents.iter().position(|a| a.name == victim).unwrap();
+    let killed = std::time::Instant::now();
     agents[idx].kill();
+    // Agent-loss detection: until the trial is taken back (pending again, or
+    // already on its next attempt).
+    wait_for(
+        "the trial to be taken back",
+        Duration::from_secs(30),
+        || {
+            trials(&c.url, &id)
+                .iter()
+                .any(|t| {
+                    t["id"] == trial_id.as_str()
+                        && (t["state"] == "pending" || t["attempt"].as_u64() >= Some(2))
+                })
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "agent SIGKILLed mid-trial: its trial was taken back after {:.2} s (lease TTL 2 s)",
+        killed.elapsed().as_secs_f64()
+    );
 
     let out = chimera(&c.url, &["sweep", "watch", &id]);
     assert!(

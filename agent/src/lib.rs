@@ -77,6 +77,35 @@ impl Config {
     }
 }
 
+/// The controller URLs of `--controller` (comma-separated), each checked.
+pub fn controller_urls(list: &str) -> anyhow::Result<Vec<String>> {
+    let urls: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if urls.is_empty() {
+        anyhow::bail!("no controller URL in `{list}`");
+    }
+    for u in &urls {
+        tonic::transport::Endpoint::from_shared(u.clone())
+            .with_context(|| format!("parse controller URL `{u}`"))?;
+    }
+    Ok(urls)
+}
+
+/// The leader a standby controller named in its refusal
+/// (`not the leader; the leader is URL`).
+pub fn leader_named(message: &str) -> Option<String> {
+    let rest = &message[message.find("the leader is ")? + "the leader is ".len()..];
+    let url: String = rest
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',' && *c != ')')
+        .collect();
+    (!url.is_empty()).then_some(url)
+}
+
 /// Features compiled into this build.
 pub fn features() -> Vec<String> {
     let mut f = vec!["cpu".to_owned(), "nvml".to_owned()];
@@ -297,8 +326,7 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
 /// Runs the agent until `shutdown` is cancelled or the controller drains it.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     check_name(&config.name)?;
-    tonic::transport::Endpoint::from_shared(config.controller.clone())
-        .with_context(|| format!("parse controller URL `{}`", config.controller))?;
+    let controllers = controller_urls(&config.controller)?;
     let model_dirs =
         Arc::new(models::ModelDirs::new(&config.model_dirs).map_err(anyhow::Error::msg)?);
     for d in model_dirs.dirs() {
@@ -357,23 +385,47 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
     chimera_observe::systemd::spawn_watchdog(|_| async { true });
     let mut delay = config.min_backoff;
+    // Which of the controllers to try: the leader answers; a standby refuses,
+    // naming the leader, and the agent moves there at once.
+    let mut at = 0usize;
     loop {
-        let end = session(&config, &mut state, &mut done_rx, &shutdown).await;
+        let url = controllers[at % controllers.len()].clone();
+        let end = session(&config, &url, &mut state, &mut done_rx, &shutdown).await;
+        let mut redirected = false;
         match end {
             Ok(SessionEnd::Exit) => break,
             Ok(SessionEnd::Reconnect { welcomed, why }) => {
                 if welcomed {
                     delay = config.min_backoff;
                 }
-                warn!(controller = %config.controller, reason = %why, "disconnected; reconnecting");
+                warn!(controller = %url, reason = %why, "disconnected; reconnecting");
+                at += 1;
             }
             Err(e) => {
-                warn!(controller = %config.controller, error = %format!("{e:#}"), "cannot reach the controller")
+                let why = format!("{e:#}");
+                match leader_named(&why).and_then(|l| controllers.iter().position(|c| *c == l)) {
+                    Some(i) => {
+                        info!(standby = %url, leader = %controllers[i], "not the leader; moving to the leader");
+                        at = i;
+                        redirected = true;
+                    }
+                    None => {
+                        warn!(controller = %url, error = %why, "cannot reach the controller");
+                        at += 1;
+                    }
+                }
             }
         }
-        // Full jitter in [delay/2, delay], then double up to the cap.
-        let jittered = delay.mul_f64(rand::rng().random_range(0.5..=1.0));
-        delay = (delay * 2).min(config.max_backoff);
+        // Full jitter in [delay/2, delay], then double up to the cap (a
+        // redirect to the leader goes at once).
+        let jittered = if redirected {
+            Duration::ZERO
+        } else {
+            delay.mul_f64(rand::rng().random_range(0.5..=1.0))
+        };
+        if !redirected {
+            delay = (delay * 2).min(config.max_backoff);
+        }
         let sleep = tokio::time::sleep(jittered);
         tokio::pin!(sleep);
         loop {
@@ -401,11 +453,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
 async fn session(
     config: &Config,
+    controller: &str,
     state: &mut State,
     done_rx: &mut mpsc::Receiver<Outcome>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<SessionEnd> {
-    let endpoint = tonic::transport::Endpoint::from_shared(config.controller.clone())?
+    let endpoint = tonic::transport::Endpoint::from_shared(controller.to_owned())?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));
@@ -440,7 +493,7 @@ async fn session(
         Ok(Err(status)) => anyhow::bail!("controller refused the session: {}", status.message()),
         Err(_) => anyhow::bail!("no welcome within 10 s"),
     };
-    info!(controller = %config.controller, lease_ttl_ms = welcome.lease_ttl_ms, "connected");
+    info!(controller = %controller, lease_ttl_ms = welcome.lease_ttl_ms, "connected");
     for msg in state.outbox.iter().cloned() {
         out.send(msg).await.context("resend buffered results")?;
     }
@@ -519,5 +572,28 @@ async fn session(
             info!("drained: every result delivered, stopping");
             return Ok(SessionEnd::Exit);
         }
+    }
+}
+
+#[cfg(test)]
+mod leader_tests {
+    use super::*;
+
+    #[test]
+    fn controller_lists_and_named_leaders() {
+        assert_eq!(
+            controller_urls("http://a:1, http://b:2,").unwrap(),
+            ["http://a:1", "http://b:2"]
+        );
+        assert!(controller_urls(" , ").is_err());
+        assert!(controller_urls("http://a:1,not a url")
+            .unwrap_err()
+            .to_string()
+            .contains("`not a url`"));
+        assert_eq!(
+            leader_named("open the session: status: Unavailable, message: \"not the leader; the leader is http://10.0.0.5:50051\", details: []"),
+            Some("http://10.0.0.5:50051".to_owned())
+        );
+        assert_eq!(leader_named("connection refused"), None);
     }
 }

@@ -6,7 +6,8 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "chimera-agent", version)]
 struct Args {
-    /// Controller URL.
+    /// Controller URL, or several comma-separated (a cluster's controllers):
+    /// the agent finds the leader among them and follows it.
     #[arg(
         long,
         env = "CHIMERA_CONTROLLER",

@@ -20,7 +20,8 @@ use tracing::Instrument;
 #[derive(Parser, Debug)]
 #[command(name = "chimera", version)]
 struct Cli {
-    /// Controller URL.
+    /// Controller URL, or several comma-separated (a cluster's controllers):
+    /// commands go to whichever leads.
     #[arg(
         long,
         global = true,
@@ -234,7 +235,50 @@ async fn main() {
 }
 
 /// Connects to the controller.
-pub async fn connect(url: &str) -> anyhow::Result<OperatorServiceClient<Channel>> {
+pub async fn connect(urls: &str) -> anyhow::Result<OperatorServiceClient<Channel>> {
+    let mut todo: std::collections::VecDeque<String> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if todo.len() == 1 {
+        // One controller: no leader to look for.
+        return connect_one(&todo[0]).await;
+    }
+    let mut tried = Vec::new();
+    let mut why = Vec::new();
+    while let Some(url) = todo.pop_front() {
+        if tried.contains(&url) {
+            continue;
+        }
+        tried.push(url.clone());
+        let mut client = match connect_one(&url).await {
+            Ok(c) => c,
+            Err(e) => {
+                why.push(format!("{e:#}"));
+                continue;
+            }
+        };
+        // Only the leader answers; a standby names it.
+        match client.list_agents(proto::ListAgentsRequest {}).await {
+            Ok(_) => return Ok(client),
+            Err(s) => {
+                if let Some(leader) = s
+                    .metadata()
+                    .get("chimera-leader")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    todo.push_front(leader.to_owned());
+                }
+                why.push(format!("{url}: {}", s.message()));
+            }
+        }
+    }
+    anyhow::bail!("no leading controller among {urls}: {}", why.join("; "))
+}
+
+async fn connect_one(url: &str) -> anyhow::Result<OperatorServiceClient<Channel>> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("parse controller URL `{url}`"))?
         .connect_timeout(std::time::Duration::from_secs(5));

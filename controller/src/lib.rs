@@ -45,10 +45,22 @@ pub struct Config {
     pub store: Option<String>,
     /// Key prefix of everything the controller keeps in etcd.
     pub store_prefix: String,
+    /// The URL other controllers name when they refuse a request for this
+    /// one as the leader (default: `http://` + the bound address).
+    pub advertise: Option<String>,
     /// An agent silent this long loses its lease and its running trials.
     pub lease_ttl: Duration,
     /// Where to serve Prometheus metrics (`GET /metrics`); off when `None`.
     pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// The URL this controller is known by.
+    pub fn advertise_url(&self, addr: SocketAddr) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"))
+    }
 }
 
 impl Default for Config {
@@ -57,6 +69,7 @@ impl Default for Config {
             data_dir: PathBuf::from("chimera-data"),
             store: None,
             store_prefix: DEFAULT_STORE_PREFIX.to_owned(),
+            advertise: None,
             lease_ttl: Duration::from_secs(10),
             metrics_listen: None,
         }
@@ -78,25 +91,81 @@ pub async fn bind(addr: SocketAddr, allow_insecure: bool) -> anyhow::Result<TcpL
         .with_context(|| format!("bind {addr}"))
 }
 
+/// Key of the leader election in the store (etcd only).
+pub const ELECTION: &str = "/chimera/v1/leader";
+/// TTL of a controller's etcd session: a dead leader's election key goes
+/// with it this long after its last keep-alive.
+pub const SESSION_TTL: Duration = Duration::from_secs(2);
+
+/// Whether this controller leads, and who does when it does not. Every RPC
+/// passes through it: a standby answers `UNAVAILABLE` naming the leader, so
+/// clients and agents move on.
+#[derive(Default)]
+pub struct Gate {
+    leader: std::sync::atomic::AtomicBool,
+    leader_url: std::sync::RwLock<String>,
+}
+
+impl Gate {
+    fn is_leader(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn set_leader_url(&self, url: String) {
+        if let Ok(mut u) = self.leader_url.write() {
+            *u = url;
+        }
+    }
+
+    fn check(&self) -> Result<(), tonic::Status> {
+        if self.is_leader() {
+            return Ok(());
+        }
+        let url = self
+            .leader_url
+            .read()
+            .map(|u| u.clone())
+            .unwrap_or_default();
+        let mut status = tonic::Status::unavailable(if url.is_empty() {
+            "not the leader; no controller leads right now (an election is under way)".to_owned()
+        } else {
+            format!("not the leader; the leader is {url}")
+        });
+        if let Ok(v) = url.parse() {
+            status.metadata_mut().insert("chimera-leader", v);
+        }
+        Err(status)
+    }
+}
+
 /// Runs the controller on `listener` until `shutdown` is cancelled.
+///
+/// With the embedded store it leads at once. With etcd it serves as a
+/// standby (every RPC refused, naming the leader) while it campaigns; once
+/// elected it recovers the state from etcd and schedules, every write
+/// guarded by its election key, until it stops or loses its session (then
+/// it exits with an error; a supervisor restarts it as a standby).
 pub async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = match &config.store {
-        None => Arc::new(
-            store::embedded::EmbeddedStore::open(&config.data_dir)
-                .with_context(|| format!("open store in {}", config.data_dir.display()))?,
+    let addr = listener.local_addr().context("listener address")?;
+    let (store, etcd): (Arc<dyn Store>, Option<store::etcd::EtcdStore>) = match &config.store {
+        None => (
+            Arc::new(
+                store::embedded::EmbeddedStore::open(&config.data_dir)
+                    .with_context(|| format!("open store in {}", config.data_dir.display()))?,
+            ),
+            None,
         ),
         Some(url) => {
             let endpoints =
                 store::etcd::endpoints(url).map_err(|e| anyhow::anyhow!("--store: {e}"))?;
-            Arc::new(
-                store::etcd::EtcdStore::connect(&endpoints, &config.store_prefix)
-                    .await
-                    .with_context(|| format!("connect to the store {url}"))?,
-            )
+            let etcd = store::etcd::EtcdStore::connect(&endpoints, &config.store_prefix)
+                .await
+                .with_context(|| format!("connect to the store {url}"))?;
+            (Arc::new(etcd.clone()), Some(etcd))
         }
     };
     let (events, _) = broadcast::channel(4096);
@@ -105,16 +174,10 @@ pub async fn serve(
             .with_context(|| format!("open telemetry in {}", config.data_dir.display()))?,
     );
     let metrics = Arc::new(metrics::Metrics::new());
-    let mut scheduler = Scheduler::recover(
-        store.clone(),
-        SchedulerConfig {
-            lease_ttl: config.lease_ttl,
-        },
-        events.clone(),
-    )
-    .await
-    .context("recover state from the store")?;
-    scheduler.set_metrics(metrics.clone());
+    let gate = Arc::new(Gate::default());
+    if etcd.is_none() {
+        gate.leader.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     let (commands, rx) = mpsc::channel(8192);
     if let Some(addr) = config.metrics_listen {
         let l = bind(addr, false).await.context("--metrics-listen")?;
@@ -131,16 +194,10 @@ pub async fn serve(
             }
         });
     }
-    let sched_token = shutdown.child_token();
-    let mut sched = tokio::spawn(scheduler.run(rx, sched_token.clone()));
 
+    // The API, behind the gate.
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<OperatorServiceServer<operator_service::OperatorApi>>()
-        .await;
-    health
-        .set_serving::<AgentServiceServer<agent_service::AgentApi>>()
-        .await;
+    let sched_events = events.clone();
     let operator = OperatorServiceServer::new(operator_service::OperatorApi {
         commands: commands.clone(),
         store: store.clone(),
@@ -149,23 +206,46 @@ pub async fn serve(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let commands_for_watchdog = commands.clone();
     let agents = AgentServiceServer::new(agent_service::AgentApi {
-        commands,
+        commands: commands.clone(),
         telemetry,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let addr = listener.local_addr().context("listener address")?;
-    info!(%addr, data_dir = %config.data_dir.display(), "controller serving");
-    // systemd: ready once the state is recovered and the port is bound; the
-    // watchdog is fed only while the scheduler loop answers (a loop stuck on
-    // its store stops the pings, and systemd restarts the controller).
+    let g1 = gate.clone();
+    let g2 = gate.clone();
+    let operator = tonic::service::interceptor::InterceptedService::new(operator, move |r| {
+        g1.check().map(|()| r)
+    });
+    let agents = tonic::service::interceptor::InterceptedService::new(agents, move |r| {
+        g2.check().map(|()| r)
+    });
+    let server_token = shutdown.clone();
+    let mut server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(health_service)
+            .add_service(operator)
+            .add_service(agents)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                server_token.cancelled().await
+            }),
+    );
+
+    // systemd: ready once serving (a standby is a running service too); the
+    // watchdog is fed while the scheduler loop answers (a loop stuck on its
+    // store stops the pings, and systemd restarts the controller).
     chimera_observe::systemd::ready(&format!("serving on {addr}"));
-    let pinger = commands_for_watchdog;
+    let pinger = commands.clone();
+    let watched = gate.clone();
     chimera_observe::systemd::spawn_watchdog(move |within| {
         let commands = pinger.clone();
+        let leader = watched.is_leader();
         async move {
+            if !leader {
+                return true;
+            }
             let (reply, answer) = tokio::sync::oneshot::channel();
             commands
                 .try_send(scheduler::Command::Ping { reply })
@@ -175,20 +255,90 @@ pub async fn serve(
                     .is_ok_and(|r| r.is_ok())
         }
     });
-    let server_token = shutdown.clone();
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(health_service)
-        .add_service(operator)
-        .add_service(agents)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            server_token.cancelled().await
-        });
-    tokio::select! {
-        r = server => {
+
+    // Lead: at once on the embedded store; on etcd, after winning the election.
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (scheduler_store, session): (Arc<dyn Store>, Option<store::LeaseId>) = match &etcd {
+        None => (store.clone(), None),
+        Some(etcd) => {
+            let session = etcd
+                .lease_grant(SESSION_TTL)
+                .await
+                .context("open an etcd session")?;
+            // Keep the session alive; losing it means losing the leadership.
+            let (ka, token, flag) = (etcd.clone(), shutdown.clone(), lost.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(SESSION_TTL / 4) => {}
+                    }
+                    if let Err(e) = ka.lease_keep_alive(session).await {
+                        error!(error = %e, "etcd session lost: stepping down");
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                        token.cancel();
+                        return;
+                    }
+                }
+            });
+            // While standing by, know who leads (for the refusals).
+            let (poll, g, token) = (etcd.clone(), gate.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                while !g.is_leader() && !token.is_cancelled() {
+                    if let Ok(url) = poll.leader(ELECTION.as_bytes()).await {
+                        g.set_leader_url(url.unwrap_or_default());
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            });
+            info!(%addr, advertise = %config.advertise_url(addr), "standing by: campaigning for leadership");
+            let me = config.advertise_url(addr);
+            let key = tokio::select! {
+                k = etcd.campaign(ELECTION.as_bytes(), &me, session) => {
+                    k.context("campaign for leadership")?
+                }
+                _ = shutdown.cancelled() => {
+                    let _ = server.await;
+                    return if lost.load(std::sync::atomic::Ordering::SeqCst) {
+                        Err(anyhow::anyhow!("lost the etcd session while standing by"))
+                    } else {
+                        Ok(())
+                    };
+                }
+            };
+            info!(key = %String::from_utf8_lossy(&key), "elected leader");
+            let guarded: Arc<dyn Store> = Arc::new(store::Guarded {
+                inner: store.clone(),
+                guard: store::Compare::Version(key, store::CmpOp::Greater, 0),
+            });
+            (guarded, Some(session))
+        }
+    };
+    let mut scheduler = Scheduler::recover(
+        scheduler_store,
+        SchedulerConfig {
+            lease_ttl: config.lease_ttl,
+        },
+        sched_events,
+    )
+    .await
+    .context("recover state from the store")?;
+    scheduler.set_metrics(metrics.clone());
+    let sched_token = shutdown.child_token();
+    let mut sched = tokio::spawn(scheduler.run(rx, sched_token.clone()));
+    gate.leader.store(true, std::sync::atomic::Ordering::SeqCst);
+    gate.set_leader_url(config.advertise_url(addr));
+    health
+        .set_serving::<OperatorServiceServer<operator_service::OperatorApi>>()
+        .await;
+    health
+        .set_serving::<AgentServiceServer<agent_service::AgentApi>>()
+        .await;
+    info!(%addr, data_dir = %config.data_dir.display(), "controller serving");
+    let result = tokio::select! {
+        r = &mut server => {
             chimera_observe::systemd::stopping();
-            r.context("grpc server")?;
+            r.map_err(|e| anyhow::anyhow!("grpc server task: {e}"))?.context("grpc server")?;
             sched_token.cancel();
             match tokio::time::timeout(Duration::from_secs(5), &mut sched).await {
                 Ok(Ok(r)) => r,
@@ -197,7 +347,8 @@ pub async fn serve(
             }
         }
         r = &mut sched => {
-            // The scheduler only stops early when the store failed: stop serving.
+            // The scheduler only stops early when the store failed (or
+            // refused a deposed leader's write): stop serving.
             shutdown.cancel();
             let r = r.map_err(|e| anyhow::anyhow!("scheduler task: {e}"))?;
             if let Err(e) = &r {
@@ -205,5 +356,15 @@ pub async fn serve(
             }
             r
         }
+    };
+    // Hand over at once on a clean stop: a standby need not wait out the TTL.
+    if let (Some(etcd), Some(session)) = (&etcd, session) {
+        let _ = etcd.lease_revoke(session).await;
     }
+    if lost.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(anyhow::anyhow!(
+            "lost the etcd session (and with it the leadership)"
+        ));
+    }
+    result
 }

@@ -25,6 +25,10 @@ struct Args {
     /// `/lab-a/chimera/v1/...`.
     #[arg(long, env = "CHIMERA_STORE_PREFIX", default_value = chimera_controller::DEFAULT_STORE_PREFIX)]
     store_prefix: String,
+    /// The URL standby controllers give clients for this one when it leads
+    /// (default: http:// and the bound address).
+    #[arg(long, env = "CHIMERA_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     /// An agent silent this long loses its lease and its trials, e.g. `10s`, `1500ms`.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     lease_ttl: Duration,
@@ -83,6 +87,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ),
         },
         store_prefix: args.store_prefix,
+        advertise: args.advertise_url,
         lease_ttl: args.lease_ttl,
         metrics_listen: args.metrics_listen,
     };

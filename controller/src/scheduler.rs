@@ -632,13 +632,21 @@ impl Scheduler {
     async fn commit(&mut self, fx: Effects) -> anyhow::Result<()> {
         if !fx.ops.is_empty() {
             let n = fx.ops.len();
-            self.store
+            let r = self
+                .store
                 .txn(Txn {
                     success: fx.ops,
                     ..Default::default()
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!("commit {n} scheduler writes: {e}"))?;
+            // The scheduler's own transactions have no conditions: one that
+            // fails is the store's leadership guard refusing a deposed leader.
+            if !r.succeeded {
+                anyhow::bail!(
+                    "commit {n} scheduler writes: refused, this controller is no longer the leader"
+                );
+            }
         }
         for id in fx.keepalives {
             if let Err(e) = self.store.lease_keep_alive(id).await {

@@ -83,6 +83,42 @@ impl EtcdStore {
         })
     }
 
+    /// Campaigns for leadership of the election `name` (a key of this
+    /// store) with `value` (the candidate's URL), on `lease`; returns when
+    /// elected, with the leader key (a key of this store) that exists for as
+    /// long as the leadership does.
+    pub async fn campaign(
+        &self,
+        name: &[u8],
+        value: &str,
+        lease: LeaseId,
+    ) -> Result<Vec<u8>, StoreError> {
+        let resp = self
+            .client
+            .election_client()
+            .campaign(self.full(name), value, lease)
+            .await
+            .map_err(backend)?;
+        let key = resp.leader().map(|l| l.key().to_vec()).ok_or_else(|| {
+            StoreError::Backend("etcd: campaign answered without a leader key".into())
+        })?;
+        Ok(key
+            .strip_prefix(self.prefix.as_slice())
+            .map(<[u8]>::to_vec)
+            .unwrap_or(key))
+    }
+
+    /// The value (URL) of the current leader of election `name`, if any.
+    pub async fn leader(&self, name: &[u8]) -> Result<Option<String>, StoreError> {
+        match self.client.election_client().leader(self.full(name)).await {
+            Ok(r) => Ok(r
+                .kv()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
+            Err(e) if e.to_string().contains("no leader") => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     fn full(&self, key: &[u8]) -> Vec<u8> {
         let mut k = self.prefix.clone();
         k.extend_from_slice(key);

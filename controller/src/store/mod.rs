@@ -145,5 +145,35 @@ pub trait Store: Send + Sync + 'static {
     fn lease_revoke(&self, id: LeaseId) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
+/// A store whose every transaction also requires `guard` (a leader's
+/// fencing condition: its election key still exists). A write after the
+/// leadership is lost fails its compare and changes nothing.
+pub struct Guarded {
+    pub inner: std::sync::Arc<dyn Store>,
+    pub guard: Compare,
+}
+
+impl Store for Guarded {
+    fn get(&self, key: &[u8]) -> BoxFuture<'_, Result<Option<KeyValue>, StoreError>> {
+        self.inner.get(key)
+    }
+    fn range(&self, prefix: &[u8]) -> BoxFuture<'_, Result<Range, StoreError>> {
+        self.inner.range(prefix)
+    }
+    fn txn(&self, mut txn: Txn) -> BoxFuture<'_, Result<TxnResult, StoreError>> {
+        txn.compare.push(self.guard.clone());
+        self.inner.txn(txn)
+    }
+    fn lease_grant(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId, StoreError>> {
+        self.inner.lease_grant(ttl)
+    }
+    fn lease_keep_alive(&self, id: LeaseId) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.lease_keep_alive(id)
+    }
+    fn lease_revoke(&self, id: LeaseId) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.lease_revoke(id)
+    }
+}
+
 #[cfg(test)]
 mod tests;
