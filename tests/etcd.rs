@@ -198,6 +198,17 @@ fn a_controller_on_etcd_keeps_its_sweeps_across_a_restart() {
 
     // A new controller with another (empty) data directory: the state is in etcd.
     let c = start_controller_env(&dir.path().join("elsewhere"), &addr, "3s", &env);
+    // It leads once the killed one's etcd session has expired.
+    wait_for(
+        "the new controller to lead",
+        Duration::from_secs(15),
+        || {
+            chimera(&c.url, &["sweep", "list"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
     let after = chimera_json(&c.url, &["results", &id]);
     assert_eq!(after["trials"], before["trials"]);
     assert_eq!(after["trials"].as_array().unwrap().len(), 6);

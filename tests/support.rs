@@ -184,7 +184,12 @@ pub fn wait_for_agents(url: &str, n: usize) {
         &format!("{n} connected agents"),
         Duration::from_secs(30),
         || {
-            let agents = chimera_json(url, &["agents", "list"]);
+            // A controller that does not lead yet (etcd) refuses: keep waiting.
+            let out = chimera(url, &["agents", "list", "--output", "json"]);
+            if !out.status.success() {
+                return None;
+            }
+            let agents: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
             let connected = agents
                 .as_array()?
                 .iter()

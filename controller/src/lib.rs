@@ -220,6 +220,23 @@ pub async fn serve(
     let agents = tonic::service::interceptor::InterceptedService::new(agents, move |r| {
         g2.check().map(|()| r)
     });
+    // Known to health checks from the start: serving when leading at once
+    // (embedded store), not serving while a standby.
+    if etcd.is_none() {
+        health
+            .set_serving::<OperatorServiceServer<operator_service::OperatorApi>>()
+            .await;
+        health
+            .set_serving::<AgentServiceServer<agent_service::AgentApi>>()
+            .await;
+    } else {
+        health
+            .set_not_serving::<OperatorServiceServer<operator_service::OperatorApi>>()
+            .await;
+        health
+            .set_not_serving::<AgentServiceServer<agent_service::AgentApi>>()
+            .await;
+    }
     let server_token = shutdown.clone();
     let mut server = tokio::spawn(
         tonic::transport::Server::builder()

@@ -728,7 +728,7 @@ struct Dim {
     /// configuration, e.g. `format` for a dense matmul), in order: numeric
     /// values ascending when the dimension is ordinal.
     values: Vec<Option<String>>,
-    /// Three or more numeric values, always present: a Parzen estimator over
+    /// Three or more values on one numeric scale (numbers, or number tuples such as shapes), always present: a Parzen estimator over
     /// their ranks; otherwise a histogram over the categories.
     ordinal: bool,
 }
@@ -753,12 +753,26 @@ fn value_key(v: &ParamValue) -> String {
     format!("{v:?}")
 }
 
-fn numeric(v: &ParamValue) -> Option<f64> {
+/// A value's place on a numeric scale: a number, or a tuple of numbers for
+/// text like a shape (`"64,512,512"`), ordered lexicographically.
+fn numeric(v: &ParamValue) -> Option<Vec<f64>> {
     match v {
-        ParamValue::Int(i) => Some(*i as f64),
-        ParamValue::Real(r) => Some(*r),
-        _ => None,
+        ParamValue::Int(i) => Some(vec![*i as f64]),
+        ParamValue::Real(r) => Some(vec![*r]),
+        ParamValue::Text(t) => t
+            .split(',')
+            .map(|x| x.trim().parse::<f64>().ok().filter(|x| x.is_finite()))
+            .collect(),
+        ParamValue::Flag(_) => None,
     }
+}
+
+fn lexicographic(a: &[f64], b: &[f64]) -> std::cmp::Ordering {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.total_cmp(y))
+        .find(|o| o.is_ne())
+        .unwrap_or(a.len().cmp(&b.len()))
 }
 
 /// Scores a candidate configuration by TPE's acquisition: the sum over the
@@ -809,7 +823,7 @@ impl TpeScorer {
         keys.dedup();
         let mut dims = Vec::new();
         for key in keys {
-            let mut values: Vec<(Option<f64>, Option<String>)> = Vec::new();
+            let mut values: Vec<(Option<Vec<f64>>, Option<String>)> = Vec::new();
             for c in configs {
                 let v = c.get(key);
                 let k = v.map(value_key);
@@ -820,9 +834,17 @@ impl TpeScorer {
             if values.len() < 2 {
                 continue; // a constant tells candidates apart by nothing
             }
-            let ordinal = values.len() >= 3 && values.iter().all(|(n, _)| n.is_some());
+            // Three or more values on one numeric scale (numbers, or shapes
+            // of one arity) are ordinal.
+            let arity = values.first().and_then(|(n, _)| n.as_ref().map(Vec::len));
+            let ordinal = values.len() >= 3
+                && values
+                    .iter()
+                    .all(|(n, _)| n.as_ref().map(Vec::len) == arity && arity.is_some());
             if ordinal {
-                values.sort_by(|a, b| a.0.unwrap_or(0.0).total_cmp(&b.0.unwrap_or(0.0)));
+                values.sort_by(|a, b| {
+                    lexicographic(a.0.as_deref().unwrap_or(&[]), b.0.as_deref().unwrap_or(&[]))
+                });
             }
             let dim = Dim {
                 key: key.clone(),
