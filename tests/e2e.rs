@@ -384,3 +384,83 @@ fn model_workloads_run_across_processes_and_a_failure_leaves_the_agent_healthy()
     assert_eq!(trials(&c.url, &id)[0]["state"], "succeeded");
     assert!(a.child.try_wait().unwrap().is_none(), "agent still running");
 }
+
+const ONE_SLOW: &str = "name: one-slow
+workload: kernel
+params:
+  op: matmul
+  shape: \"64,256,256\"
+  threads: 1
+harness:
+  warmup_iters: 1
+  min_iters: 3
+  min_time_ms: 3000
+  max_time_ms: 4000
+";
+
+fn outbox_files(state: &std::path::Path) -> usize {
+    std::fs::read_dir(state.join("outbox"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "pb"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_agent_restarted_with_an_undelivered_result_delivers_it_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let state = dir.path().join("agent-state");
+    let state_arg = state.to_str().unwrap();
+    let mut c = start_controller(&data, "127.0.0.1:0", "3s");
+    let addr = c.addr.clone();
+    let url = c.url.clone();
+    let mut a = start_agent_with(&url, "agent-disk", &["--state-dir", state_arg]);
+    wait_for_agents(&url, 1);
+    let f = spec_file(dir.path(), "one.yaml", ONE_SLOW);
+    let id = submit(&url, f.to_str().unwrap(), false);
+    wait_for("the trial to run", Duration::from_secs(30), || {
+        trials(&url, &id)
+            .iter()
+            .any(|t| t["state"] == "running")
+            .then_some(())
+    });
+
+    // The controller dies; the trial finishes with nobody to tell: the
+    // result goes to the agent's outbox on disk. Then the agent dies too.
+    c.proc.kill();
+    wait_for(
+        "the result to be buffered on disk",
+        Duration::from_secs(30),
+        || (outbox_files(&state) == 1).then_some(()),
+    );
+    a.kill();
+
+    // Both come back; the new agent process finds the result on disk,
+    // reports it in its hello, and delivers it: no re-run.
+    let _a = start_agent_with(&url, "agent-disk", &["--state-dir", state_arg]);
+    let c = start_controller(&data, &addr, "3s");
+    let out = chimera(&c.url, &["sweep", "watch", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = trials(&c.url, &id);
+    assert_eq!(all.len(), 1);
+    let t = &all[0];
+    assert_eq!(t["state"], "succeeded", "{t}");
+    assert_eq!(
+        t["attempt"], 1,
+        "the first attempt's result, not a re-run: {t}"
+    );
+    assert_eq!(t["agent"], "agent-disk", "{t}");
+    assert!(t["metrics"]["gflop_per_s"].as_f64().unwrap() > 0.0, "{t}");
+    wait_for(
+        "the acknowledged result to leave the outbox",
+        Duration::from_secs(10),
+        || (outbox_files(&state) == 0).then_some(()),
+    );
+}

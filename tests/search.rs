@@ -95,10 +95,12 @@ fn best(m: &BTreeMap<String, f64>) -> (String, f64) {
 }
 
 fn start_pinned_agent(url: &str, name: &str, cpu: &str) -> Proc {
+    let state = tempfile::tempdir().unwrap();
     let child = Command::new("taskset")
         .args(["--cpu-list", cpu])
         .arg(bin("chimera-agent"))
-        .args(["--controller", url, "--name", name])
+        .args(["--controller", url, "--name", name, "--state-dir"])
+        .arg(state.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -107,6 +109,7 @@ fn start_pinned_agent(url: &str, name: &str, cpu: &str) -> Proc {
     Proc {
         child,
         name: name.into(),
+        dir: Some(state),
     }
 }
 

@@ -113,7 +113,8 @@ fn controller_and_agent_notify_ready_and_feed_the_watchdog() {
     let (agent_sock, agent_path) = notify_socket(dir.path(), "agent.sock");
     let _a = Proc {
         child: Command::new(bin("chimera-agent"))
-            .args(["--controller", &c.url, "--name", "sd"])
+            .args(["--controller", &c.url, "--name", "sd", "--state-dir"])
+            .arg(dir.path().join("agent-state"))
             .env("NOTIFY_SOCKET", &agent_path)
             .env("WATCHDOG_USEC", "400000")
             .env("RUST_LOG", "warn")
@@ -121,6 +122,7 @@ fn controller_and_agent_notify_ready_and_feed_the_watchdog() {
             .spawn()
             .unwrap(),
         name: "agent".into(),
+        dir: None,
     };
     let seen = expect(&agent_sock, "READY=1", Duration::from_secs(10));
     assert!(

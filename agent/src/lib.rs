@@ -6,11 +6,13 @@
 //! Architecture invariants: the agent never links the store; candle lives only
 //! in [`workloads`]; all agent state is owned by the one loop in this module
 //! (workers only run jobs and send outcomes back); a finished result stays in
-//! the outbox until the controller acknowledges it, across reconnects.
+//! the [`outbox`] until the controller acknowledges it, across reconnects and,
+//! with a state directory, across restarts.
 
 pub mod discovery;
 pub mod harness;
 pub mod models;
+pub mod outbox;
 pub mod roofline;
 pub mod telemetry;
 pub mod worker;
@@ -23,7 +25,7 @@ use chimera_proto::v1::agent_service_client::AgentServiceClient;
 use proto::agent_message::Msg as Up;
 use proto::controller_message::Msg as Down;
 use rand::Rng;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +62,10 @@ pub struct Config {
     pub telemetry_interval: Option<Duration>,
     /// Labels sweep targets select on (`--label site=lab`).
     pub labels: BTreeMap<String, String>,
+    /// Where finished results wait for the controller's acknowledgement
+    /// (`--state-dir`), so a restart does not lose them; `None` keeps them
+    /// in memory only.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -73,6 +79,7 @@ impl Config {
             model_dirs: Vec::new(),
             telemetry_interval: Some(Duration::from_millis(100)),
             labels: BTreeMap::new(),
+            state_dir: None,
         }
     }
 }
@@ -125,10 +132,6 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "agent".to_owned())
 }
 
-fn ref_key(r: &proto::TrialRef) -> (String, String, u32) {
-    (r.sweep_id.clone(), r.trial_id.clone(), r.attempt)
-}
-
 struct Running {
     trial: proto::TrialRef,
     cancel: Arc<AtomicBool>,
@@ -148,7 +151,7 @@ struct State {
     /// Trials accepted and not yet finished: running, or queued behind another
     /// trial on the same device's worker (which runs them one at a time).
     running: HashMap<TrialKey, Running>,
-    outbox: VecDeque<proto::AgentMessage>,
+    outbox: outbox::Outbox,
     draining: bool,
     model_dirs: Arc<models::ModelDirs>,
     telemetry: Vec<Arc<telemetry::DeviceTelemetry>>,
@@ -165,20 +168,12 @@ fn up(msg: Up) -> proto::AgentMessage {
     proto::AgentMessage { msg: Some(msg) }
 }
 
-fn outbox_ref(m: &proto::AgentMessage) -> Option<&proto::TrialRef> {
-    match &m.msg {
-        Some(Up::Finished(f)) => f.trial.as_ref(),
-        Some(Up::Failed(f)) => f.trial.as_ref(),
-        _ => None,
-    }
-}
-
 impl State {
     fn held(&self) -> Vec<proto::TrialRef> {
         self.running
             .values()
             .map(|r| r.trial.clone())
-            .chain(self.outbox.iter().filter_map(outbox_ref).cloned())
+            .chain(self.outbox.trials().cloned())
             .collect()
     }
 
@@ -206,12 +201,7 @@ impl State {
                 reason,
             })),
         };
-        if self.outbox.len() >= MAX_OUTBOX {
-            if let Some(old) = self.outbox.pop_front() {
-                warn!(trial = ?outbox_ref(&old), "outbox full: dropped the oldest undelivered result");
-            }
-        }
-        self.outbox.push_back(msg.clone());
+        self.outbox.push(msg.clone());
         msg
     }
 
@@ -332,6 +322,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     for d in model_dirs.dirs() {
         info!(dir = %d.display(), "model directory");
     }
+    let outbox = match &config.state_dir {
+        Some(dir) => outbox::Outbox::open(dir, MAX_OUTBOX)?,
+        None => outbox::Outbox::in_memory(MAX_OUTBOX),
+    };
     let devices = discovery::discover();
     let (done_tx, mut done_rx) = mpsc::channel::<Outcome>(256);
     let mut workers = HashMap::new();
@@ -370,7 +364,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         devices,
         workers,
         running: HashMap::new(),
-        outbox: VecDeque::new(),
+        outbox,
         draining: false,
         model_dirs,
         telemetry: samplers,
@@ -441,12 +435,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     state.cancel_all();
     stop_samplers.store(true, Ordering::Relaxed);
-    if !state.outbox.is_empty() || !state.running.is_empty() {
+    if !state.running.is_empty() {
         warn!(
-            undelivered = state.outbox.len(),
             running = state.running.len(),
-            "stopping with trials the controller will reassign"
+            "stopping with running trials, which the controller will reassign"
         );
+    }
+    if !state.outbox.is_empty() {
+        match &config.state_dir {
+            Some(dir) => info!(
+                undelivered = state.outbox.len(),
+                state_dir = %dir.display(),
+                "stopping with undelivered results, kept for the next start"
+            ),
+            None => warn!(
+                undelivered = state.outbox.len(),
+                "stopping with undelivered results and no state directory: the controller will re-run them"
+            ),
+        }
     }
     Ok(())
 }
@@ -494,7 +500,7 @@ async fn session(
         Err(_) => anyhow::bail!("no welcome within 10 s"),
     };
     info!(controller = %controller, lease_ttl_ms = welcome.lease_ttl_ms, "connected");
-    for msg in state.outbox.iter().cloned() {
+    for msg in state.outbox.messages().cloned() {
         out.send(msg).await.context("resend buffered results")?;
     }
     let period = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(50, 60_000).into());
@@ -535,8 +541,7 @@ async fn session(
                             if !ack.accepted {
                                 warn!(trial = %r.trial_id, attempt = r.attempt, reason = %ack.reason, "controller refused a result");
                             }
-                            let key = ref_key(&r);
-                            state.outbox.retain(|m| outbox_ref(m).map(ref_key) != Some(key.clone()));
+                            state.outbox.ack(&r);
                         }
                     }
                     Some(Down::Drain(_)) => {

@@ -31,6 +31,12 @@ struct Args {
     #[arg(long = "label", env = "CHIMERA_AGENT_LABELS", value_delimiter = ',',
           value_parser = clap::builder::ValueParser::new(label))]
     labels: Vec<(String, String)>,
+    /// Where finished results wait until the controller acknowledges them,
+    /// so a restart does not lose them (one agent per directory). Default:
+    /// systemd's $STATE_DIRECTORY, else $XDG_STATE_HOME/chimera/agent-NAME
+    /// (~/.local/state/chimera/agent-NAME).
+    #[arg(long, env = "CHIMERA_AGENT_STATE_DIR")]
+    state_dir: Option<std::path::PathBuf>,
     /// Print the devices this agent would offer (id, class, memory bytes, capabilities; tab-separated) and exit.
     #[arg(long)]
     list_devices: bool,
@@ -67,6 +73,24 @@ fn interval_ms(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
+/// systemd's `StateDirectory=` (its first entry), else the XDG state home.
+fn default_state_dir(name: &str) -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let nonempty = |v: std::ffi::OsString| (!v.is_empty()).then_some(v);
+    if let Some(dirs) = std::env::var_os("STATE_DIRECTORY").and_then(nonempty) {
+        return std::env::split_paths(&dirs).next();
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .and_then(nonempty)
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(nonempty)
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })?;
+    Some(base.join("chimera").join(format!("agent-{name}")))
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -87,6 +111,19 @@ async fn main() {
         args.controller,
         args.name.unwrap_or_else(chimera_agent::hostname),
     );
+    // The name goes into the default state path: check it first.
+    if let Err(e) = chimera_agent::check_name(&config.name) {
+        eprintln!("chimera-agent: failed to start: {e:#}");
+        std::process::exit(1);
+    }
+    config.state_dir = args.state_dir.or_else(|| default_state_dir(&config.name));
+    match &config.state_dir {
+        Some(d) => tracing::info!(dir = %d.display(), "state directory"),
+        None => tracing::warn!(
+            "no state directory (no --state-dir, $STATE_DIRECTORY or $HOME): \
+             undelivered results are lost if the agent restarts"
+        ),
+    }
     config.model_dirs = args.model_dirs;
     config.labels = args.labels.into_iter().collect();
     config.telemetry_interval = (args.telemetry_interval_ms > 0)

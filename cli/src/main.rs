@@ -614,7 +614,7 @@ async fn sweep(cmd: SweepCmd, url: &str, fmt: Format) -> anyhow::Result<i32> {
             println!("{}", resp.sweep_id);
             eprintln!("submitted sweep {} ({} trials)", resp.sweep_id, resp.trials);
             if wait {
-                let last = watch::watch(&mut client, &resp.sweep_id).await?;
+                let last = watch::watch(&mut client, &resp.sweep_id, Some(url)).await?;
                 return Ok(watch::exit_code(&last));
             }
             Ok(0)
@@ -639,7 +639,7 @@ async fn sweep(cmd: SweepCmd, url: &str, fmt: Format) -> anyhow::Result<i32> {
             Ok(0)
         }
         SweepCmd::Watch { sweep } => {
-            let last = watch::watch(&mut client, &sweep).await?;
+            let last = watch::watch(&mut client, &sweep, Some(url)).await?;
             output::sweeps(std::slice::from_ref(&last), fmt)?;
             Ok(watch::exit_code(&last))
         }

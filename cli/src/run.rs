@@ -121,7 +121,7 @@ async fn sweep(
         "running sweep {} ({source_name}, {} trials) on the local agent",
         resp.sweep_id, resp.trials
     );
-    let last = watch::watch(client, &resp.sweep_id).await?;
+    let last = watch::watch(client, &resp.sweep_id, None).await?;
     let results = fetch_results(client, &resp.sweep_id).await?;
     for t in results.trials.iter().filter(|t| t.error.is_some()) {
         eprintln!(

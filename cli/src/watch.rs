@@ -13,18 +13,44 @@ fn done(s: &proto::Sweep) -> u64 {
     (s.trials_succeeded + s.trials_failed + s.trials_cancelled).into()
 }
 
-/// Follows the sweep until it finishes; returns its final state.
-pub async fn watch(
+/// How long a watch looks for a leading controller again after losing
+/// its stream (a failover, a restart) before it gives up.
+pub const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn subscribe(
     client: &mut OperatorServiceClient<Channel>,
     sweep: &str,
-) -> anyhow::Result<proto::Sweep> {
-    let mut stream = client
+) -> Result<tonic::Streaming<proto::SweepEvent>, tonic::Status> {
+    Ok(client
         .watch_sweep(proto::WatchSweepRequest {
             sweep_id: sweep.to_owned(),
         })
+        .await?
+        .into_inner())
+}
+
+/// Whether a watch stream that failed this way may work on another try
+/// (the controller went away or stepped down), rather than being refused.
+fn retryable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
+}
+
+/// Follows the sweep until it finishes; returns its final state. With
+/// `reconnect` (the controller list), a lost stream is followed to the
+/// leader again for up to [`RECONNECT_FOR`]: the new stream starts with a
+/// snapshot, so nothing is missed but the lines of trials that ended
+/// meanwhile.
+pub async fn watch(
+    client: &mut OperatorServiceClient<Channel>,
+    sweep: &str,
+    reconnect: Option<&str>,
+) -> anyhow::Result<proto::Sweep> {
+    let mut stream = subscribe(client, sweep)
         .await
-        .map_err(status("watch the sweep"))?
-        .into_inner();
+        .map_err(status("watch the sweep"))?;
     let tty = std::io::stderr().is_terminal();
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
     if !tty {
@@ -42,7 +68,31 @@ pub async fn watch(
     let mut ticks = 0u64;
     loop {
         let ev = tokio::select! {
-            ev = stream.message() => ev.map_err(status("watch the sweep"))?,
+            ev = stream.message() => match ev {
+                Ok(Some(ev)) => Some(ev),
+                // The stream ended or broke before the sweep did: follow
+                // the leader again, if there is a list to find it in.
+                other => {
+                    let finished = last
+                        .as_ref()
+                        .is_some_and(|s: &proto::Sweep| s.state != proto::SweepState::Running as i32);
+                    let lost = match other {
+                        Err(s) if !retryable(&s) => return Err(status("watch the sweep")(s)),
+                        Err(s) => s.message().to_owned(),
+                        Ok(_) => "the controller closed the stream".to_owned(),
+                    };
+                    match reconnect {
+                        Some(urls) if !finished => {
+                            let (c, st) = resubscribe(urls, sweep, &lost, &bar).await?;
+                            *client = c;
+                            live_client = client.clone();
+                            stream = st;
+                            continue;
+                        }
+                        _ => None,
+                    }
+                }
+            },
             _ = tick.tick() => {
                 ticks += 1;
                 let line = live_line(&mut live_client, sweep).await;
@@ -114,6 +164,44 @@ pub async fn watch(
         last.trials_total
     );
     Ok(last)
+}
+
+/// Finds the leading controller among `urls` again and subscribes anew,
+/// trying for up to [`RECONNECT_FOR`].
+async fn resubscribe(
+    urls: &str,
+    sweep: &str,
+    lost: &str,
+    bar: &ProgressBar,
+) -> anyhow::Result<(
+    OperatorServiceClient<Channel>,
+    tonic::Streaming<proto::SweepEvent>,
+)> {
+    bar.println(format!(
+        "lost the controller ({lost}); following the leader among {urls}"
+    ));
+    if bar.is_hidden() {
+        eprintln!("lost the controller ({lost}); following the leader among {urls}");
+    }
+    let deadline = tokio::time::Instant::now() + RECONNECT_FOR;
+    let mut why;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        why = match crate::connect(urls).await {
+            Ok(mut c) => match subscribe(&mut c, sweep).await {
+                Ok(st) => return Ok((c, st)),
+                Err(s) if !retryable(&s) => return Err(status("watch the sweep")(s)),
+                Err(s) => s.message().to_owned(),
+            },
+            Err(e) => format!("{e:#}"),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "watch sweep {sweep}: no leading controller answered for {} s after the stream was lost ({lost}): {why}",
+                RECONNECT_FOR.as_secs()
+            );
+        }
+    }
 }
 
 /// One line of the live telemetry of the devices running this sweep's trials:

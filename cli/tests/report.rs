@@ -430,21 +430,41 @@ fn the_demos_results_drive_compare_diff_cost_and_report() {
     ]);
     assert_eq!(gate.status.code(), Some(1), "{gate:?}");
 
-    // cost: $ per million tokens for every format, from the shipped prices.
-    let prices = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/prices.toml");
-    let cost = json(&[
-        "cost",
-        &file("generate.json"),
-        "--prices",
-        prices,
-        "--tokens-per-month",
-        "1e9",
-    ]);
-    let cost = cost.as_array().unwrap();
+    // cost: the shipped prices parse and give a row per format (priced when
+    // they list this machine's class: they list the ones CI has run on).
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/prices.toml");
+    let cost_with = |prices: &str| {
+        let cost = json(&[
+            "cost",
+            &file("generate.json"),
+            "--prices",
+            prices,
+            "--tokens-per-month",
+            "1e9",
+        ]);
+        cost.as_array().unwrap().clone()
+    };
+    let cost = cost_with(shipped);
     assert_eq!(cost.len(), 5, "{cost:?}");
-    assert!(cost
-        .iter()
-        .all(|r| r["usd_per_million_tokens"].as_f64().unwrap() > 0.0));
+    // With a price for this machine's class, every format gets a $ per
+    // million tokens.
+    let class = cost[0]["class"].as_str().unwrap();
+    let own = dir.path().join("prices.toml");
+    std::fs::write(
+        &own,
+        format!(
+            "energy_usd_per_kwh = 0.13\n[[device]]\nmatch = {class:?}\nusd_per_hour = 0.1\nsource = \"made up by the test\"\n"
+        ),
+    )
+    .unwrap();
+    let cost = cost_with(own.to_str().unwrap());
+    assert_eq!(cost.len(), 5, "{cost:?}");
+    assert!(
+        cost.iter().all(|r| r["usd_per_million_tokens"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0)),
+        "{cost:?}"
+    );
 
     // report: the demo wrote one; it loads with its charts.
     let index = demo.join("report/index.html");

@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Default key prefix in etcd.
 pub const DEFAULT_STORE_PREFIX: &str = "";
@@ -45,6 +45,8 @@ pub struct Config {
     pub store: Option<String>,
     /// Key prefix of everything the controller keeps in etcd.
     pub store_prefix: String,
+    /// TLS and user/password auth to etcd (plain http when default).
+    pub etcd: store::etcd::EtcdSettings,
     /// The URL other controllers name when they refuse a request for this
     /// one as the leader (default: `http://` + the bound address).
     pub advertise: Option<String>,
@@ -69,6 +71,7 @@ impl Default for Config {
             data_dir: PathBuf::from("chimera-data"),
             store: None,
             store_prefix: DEFAULT_STORE_PREFIX.to_owned(),
+            etcd: store::etcd::EtcdSettings::default(),
             advertise: None,
             lease_ttl: Duration::from_secs(10),
             metrics_listen: None,
@@ -96,6 +99,11 @@ pub const ELECTION: &str = "/chimera/v1/leader";
 /// TTL of a controller's etcd session: a dead leader's election key goes
 /// with it this long after its last keep-alive.
 pub const SESSION_TTL: Duration = Duration::from_secs(2);
+/// How long a controller on etcd rides out an etcd it cannot reach (a
+/// member lost, the whole cluster restarting): its session keep-alives and
+/// the scheduler's commits are retried this long before it steps down (and
+/// exits, for its supervisor to restart it as a standby).
+pub const STORE_OUTAGE_GRACE: Duration = Duration::from_secs(10);
 
 /// Whether this controller leads, and who does when it does not. Every RPC
 /// passes through it: a standby answers `UNAVAILABLE` naming the leader, so
@@ -162,9 +170,10 @@ pub async fn serve(
         Some(url) => {
             let endpoints =
                 store::etcd::endpoints(url).map_err(|e| anyhow::anyhow!("--store: {e}"))?;
-            let etcd = store::etcd::EtcdStore::connect(&endpoints, &config.store_prefix)
-                .await
-                .with_context(|| format!("connect to the store {url}"))?;
+            let etcd =
+                store::etcd::EtcdStore::connect(&endpoints, &config.store_prefix, &config.etcd)
+                    .await
+                    .with_context(|| format!("connect to the store {url}"))?;
             (Arc::new(etcd.clone()), Some(etcd))
         }
     };
@@ -283,18 +292,56 @@ pub async fn serve(
                 .await
                 .context("open an etcd session")?;
             // Keep the session alive; losing it means losing the leadership.
+            // etcd unreachable for a while (a member lost, the cluster
+            // restarting) is ridden out: the session is lost only when etcd
+            // says it has expired, or after STORE_OUTAGE_GRACE without an
+            // answer. Believing to lead meanwhile is safe: every write is
+            // fenced by the election key at etcd.
             let (ka, token, flag) = (etcd.clone(), shutdown.clone(), lost.clone());
             tokio::spawn(async move {
+                let mut last_ok = tokio::time::Instant::now();
+                let mut failing = false;
                 loop {
                     tokio::select! {
                         _ = token.cancelled() => return,
-                        _ = tokio::time::sleep(SESSION_TTL / 4) => {}
+                        // Every TTL/4; a failed one is tried again at once,
+                        // each try bounded, so that several fit in one TTL
+                        // even when the client's balancer picks a dead member.
+                        _ = tokio::time::sleep(if failing { Duration::from_millis(50) } else { SESSION_TTL / 4 }) => {}
                     }
-                    if let Err(e) = ka.lease_keep_alive(session).await {
-                        error!(error = %e, "etcd session lost: stepping down");
+                    let why =
+                        match tokio::time::timeout(SESSION_TTL / 4, ka.lease_keep_alive(session))
+                            .await
+                        {
+                            Ok(Ok(())) => {
+                                if failing {
+                                    info!(
+                                        after_ms = last_ok.elapsed().as_millis() as u64,
+                                        "etcd answers again: session kept"
+                                    );
+                                    failing = false;
+                                }
+                                last_ok = tokio::time::Instant::now();
+                                continue;
+                            }
+                            Ok(Err(e @ store::StoreError::LeaseNotFound(_))) => {
+                                error!(error = %e, "etcd session expired: stepping down");
+                                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                                token.cancel();
+                                return;
+                            }
+                            Ok(Err(e)) => e.to_string(),
+                            Err(_) => format!("no answer within {:?}", SESSION_TTL / 4),
+                        };
+                    if last_ok.elapsed() > STORE_OUTAGE_GRACE {
+                        error!(error = %why, grace_s = STORE_OUTAGE_GRACE.as_secs(), "etcd unreachable past the grace period: stepping down");
                         flag.store(true, std::sync::atomic::Ordering::SeqCst);
                         token.cancel();
                         return;
+                    }
+                    if !failing {
+                        warn!(error = %why, "etcd session keep-alive failed; retrying");
+                        failing = true;
                     }
                 }
             });
@@ -310,10 +357,29 @@ pub async fn serve(
             });
             info!(%addr, advertise = %config.advertise_url(addr), "standing by: campaigning for leadership");
             let me = config.advertise_url(addr);
-            let key = tokio::select! {
-                k = etcd.campaign(ELECTION.as_bytes(), &me, session) => {
-                    k.context("campaign for leadership")?
+            // A campaign cut short by etcd (its member went away, the
+            // cluster restarted) is started again on the same session:
+            // etcd's campaign is idempotent for one lease.
+            let campaign = async {
+                loop {
+                    match etcd.campaign(ELECTION.as_bytes(), &me, session).await {
+                        Ok(k) => return k,
+                        Err(e) => {
+                            // The client's request timeout ends a long
+                            // campaign now and then: that is no news.
+                            let msg = e.to_string();
+                            if msg.contains("Timeout expired") {
+                                tracing::debug!(error = %msg, "campaign timed out; campaigning again");
+                            } else {
+                                warn!(error = %msg, "campaign interrupted; campaigning again");
+                            }
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
                 }
+            };
+            let key = tokio::select! {
+                k = campaign => k,
                 _ = shutdown.cancelled() => {
                     let _ = server.await;
                     return if lost.load(std::sync::atomic::Ordering::SeqCst) {
@@ -335,6 +401,11 @@ pub async fn serve(
         scheduler_store,
         SchedulerConfig {
             lease_ttl: config.lease_ttl,
+            store_retry: if etcd.is_some() {
+                STORE_OUTAGE_GRACE
+            } else {
+                Duration::ZERO
+            },
         },
         sched_events,
     )
@@ -345,6 +416,7 @@ pub async fn serve(
     let mut sched = tokio::spawn(scheduler.run(rx, sched_token.clone()));
     gate.leader.store(true, std::sync::atomic::Ordering::SeqCst);
     gate.set_leader_url(config.advertise_url(addr));
+    metrics.set_leading(true);
     health
         .set_serving::<OperatorServiceServer<operator_service::OperatorApi>>()
         .await;

@@ -25,12 +25,30 @@ struct Args {
     /// `/lab-a/chimera/v1/...`.
     #[arg(long, env = "CHIMERA_STORE_PREFIX", default_value = chimera_controller::DEFAULT_STORE_PREFIX)]
     store_prefix: String,
+    /// TLS to etcd: PEM file of the CA(s) that signed etcd's server
+    /// certificate (etcd's `--cert-file`). Any --etcd-*-file turns TLS on
+    /// (`https://` endpoints); without this one the system's trusted roots
+    /// are used.
+    #[arg(long, env = "CHIMERA_ETCD_CA_FILE", value_name = "PEM")]
+    etcd_ca_file: Option<PathBuf>,
+    /// TLS client certificate (PEM) for an etcd started with
+    /// `--client-cert-auth`; needs --etcd-key-file.
+    #[arg(long, env = "CHIMERA_ETCD_CERT_FILE", value_name = "PEM")]
+    etcd_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --etcd-cert-file.
+    #[arg(long, env = "CHIMERA_ETCD_KEY_FILE", value_name = "PEM")]
+    etcd_key_file: Option<PathBuf>,
+    /// etcd user to authenticate as (etcd with `auth enable`); its password
+    /// comes from the environment variable CHIMERA_ETCD_PASSWORD only (a flag
+    /// would show in `ps`).
+    #[arg(long, env = "CHIMERA_ETCD_USER")]
+    etcd_user: Option<String>,
     /// The URL standby controllers give clients for this one when it leads
     /// (default: http:// and the bound address).
     #[arg(long, env = "CHIMERA_ADVERTISE_URL")]
     advertise_url: Option<String>,
     /// An agent silent this long loses its lease and its trials, e.g. `10s`, `1500ms`.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "CHIMERA_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
     lease_ttl: Duration,
     /// Listen on a non-loopback address without TLS (trusted networks only).
     #[arg(long, env = "CHIMERA_ALLOW_INSECURE")]
@@ -60,6 +78,57 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// TLS and auth to etcd from the flags and `password`
+/// (`CHIMERA_ETCD_PASSWORD`); any of them without an etcd store is an error
+/// naming it.
+fn etcd_settings(
+    args: &Args,
+    on_etcd: bool,
+    password: Option<String>,
+) -> anyhow::Result<chimera_controller::store::etcd::EtcdSettings> {
+    use chimera_controller::store::etcd::{EtcdAuth, EtcdSettings, EtcdTls};
+    if !on_etcd {
+        let given = [
+            ("--etcd-ca-file", args.etcd_ca_file.is_some()),
+            ("--etcd-cert-file", args.etcd_cert_file.is_some()),
+            ("--etcd-key-file", args.etcd_key_file.is_some()),
+            ("--etcd-user", args.etcd_user.is_some()),
+            ("CHIMERA_ETCD_PASSWORD", password.is_some()),
+        ];
+        if let Some((name, _)) = given.iter().find(|(_, set)| *set) {
+            anyhow::bail!(
+                "{name} is for an etcd store, but --store is `{}`: \
+                 give --store etcd://HOST:PORT, or drop {name}",
+                args.store
+            );
+        }
+        return Ok(EtcdSettings::default());
+    }
+    let auth = match (&args.etcd_user, password) {
+        (Some(user), Some(password)) => Some(EtcdAuth {
+            user: user.clone(),
+            password,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            anyhow::bail!(
+                "--etcd-user needs its password in the environment variable CHIMERA_ETCD_PASSWORD"
+            )
+        }
+        (None, Some(_)) => {
+            anyhow::bail!("CHIMERA_ETCD_PASSWORD is set but --etcd-user (CHIMERA_ETCD_USER) is not")
+        }
+    };
+    Ok(EtcdSettings {
+        tls: EtcdTls::from_files(
+            args.etcd_ca_file.clone(),
+            args.etcd_cert_file.clone(),
+            args.etcd_key_file.clone(),
+        ),
+        auth,
+    })
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -77,16 +146,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("read the bound address")?;
     // The one line on stdout: scripts and tests read the address from it.
     println!("chimera-controller listening on http://{addr}");
+    let store = match args.store.as_str() {
+        "embedded" => None,
+        url if url.starts_with("etcd://") => Some(url.to_owned()),
+        other => anyhow::bail!(
+            "--store `{other}`: expected `embedded` or `etcd://HOST:PORT[,HOST:PORT...]`"
+        ),
+    };
+    let password = std::env::var("CHIMERA_ETCD_PASSWORD").ok();
+    let etcd =
+        etcd_settings(&args, store.is_some(), password).context("check the etcd settings")?;
     let config = chimera_controller::Config {
         data_dir: args.data_dir,
-        store: match args.store.as_str() {
-            "embedded" => None,
-            url if url.starts_with("etcd://") => Some(url.to_owned()),
-            other => anyhow::bail!(
-                "--store `{other}`: expected `embedded` or `etcd://HOST:PORT[,HOST:PORT...]`"
-            ),
-        },
+        store,
         store_prefix: args.store_prefix,
+        etcd,
         advertise: args.advertise_url,
         lease_ttl: args.lease_ttl,
         metrics_listen: args.metrics_listen,

@@ -27,6 +27,31 @@ struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+/// Why a trial result from an agent was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The trial is at a newer attempt (or on another agent): the result is
+    /// from a superseded attempt.
+    StaleAttempt,
+    /// The trial is not running any more (finished, cancelled) or unknown.
+    NotRunning,
+}
+
+impl Refusal {
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::StaleAttempt => "stale_attempt",
+            Refusal::NotRunning => "not_running",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeviceLabel {
     agent: String,
     device: String,
@@ -44,6 +69,9 @@ pub struct Metrics {
     samples_received: Counter,
     samples_dropped: Counter,
     samples_rejected: Counter,
+    results_refused: Family<ReasonLabel, Counter>,
+    leader: Gauge,
+    leading: std::sync::atomic::AtomicBool,
     device: Vec<(&'static str, Family<DeviceLabel, FGauge>)>,
     last_counts: Mutex<crate::telemetry::Counts>,
 }
@@ -135,6 +163,24 @@ impl Metrics {
             "Telemetry samples refused (malformed trial label)",
             samples_rejected.clone(),
         );
+        let results_refused = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "chimera_results_refused",
+            "Trial results from agents that were refused: from a superseded attempt, or for a trial no longer running",
+            results_refused.clone(),
+        );
+        for why in [Refusal::StaleAttempt, Refusal::NotRunning] {
+            // Present at 0 from the start, so a rate() sees the first refusal.
+            let _ = results_refused.get_or_create(&ReasonLabel {
+                reason: why.label().to_owned(),
+            });
+        }
+        let leader = Gauge::default();
+        r.register(
+            "chimera_controller_leader",
+            "1 while this controller leads (schedules); 0 while it stands by",
+            leader.clone(),
+        );
         let device = DEVICE_GAUGES
             .iter()
             .map(|(field, name, help)| {
@@ -151,9 +197,29 @@ impl Metrics {
             samples_received,
             samples_dropped,
             samples_rejected,
+            results_refused,
+            leader,
+            leading: std::sync::atomic::AtomicBool::new(false),
             device,
             last_counts: Mutex::new(Default::default()),
         }
+    }
+
+    /// Marks this controller as the leader (its scheduler runs and answers
+    /// the scrape) or a standby (the scheduler gauges are left out).
+    pub fn set_leading(&self, leading: bool) {
+        self.leading
+            .store(leading, std::sync::atomic::Ordering::SeqCst);
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Counts a refused trial result.
+    pub fn result_refused(&self, why: Refusal) {
+        self.results_refused
+            .get_or_create(&ReasonLabel {
+                reason: why.label().to_owned(),
+            })
+            .inc();
     }
 
     /// Brings the gauges up to date and renders the text format.
@@ -162,6 +228,23 @@ impl Metrics {
         commands: &mpsc::Sender<Command>,
         telemetry: &TelemetryStore,
     ) -> Result<String, String> {
+        // A standby's scheduler does not run yet: nothing would answer.
+        if self.leading.load(std::sync::atomic::Ordering::SeqCst) {
+            self.scheduler_gauges(commands).await?;
+        }
+        self.telemetry_gauges(telemetry);
+        let mut out = String::new();
+        let registry = self
+            .registry
+            .lock()
+            .map_err(|_| "metrics registry poisoned")?;
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .map_err(|e| format!("encode metrics: {e}"))?;
+        Ok(out)
+    }
+
+    /// Agents connected and trials by state, asked of the scheduler.
+    async fn scheduler_gauges(&self, commands: &mpsc::Sender<Command>) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
         commands
             .send(Command::ListAgents { reply: tx })
@@ -194,6 +277,11 @@ impl Metrics {
                 })
                 .set(n);
         }
+        Ok(())
+    }
+
+    /// Telemetry counters and the newest sample of every device.
+    fn telemetry_gauges(&self, telemetry: &TelemetryStore) {
         let c = telemetry.counts();
         if let Ok(mut last) = self.last_counts.lock() {
             self.samples_received
@@ -220,14 +308,6 @@ impl Metrics {
                 }
             }
         }
-        let mut out = String::new();
-        let registry = self
-            .registry
-            .lock()
-            .map_err(|_| "metrics registry poisoned")?;
-        prometheus_client::encoding::text::encode(&mut out, &registry)
-            .map_err(|e| format!("encode metrics: {e}"))?;
-        Ok(out)
     }
 }
 

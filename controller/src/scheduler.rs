@@ -15,7 +15,7 @@
 
 use crate::error::ApiError;
 use crate::keys;
-use crate::store::{LeaseId, Op, Store, Txn};
+use crate::store::{LeaseId, Op, Store, StoreError, Txn, TxnResult};
 use chimera_domain::catalog::Workload;
 use chimera_domain::device::DeviceView;
 use chimera_domain::models::EvalTrial;
@@ -343,11 +343,23 @@ impl Effects {
     }
 }
 
+/// How long one try of a retried commit may take (see
+/// [`SchedulerConfig::store_retry`]).
+const COMMIT_TRY: Duration = Duration::from_secs(3);
+
 /// Scheduler settings.
 #[derive(Clone, Copy, Debug)]
 pub struct SchedulerConfig {
     /// An agent silent this long loses its lease and its trials.
     pub lease_ttl: Duration,
+    /// How long a commit that the store could not take (a backend error:
+    /// etcd unreachable, a member lost, an election under way) is retried
+    /// before the scheduler gives up and stops. Zero: never retried (the
+    /// embedded store, whose errors are disk errors). A retry is safe: the
+    /// scheduler's writes are unconditional puts and deletes (only the
+    /// leadership guard is compared), so applying a batch twice leaves what
+    /// applying it once does, and nothing is acknowledged before it commits.
+    pub store_retry: Duration,
 }
 
 /// The scheduler's state; see the module docs.
@@ -632,14 +644,11 @@ impl Scheduler {
     async fn commit(&mut self, fx: Effects) -> anyhow::Result<()> {
         if !fx.ops.is_empty() {
             let n = fx.ops.len();
-            let r = self
-                .store
-                .txn(Txn {
-                    success: fx.ops,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("commit {n} scheduler writes: {e}"))?;
+            let txn = Txn {
+                success: fx.ops,
+                ..Default::default()
+            };
+            let r = self.commit_with_retries(txn).await?;
             // The scheduler's own transactions have no conditions: one that
             // fails is the store's leadership guard refusing a deposed leader.
             if !r.succeeded {
@@ -668,6 +677,62 @@ impl Scheduler {
             r();
         }
         Ok(())
+    }
+
+    /// Commits `txn`, retrying backend errors for up to
+    /// `config.store_retry` with capped exponential backoff (see
+    /// [`SchedulerConfig::store_retry`] for why that is safe).
+    async fn commit_with_retries(&self, txn: Txn) -> anyhow::Result<TxnResult> {
+        let n = txn.success.len();
+        if self.config.store_retry.is_zero() {
+            return self
+                .store
+                .txn(txn)
+                .await
+                .map_err(|e| anyhow::anyhow!("commit {n} scheduler writes: {e}"));
+        }
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            // Each try is bounded: a request stuck on a lost etcd member
+            // is given up and sent again (to another one).
+            let attempt = tokio::time::timeout(COMMIT_TRY, self.store.txn(txn.clone()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Backend(format!(
+                        "no answer within {COMMIT_TRY:?}"
+                    )))
+                });
+            match attempt {
+                Ok(r) => {
+                    if tries > 1 {
+                        info!(
+                            tries,
+                            waited_ms = started.elapsed().as_millis() as u64,
+                            "store answers again: commit went through"
+                        );
+                    }
+                    return Ok(r);
+                }
+                Err(e @ StoreError::Backend(_))
+                    if started.elapsed() + delay < self.config.store_retry =>
+                {
+                    if tries == 1 {
+                        warn!(error = %e, writes = n, "commit failed; retrying while the store recovers");
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "commit {n} scheduler writes (after {tries} tries in {:.1} s): {e}",
+                        started.elapsed().as_secs_f64()
+                    ))
+                }
+            }
+        }
     }
 
     async fn handle(&mut self, cmd: Command, fx: &mut Effects) {
@@ -972,6 +1037,13 @@ impl Scheduler {
         let current = self.is_current(agent, r);
         self.release_device(agent, r);
         if !current {
+            let refusal = match self.live.get(&r.key) {
+                Some(_) => crate::metrics::Refusal::StaleAttempt,
+                None => crate::metrics::Refusal::NotRunning,
+            };
+            if let Some(m) = &self.metrics {
+                m.result_refused(refusal);
+            }
             let why = match self.live.get(&r.key) {
                 Some(t) => format!(
                     "stale result: trial {} is at attempt {} on agent {}, this was attempt {}",

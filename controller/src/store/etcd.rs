@@ -8,10 +8,15 @@
 //! carrying the batch's compares: a crash between them leaves a prefix of the
 //! batch written, which is why the scheduler writes a sweep's record after
 //! its trials.
+//!
+//! TLS ([`EtcdTls`]: `--etcd-ca-file`, `--etcd-cert-file`, `--etcd-key-file`)
+//! and user/password auth ([`EtcdAuth`]: `--etcd-user`,
+//! `CHIMERA_ETCD_PASSWORD`) come in [`EtcdSettings`].
 
 use super::{CmpOp, Compare, KeyValue, LeaseId, Op, Range, Store, StoreError, Txn, TxnResult};
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Most operations in one etcd transaction (etcd's `--max-txn-ops` default).
@@ -27,8 +32,185 @@ pub struct EtcdStore {
     prefix: Vec<u8>,
 }
 
+/// Tries of an idempotent request (a read, a status) before its error is
+/// returned. With a member down, the client's balancer may still send a
+/// request to it; the next try goes to another member.
+const READ_TRIES: u32 = 3;
+/// How long one try of an idempotent request may take.
+const READ_TRY: Duration = Duration::from_secs(3);
+
+/// Whether a request failed on its way (a member gone, a connection
+/// reset), not because etcd refused it: worth another try if idempotent.
+fn transient(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+        ),
+        _ => false,
+    }
+}
+
+/// Runs an idempotent request up to `tries` times while it fails
+/// transiently, pausing a little longer each time.
+async fn idempotent<T, F, Fut>(tries: u32, mut f: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut n = 1;
+    loop {
+        // Each try bounded: one sent to a lost member may hang.
+        let attempt = tokio::time::timeout(READ_TRY, f())
+            .await
+            .unwrap_or_else(|_| {
+                Err(etcd_client::Error::IoError(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {READ_TRY:?}"),
+                )))
+            });
+        match attempt {
+            Err(e) if n < tries && transient(&e) => {
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(n))).await;
+                n += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 fn backend<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Backend(format!("etcd: {e}"))
+}
+
+/// How the controller reaches etcd beyond its endpoints. The default is
+/// plain `http://` without authentication.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EtcdSettings {
+    /// TLS to etcd; with it the endpoints are `https://`.
+    pub tls: Option<EtcdTls>,
+    /// An etcd user to authenticate as (etcd's `auth enable`).
+    pub auth: Option<EtcdAuth>,
+}
+
+/// TLS to etcd: paths of PEM files, read when connecting (errors name the
+/// flag and the path).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// CA certificates etcd's server certificate must chain to
+    /// (`--etcd-ca-file`); without it, the system's trusted roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (`--etcd-cert-file`) for an etcd started with
+    /// `--client-cert-auth`; it goes with `key`: both or neither.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (`--etcd-key-file`).
+    pub key: Option<PathBuf>,
+}
+
+impl EtcdTls {
+    /// TLS with these files, or `None` (plain http) when none is given.
+    pub fn from_files(
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Option<Self> {
+        (ca.is_some() || cert.is_some() || key.is_some()).then_some(EtcdTls { ca, cert, key })
+    }
+
+    /// The client's TLS configuration, with the files read and checked.
+    fn options(&self) -> Result<etcd_client::TlsOptions, String> {
+        let mut tls = etcd_client::TlsOptions::new();
+        tls = match &self.ca {
+            Some(ca) => tls.ca_certificate(etcd_client::Certificate::from_pem(read_pem(
+                "--etcd-ca-file",
+                ca,
+                "CERTIFICATE",
+            )?)),
+            None => tls.with_native_roots(),
+        };
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let cert = read_pem("--etcd-cert-file", cert, "CERTIFICATE")?;
+                let key = read_pem("--etcd-key-file", key, "PRIVATE KEY")?;
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            (None, None) => {}
+            (Some(_), None) | (None, Some(_)) => {
+                return Err("--etcd-cert-file and --etcd-key-file go together: \
+                            give both (a client certificate and its key) or neither"
+                    .into())
+            }
+        }
+        Ok(tls)
+    }
+}
+
+/// Reads a PEM file given by `flag`; it must hold a `BEGIN ...{label}` block.
+fn read_pem(flag: &str, path: &Path, label: &str) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let has_block = text
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.contains(label));
+    if !has_block {
+        return Err(format!(
+            "{flag} {}: not a PEM file with a {label} (no `-----BEGIN ...{label}-----` line)",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// An etcd user and its password (`--etcd-user`, `CHIMERA_ETCD_PASSWORD`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdAuth {
+    /// The etcd user name.
+    pub user: String,
+    /// Its password (never printed: `Debug` hides it).
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdAuth")
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// An etcd client error with its sources, `: `-separated: tonic keeps the
+/// reason (a refused certificate, say) in the sources, which
+/// `etcd_client::Error` does not chain.
+fn describe(e: &etcd_client::Error) -> String {
+    let (mut s, mut source) = match e {
+        etcd_client::Error::TransportError(t) => (String::new(), Some(t as &dyn std::error::Error)),
+        etcd_client::Error::GRpcStatus(st) => (
+            format!("{:?}: {}", st.code(), st.message()),
+            std::error::Error::source(st),
+        ),
+        other => (other.to_string(), None),
+    };
+    while let Some(c) = source {
+        let text = c.to_string();
+        // Skip tonic's generic "transport error" and repeats.
+        if text != "transport error" && !s.contains(&text) {
+            if !s.is_empty() {
+                s.push_str(": ");
+            }
+            s.push_str(&text);
+        }
+        source = c.source();
+    }
+    if s.is_empty() {
+        e.to_string()
+    } else {
+        s
+    }
 }
 
 /// Endpoints of an `etcd://h1:2379,h2:2379` URL, as `http://` URLs.
@@ -61,20 +243,51 @@ pub fn endpoints(url: &str) -> Result<Vec<String>, String> {
 
 impl EtcdStore {
     /// Connects to the cluster (any reachable endpoint will do; the client
-    /// balances over them) and keeps every key under `prefix`.
-    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
-        let options = etcd_client::ConnectOptions::new()
+    /// balances over them) and keeps every key under `prefix`. With
+    /// `settings.tls` the `http://` endpoints (of [`endpoints`]) are
+    /// contacted as `https://`, after the TLS files are read.
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        settings: &EtcdSettings,
+    ) -> Result<Self, StoreError> {
+        let mut options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(10))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
-        let mut client = etcd_client::Client::connect(endpoints, Some(options))
+        let endpoints: Vec<String> = match &settings.tls {
+            Some(tls) => {
+                options = options.with_tls(tls.options().map_err(StoreError::Backend)?);
+                endpoints
+                    .iter()
+                    .map(|e| match e.strip_prefix("http://") {
+                        Some(host_port) => format!("https://{host_port}"),
+                        None => e.clone(),
+                    })
+                    .collect()
+            }
+            None => endpoints.to_vec(),
+        };
+        if let Some(auth) = &settings.auth {
+            options = options.with_user(auth.user.clone(), auth.password.clone());
+        }
+        let joined = endpoints.join(",");
+        let client = etcd_client::Client::connect(&endpoints, Some(options))
             .await
-            .map_err(backend)?;
-        // Fail now, not at the first write, when no member answers.
-        client.status().await.map_err(|e| {
+            .map_err(|e| StoreError::Backend(format!("etcd at {joined}: {}", describe(&e))))?;
+        // Fail now, not at the first write, when no member answers. With a
+        // member down the balancer may pick it: a few tries per endpoint
+        // tell "one member down" from "nobody answers".
+        let tries = READ_TRIES * endpoints.len().max(1) as u32;
+        idempotent(tries, || {
+            let mut c = client.clone();
+            async move { c.status().await }
+        })
+        .await
+        .map_err(|e| {
             StoreError::Backend(format!(
-                "etcd at {} does not answer: {e}",
-                endpoints.join(",")
+                "etcd at {joined} does not answer: {}",
+                describe(&e)
             ))
         })?;
         Ok(EtcdStore {
@@ -244,7 +457,12 @@ impl Store for EtcdStore {
     fn get(&self, key: &[u8]) -> BoxFuture<'_, Result<Option<KeyValue>, StoreError>> {
         let key = self.full(key);
         async move {
-            let resp = self.client.clone().get(key, None).await.map_err(backend)?;
+            let resp = idempotent(READ_TRIES, || {
+                let (mut c, key) = (self.client.clone(), key.clone());
+                async move { c.get(key, None).await }
+            })
+            .await
+            .map_err(backend)?;
             Ok(resp.kvs().first().map(|kv| self.kv(kv)))
         }
         .boxed()
@@ -253,12 +471,15 @@ impl Store for EtcdStore {
     fn range(&self, prefix: &[u8]) -> BoxFuture<'_, Result<Range, StoreError>> {
         let prefix = self.full(prefix);
         async move {
-            let resp = self
-                .client
-                .clone()
-                .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
-                .await
-                .map_err(backend)?;
+            let resp = idempotent(READ_TRIES, || {
+                let (mut c, prefix) = (self.client.clone(), prefix.clone());
+                async move {
+                    c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
+            .await
+            .map_err(backend)?;
             Ok(Range {
                 kvs: resp.kvs().iter().map(|kv| self.kv(kv)).collect(),
                 revision: resp.header().map_or(0, |h| h.revision()),
@@ -393,6 +614,65 @@ mod tests {
             let e = endpoints(bad).unwrap_err();
             assert!(e.contains(needle), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_files_are_checked_and_errors_name_the_flag_and_path() {
+        assert_eq!(EtcdTls::from_files(None, None, None), None);
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let missing = dir.path().join("nope.pem");
+        let err = |tls: EtcdTls| tls.options().err().unwrap_or_default();
+
+        let e = err(EtcdTls::from_files(Some(missing.clone()), None, None).unwrap());
+        assert!(
+            e.starts_with(&format!("--etcd-ca-file {}: ", missing.display())),
+            "{e}"
+        );
+        let e = err(EtcdTls::from_files(Some(pem.clone()), Some(pem.clone()), None).unwrap());
+        assert!(
+            e.contains("--etcd-cert-file") && e.contains("--etcd-key-file"),
+            "{e}"
+        );
+        let e = err(EtcdTls::from_files(None, None, Some(pem.clone())).unwrap());
+        assert!(
+            e.contains("--etcd-cert-file") && e.contains("--etcd-key-file"),
+            "{e}"
+        );
+        let e = err(
+            EtcdTls::from_files(Some(pem.clone()), Some(pem.clone()), Some(pem.clone())).unwrap(),
+        );
+        assert!(
+            e.starts_with(&format!(
+                "--etcd-key-file {}: not a PEM file",
+                pem.display()
+            )),
+            "a certificate is no key: {e}"
+        );
+        let text = dir.path().join("ca.txt");
+        std::fs::write(&text, "hello").unwrap();
+        let e = err(EtcdTls::from_files(Some(text.clone()), None, None).unwrap());
+        assert!(
+            e.starts_with(&format!(
+                "--etcd-ca-file {}: not a PEM file",
+                text.display()
+            )),
+            "{e}"
+        );
+        assert!(EtcdTls::from_files(Some(pem), None, None)
+            .unwrap()
+            .options()
+            .is_ok());
+        let auth = EtcdAuth {
+            user: "u".into(),
+            password: "s3cret".into(),
+        };
+        assert!(!format!("{auth:?}").contains("s3cret"));
     }
 
     #[test]
