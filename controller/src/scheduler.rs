@@ -629,15 +629,26 @@ impl Scheduler {
                 }
             }
             let mut fx = Effects::default();
+            // The batch first: an agent's message waiting in it renews its
+            // lease before the leases are checked.
+            for c in batch {
+                self.handle(c, &mut fx).await;
+            }
             if ticked {
                 self.expire_agents(&mut fx);
                 self.enforce_deadlines(&mut fx);
             }
-            for c in batch {
-                self.handle(c, &mut fx).await;
-            }
             self.dispatch(&mut fx);
+            let committing = Instant::now();
             self.commit(fx).await?;
+            // While a commit was retried (etcd losing a member), this loop
+            // heard no agent: that time does not count against their leases.
+            let stalled = committing.elapsed();
+            if stalled > period {
+                for a in self.agents.values_mut() {
+                    a.deadline += stalled;
+                }
+            }
         }
     }
 
