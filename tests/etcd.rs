@@ -93,6 +93,17 @@ async fn the_store_contract_holds_on_etcd() {
         .succeeded
     );
     assert_eq!(s.range(b"t/").await.unwrap().kvs.len(), 300);
+    // Pages: bounded, in order, after the key given, within the prefix.
+    let page = s.range_page(b"t/", None, 100).await.unwrap().kvs;
+    assert_eq!(page.len(), 100);
+    let next = s
+        .range_page(b"t/", Some(&page[99].key), 250)
+        .await
+        .unwrap()
+        .kvs;
+    assert_eq!(keys(&next[..1]), ["t/0100"]);
+    assert_eq!(next.len(), 200);
+    assert_eq!(keys(&s.range_page(b"b/", Some(b"b/1"), 10).await.unwrap().kvs), ["b/2"]);
 
     // An oversized value is refused and writes nothing.
     let err = s

@@ -66,6 +66,9 @@ pub struct Config {
     /// (`--state-dir`), so a restart does not lose them; `None` keeps them
     /// in memory only.
     pub state_dir: Option<std::path::PathBuf>,
+    /// TLS to the controller (`https://` URLs) and this agent's client
+    /// certificate.
+    pub tls: chimera_observe::tls::ClientTls,
 }
 
 impl Config {
@@ -80,6 +83,7 @@ impl Config {
             telemetry_interval: Some(Duration::from_millis(100)),
             labels: BTreeMap::new(),
             state_dir: None,
+            tls: chimera_observe::tls::ClientTls::default(),
         }
     }
 }
@@ -317,6 +321,14 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     check_name(&config.name)?;
     let controllers = controller_urls(&config.controller)?;
+    // TLS files unreadable, or given with an http:// URL: say so now rather
+    // than retry for ever.
+    for url in &controllers {
+        config
+            .tls
+            .endpoint(url)
+            .map_err(|e| anyhow::anyhow!("set up the connection to {url}: {e}"))?;
+    }
     let model_dirs =
         Arc::new(models::ModelDirs::new(&config.model_dirs).map_err(anyhow::Error::msg)?);
     for d in model_dirs.dirs() {
@@ -464,8 +476,10 @@ async fn session(
     done_rx: &mut mpsc::Receiver<Outcome>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<SessionEnd> {
-    let endpoint = tonic::transport::Endpoint::from_shared(controller.to_owned())?
-        .connect_timeout(Duration::from_secs(5))
+    let endpoint = config
+        .tls
+        .endpoint(controller)
+        .map_err(|e| anyhow::anyhow!(e))?
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));
     let channel = tokio::select! {

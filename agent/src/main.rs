@@ -37,6 +37,17 @@ struct Args {
     /// (~/.local/state/chimera/agent-NAME).
     #[arg(long, env = "CHIMERA_AGENT_STATE_DIR")]
     state_dir: Option<std::path::PathBuf>,
+    /// CA (PEM) that signed the controller's certificate (`https://`
+    /// controller URLs; default: the system's trusted roots).
+    #[arg(long, env = "CHIMERA_AGENT_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// This agent's client certificate (PEM; `chimera tls issue agent NAME`):
+    /// it must name the agent. Needs --tls-key.
+    #[arg(long, env = "CHIMERA_AGENT_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "CHIMERA_AGENT_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<std::path::PathBuf>,
     /// Print the devices this agent would offer (id, class, memory bytes, capabilities; tab-separated) and exit.
     #[arg(long)]
     list_devices: bool,
@@ -124,6 +135,11 @@ async fn main() {
              undelivered results are lost if the agent restarts"
         ),
     }
+    config.tls = chimera_observe::tls::ClientTls {
+        ca: args.tls_ca,
+        cert: args.tls_cert,
+        key: args.tls_key,
+    };
     config.model_dirs = args.model_dirs;
     config.labels = args.labels.into_iter().collect();
     config.telemetry_interval = (args.telemetry_interval_ms > 0)

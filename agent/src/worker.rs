@@ -2,7 +2,7 @@
 //! never on the async runtime. Outcomes go back to the agent loop over a channel.
 
 use crate::harness::Settings;
-use crate::models::ModelDirs;
+use crate::models::{self, ModelDirs};
 use crate::telemetry::DeviceTelemetry;
 use crate::{discovery, workloads};
 use chimera_domain::params::Params;
@@ -161,11 +161,20 @@ fn run_job(mut job: Job, telemetry: Option<&Arc<DeviceTelemetry>>) -> Outcome {
                 artifact: out.artifact,
             }
         }
-        Err(reason) => {
-            tracing::warn!(%reason, "trial failed");
+        Err(error) => {
+            // The whole error stays here, in this agent's log; the reason that
+            // goes to the controller, where any operator reads it, has no
+            // absolute path (see `models::redact`).
+            tracing::warn!(
+                sweep = %job.trial.sweep_id,
+                trial = %job.trial.trial_id,
+                attempt = job.trial.attempt,
+                error = %error,
+                "trial failed"
+            );
             Outcome::Failed {
+                reason: models::public_reason(&error, &job.model_dirs),
                 trial: job.trial,
-                reason,
             }
         }
     }
@@ -222,6 +231,107 @@ mod tests {
         fn read(&mut self) -> (BTreeMap<String, f64>, Vec<String>) {
             ([("cpu_util_pct".to_owned(), self.0)].into(), vec![])
         }
+    }
+
+    /// Log lines, captured.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(b);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_trial_reports_no_absolute_path_and_logs_the_whole_error() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let models_dir = root.path().join("models");
+        std::fs::create_dir(&models_dir).expect("mkdir");
+        std::fs::write(root.path().join("secret.gguf"), b"outside").expect("write");
+        std::os::unix::fs::symlink(
+            root.path().join("secret.gguf"),
+            models_dir.join("link.gguf"),
+        )
+        .expect("symlink");
+        let real = root.path().canonicalize().expect("canonical");
+        let real = real.to_string_lossy();
+        let run = |model: &str| {
+            let params: Params = [(
+                "model".to_owned(),
+                chimera_domain::params::ParamValue::Text(model.to_owned()),
+            )]
+            .into();
+            let job = Job {
+                trial: proto::TrialRef {
+                    sweep_id: "S1".into(),
+                    trial_id: "t00001".into(),
+                    attempt: 2,
+                },
+                device_id: "cpu".into(),
+                workload: "generate".into(),
+                params,
+                settings: Settings::default(),
+                cancel: Arc::new(AtomicBool::new(false)),
+                input: vec![],
+                trace: Default::default(),
+                model_dirs: Arc::new(
+                    ModelDirs::new(std::slice::from_ref(&models_dir)).expect("dirs"),
+                ),
+            };
+            let log = Captured::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            let outcome = tracing::subscriber::with_default(subscriber, || run_job(job, None));
+            let Outcome::Failed { reason, .. } = outcome else {
+                panic!("the trial should fail");
+            };
+            let log = String::from_utf8(log.0.lock().expect("log").clone()).expect("utf-8");
+            (reason, log)
+        };
+
+        // A symlink out of the model directory: refused, target not shown.
+        let (reason, log) = run("link.gguf");
+        assert!(
+            reason.contains("`link.gguf`") && reason.contains("refused"),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains(&*real) && !reason.contains("`/"),
+            "{reason}"
+        );
+        // The agent's log has all of it, with the trial's ids as fields.
+        let line = log
+            .lines()
+            .find(|l| l.contains("trial failed"))
+            .expect("a warning");
+        assert!(line.contains("WARN"), "{line}");
+        assert!(line.contains(&*real), "{line}");
+        for field in ["sweep=S1", "trial=t00001", "attempt=2"] {
+            assert!(line.contains(field), "{field} in {line}");
+        }
+
+        // A file inside that is not GGUF: named relative to the directory.
+        std::fs::write(models_dir.join("notes.gguf"), b"hunter2 and more").expect("write");
+        let (reason, log) = run("notes.gguf");
+        assert!(
+            reason.starts_with("model file `notes.gguf`: not a GGUF file"),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains(&*real) && !reason.contains("hunter2"),
+            "{reason}"
+        );
+        assert!(log.contains(&*real), "{log}");
     }
 
     #[test]

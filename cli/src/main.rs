@@ -1,20 +1,20 @@
 //! `chimera`: the operator's command line.
 
+mod client;
 mod output;
+mod pki;
 mod report;
 mod run;
 mod table;
 mod watch;
 
 use anyhow::{bail, Context};
-use chimera_domain::results::{ResultsFile, SweepSummary, TrialRecord};
+pub use client::{connect, fetch_results, status, submit, Client};
+use chimera_domain::results::ResultsFile;
 use chimera_proto::v1 as proto;
-use chimera_proto::v1::operator_service_client::OperatorServiceClient;
 use clap::{Parser, Subcommand, ValueEnum};
 use output::Format;
 use std::path::{Path, PathBuf};
-use tonic::transport::Channel;
-use tracing::Instrument;
 
 /// Chimera: a fleet-wide lab for LLM inference performance.
 #[derive(Parser, Debug)]
@@ -32,6 +32,17 @@ struct Cli {
     /// Output format of listing commands.
     #[arg(long, short, global = true, value_enum, default_value_t = OutputArg::Table)]
     output: OutputArg,
+    /// CA (PEM) that signed the controller's certificate, for `https://`
+    /// controller URLs (default: the system's trusted roots).
+    #[arg(long, global = true, env = "CHIMERA_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM; `chimera tls issue operator NAME --role ROLE`)
+    /// for a controller that checks them; or set CHIMERA_TOKEN instead.
+    #[arg(long, global = true, env = "CHIMERA_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "CHIMERA_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -165,6 +176,13 @@ enum Command {
     /// Models for the demo, examples and tests.
     #[command(subcommand)]
     Models(ModelsCmd),
+    /// A small fleet's CA and certificates (mTLS between controller, agents
+    /// and operators; see docs/SECURITY.md).
+    #[command(subcommand)]
+    Tls(pki::TlsCmd),
+    /// Operators' bearer tokens in a controller's tokens file.
+    #[command(subcommand)]
+    Token(pki::TokenCmd),
     /// Print a shell completion script (`chimera completions bash > /etc/bash_completion.d/chimera`).
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -234,129 +252,11 @@ async fn main() {
     }
 }
 
-/// Connects to the controller.
-pub async fn connect(urls: &str) -> anyhow::Result<OperatorServiceClient<Channel>> {
-    let mut todo: std::collections::VecDeque<String> = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if todo.len() == 1 {
-        // One controller: no leader to look for.
-        return connect_one(&todo[0]).await;
-    }
-    let mut tried = Vec::new();
-    let mut why = Vec::new();
-    while let Some(url) = todo.pop_front() {
-        if tried.contains(&url) {
-            continue;
-        }
-        tried.push(url.clone());
-        let mut client = match connect_one(&url).await {
-            Ok(c) => c,
-            Err(e) => {
-                why.push(format!("{e:#}"));
-                continue;
-            }
-        };
-        // Only the leader answers; a standby names it.
-        match client.list_agents(proto::ListAgentsRequest {}).await {
-            Ok(_) => return Ok(client),
-            Err(s) => {
-                if let Some(leader) = s
-                    .metadata()
-                    .get("chimera-leader")
-                    .and_then(|v| v.to_str().ok())
-                {
-                    todo.push_front(leader.to_owned());
-                }
-                why.push(format!("{url}: {}", s.message()));
-            }
-        }
-    }
-    anyhow::bail!("no leading controller among {urls}: {}", why.join("; "))
-}
-
-async fn connect_one(url: &str) -> anyhow::Result<OperatorServiceClient<Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("parse controller URL `{url}`"))?
-        .connect_timeout(std::time::Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("reach the controller at {url}"))?;
-    Ok(OperatorServiceClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(4 << 20))
-}
-
-/// A gRPC status as an error that says what the controller said.
-pub fn status(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
-    move |s| anyhow::anyhow!("{what}: {}", s.message())
-}
-
-/// Submits a spec. The span is the root of the sweep's trace: the
-/// controller's submit, every assignment and every agent run descend from it.
-pub async fn submit(
-    client: &mut OperatorServiceClient<Channel>,
-    spec: String,
-    source_name: &str,
-) -> anyhow::Result<proto::SubmitSweepResponse> {
-    let span = tracing::info_span!("chimera.cli.submit", file = %source_name);
-    let mut req = tonic::Request::new(proto::SubmitSweepRequest {
-        spec_yaml: spec,
-        source_name: source_name.to_owned(),
-    });
-    chimera_observe::inject_metadata(&span, req.metadata_mut());
-    Ok(client
-        .submit_sweep(req)
-        .instrument(span)
-        .await
-        .map_err(status("submit the sweep"))?
-        .into_inner())
-}
-
 /// Reads a spec file.
 pub fn read_spec(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("read sweep spec {}", path.display()))
 }
 
-/// The results of a sweep held by a controller.
-pub async fn fetch_results(
-    client: &mut OperatorServiceClient<Channel>,
-    sweep: &str,
-) -> anyhow::Result<ResultsFile> {
-    let s = client
-        .get_sweep(proto::GetSweepRequest {
-            sweep_id: sweep.to_owned(),
-        })
-        .await
-        .map_err(status("get the sweep"))?
-        .into_inner();
-    let trials = client
-        .list_trials(proto::ListTrialsRequest {
-            sweep_id: sweep.to_owned(),
-        })
-        .await
-        .map_err(status("list the sweep's trials"))?
-        .into_inner()
-        .trials
-        .into_iter()
-        .map(TrialRecord::try_from)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("read the controller's answer: {e}"))?;
-    Ok(ResultsFile::new(
-        SweepSummary {
-            id: s.id.clone(),
-            name: s.name.clone(),
-            workload: s.workload.clone(),
-            state: output::sweep_state(s.state).to_owned(),
-            created_unix_ms: s.created_unix_ms,
-        },
-        trials,
-    ))
-}
 
 fn prices_name(p: &Path) -> String {
     p.display().to_string()
@@ -407,6 +307,15 @@ fn load_results_file(path: &Path) -> anyhow::Result<ResultsFile> {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    client::configure(client::Connection {
+        tls: chimera_observe::tls::ClientTls {
+            ca: cli.tls_ca.clone(),
+            cert: cli.tls_cert.clone(),
+            key: cli.tls_key.clone(),
+        },
+        // From the environment only: a flag would show in `ps`.
+        token: std::env::var("CHIMERA_TOKEN").ok().filter(|t| !t.is_empty()),
+    });
     let fmt = match cli.output {
         OutputArg::Table => Format::Table,
         OutputArg::Json => Format::Json,
@@ -414,15 +323,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     };
     let url = cli.controller;
     match cli.command {
+        Command::Tls(cmd) => pki::tls(cmd),
+        Command::Token(cmd) => pki::token(cmd),
         Command::Sweep(cmd) => sweep(cmd, &url, fmt).await,
         Command::Agents(AgentsCmd::List) => {
             let mut client = connect(&url).await?;
-            let agents = client
-                .list_agents(proto::ListAgentsRequest {})
-                .await
-                .map_err(status("list agents"))?
-                .into_inner()
-                .agents;
+            let agents = client::all_agents(&mut client).await?;
             output::agents(&agents, fmt)?;
             Ok(0)
         }
@@ -620,12 +526,7 @@ async fn sweep(cmd: SweepCmd, url: &str, fmt: Format) -> anyhow::Result<i32> {
             Ok(0)
         }
         SweepCmd::List => {
-            let sweeps = client
-                .list_sweeps(proto::ListSweepsRequest {})
-                .await
-                .map_err(status("list sweeps"))?
-                .into_inner()
-                .sweeps;
+            let sweeps = client::all_sweeps(&mut client).await?;
             output::sweeps(&sweeps, fmt)?;
             Ok(0)
         }

@@ -9,6 +9,7 @@ use chimera_domain::results::ResultsFile;
 use chimera_proto::v1 as proto;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, ContentArrangement, Table};
 use serde_json::json;
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::io::Write;
 
@@ -36,6 +37,41 @@ fn table(header: &[&str]) -> Table {
         .set_content_arrangement(ContentArrangement::Disabled)
         .set_header(header.iter().map(Cell::new));
     t
+}
+
+/// A CSV cell as spreadsheet programs may open it. They run a cell that
+/// starts with `=`, `+`, `-`, `@`, a tab or a carriage return as a formula
+/// (OWASP "CSV injection"), and text in these files comes from people and
+/// agents: a sweep's parameters (`=HYPERLINK("http://…")`), its name, a
+/// trial's error. Such a cell gets a leading `'`, which spreadsheets read as
+/// "this is text" and do not show.
+///
+/// Numbers stay as they are, so the file stays data: a cell that parses as
+/// an `f64` (`-2.5`, `-1e-3`, `-inf`; the parser takes nothing but a sign,
+/// digits, a point, an exponent and `inf`/`nan`), a percentage of one
+/// (`-12.5%`, as `chimera diff` prints a change), and the lone `-` the
+/// listings print for "no value" carry no formula. The decision is on the
+/// cell's text, not its column, so a column that mixes both is safe.
+pub fn csv_cell(text: &str) -> Cow<'_, str> {
+    let formula_like = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let number = |t: &str| t.parse::<f64>().is_ok();
+    let harmless = text == "-" || number(text) || text.strip_suffix('%').is_some_and(number);
+    if formula_like && !harmless {
+        Cow::Owned(format!("'{text}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Writes one CSV record, every cell through [`csv_cell`]. Every CSV the
+/// CLI writes (listings with `--output csv`, `trials.csv`) goes through
+/// here, header included.
+pub fn write_csv_row<W: Write, S: AsRef<str>>(
+    w: &mut csv::Writer<W>,
+    row: &[S],
+) -> csv::Result<()> {
+    let cells: Vec<Cow<'_, str>> = row.iter().map(|c| csv_cell(c.as_ref())).collect();
+    w.write_record(cells.iter().map(|c| c.as_bytes()))
 }
 
 /// Prints a listing; a table is fitted to the terminal's width (see
@@ -68,9 +104,9 @@ fn emit(
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?,
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
-            w.write_record(header)?;
+            write_csv_row(&mut w, header)?;
             for r in rows {
-                w.write_record(&r)?;
+                write_csv_row(&mut w, &r)?;
             }
             w.flush()?;
         }
@@ -234,7 +270,7 @@ pub fn results(r: &ResultsFile, fmt: Format) -> anyhow::Result<()> {
         header.extend(mets.iter().map(|m| m.to_string()));
         header.push("error".into());
         let mut w = csv::Writer::from_writer(std::io::stdout().lock());
-        w.write_record(&header)?;
+        write_csv_row(&mut w, &header)?;
         for t in &r.trials {
             let mut row = vec![
                 t.id.clone(),
@@ -256,7 +292,7 @@ pub fn results(r: &ResultsFile, fmt: Format) -> anyhow::Result<()> {
                     .map(|m| t.metrics.get(*m).map(|v| v.to_string()).unwrap_or_default()),
             );
             row.push(t.error.clone().unwrap_or_default());
-            w.write_record(&row)?;
+            write_csv_row(&mut w, &row)?;
         }
         w.flush()?;
         return Ok(());
@@ -323,8 +359,12 @@ pub fn results(r: &ResultsFile, fmt: Format) -> anyhow::Result<()> {
 /// Telemetry samples: one row each, one column per sensor seen.
 pub fn telemetry(samples: &[proto::TelemetrySample], fmt: Format) -> anyhow::Result<()> {
     if fmt == Format::Json {
-        let list: Vec<chimera_domain::telemetry::Sample> =
-            samples.iter().cloned().map(Into::into).collect();
+        let list = samples
+            .iter()
+            .cloned()
+            .map(chimera_domain::telemetry::Sample::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("a telemetry sample from the controller: {e}"))?;
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
@@ -750,4 +790,55 @@ pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
         println!("{}", comparison_note(c));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_get_a_quote_and_numbers_stay_numbers() {
+        for (cell, safe) in [
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+            ("-2+3", "'-2+3"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "'\r=1"),
+            ("-12.5% .. +3.0%", "'-12.5% .. +3.0%"),
+            // Numbers, as Rust prints them and as the listings do.
+            ("-2.5", "-2.5"),
+            ("+2.5", "+2.5"),
+            ("-1.250e-5", "-1.250e-5"),
+            ("-inf", "-inf"),
+            ("-12.5%", "-12.5%"),
+            ("-", "-"),
+            // Text that starts otherwise.
+            ("plain", "plain"),
+            ("a=b", "a=b"),
+            (" =1", " =1"),
+            ("", ""),
+        ] {
+            assert_eq!(csv_cell(cell), safe, "{cell:?}");
+        }
+    }
+
+    #[test]
+    fn a_csv_row_is_written_with_safe_cells_and_read_back_whole() {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        write_csv_row(&mut w, &["param.x", "=1+1"]).unwrap();
+        write_csv_row(&mut w, &["-2.5".to_owned(), "@a, \"b\"".to_owned()]).unwrap();
+        let bytes = w.into_inner().unwrap();
+        let mut rd = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(bytes.as_slice());
+        let rows: Vec<Vec<String>> = rd
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [["param.x", "'=1+1"], ["-2.5", "'@a, \"b\""]].map(|r| r.map(str::to_owned))
+        );
+    }
 }

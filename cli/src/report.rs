@@ -17,7 +17,6 @@ use chimera_domain::params::label;
 use chimera_domain::results::{ResultsFile, TrialRecord, TrialState};
 use chimera_domain::telemetry::{Phase, Sample, TrialSample, TELEMETRY_FILE};
 use chimera_proto::v1 as proto;
-use chimera_proto::v1::operator_service_client::OperatorServiceClient;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -25,7 +24,6 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use tonic::transport::Channel;
 
 /// The page.
 pub const INDEX: &str = "index.html";
@@ -273,7 +271,7 @@ pub fn select(results: &ResultsFile, metric: &str) -> Vec<Pick> {
 
 /// The samples the controller kept for each of `trials` of a sweep.
 pub async fn fetch_telemetry(
-    client: &mut OperatorServiceClient<Channel>,
+    client: &mut crate::Client,
     sweep_id: &str,
     trials: &[String],
 ) -> anyhow::Result<BTreeMap<String, Vec<Sample>>> {
@@ -289,10 +287,12 @@ pub async fn fetch_telemetry(
             .into_inner()
             .samples;
         if !samples.is_empty() {
-            out.insert(
-                trial.clone(),
-                samples.into_iter().map(Sample::from).collect(),
-            );
+            let samples = samples
+                .into_iter()
+                .map(Sample::try_from)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow!("a telemetry sample of trial `{trial}`: {e}"))?;
+            out.insert(trial.clone(), samples);
         }
     }
     Ok(out)
@@ -302,7 +302,7 @@ pub async fn fetch_telemetry(
 /// a report on `metric` selects, then every other trial's while fewer than
 /// `budget` samples are saved (the budget shrinks by what is taken).
 pub async fn collect_telemetry(
-    client: &mut OperatorServiceClient<Channel>,
+    client: &mut crate::Client,
     results: &ResultsFile,
     metric: &str,
     budget: &mut usize,
@@ -418,7 +418,7 @@ pub async fn command(
 ) -> anyhow::Result<i32> {
     let pareto = pareto.map(parse_pareto).transpose()?;
     let mut hosts = BTreeMap::new();
-    let mut client: Option<OperatorServiceClient<Channel>> = None;
+    let mut client: Option<crate::Client> = None;
     let mut loaded = Vec::new();
     for s in sweeps.iter().chain(with) {
         let path = Path::new(s);
@@ -428,7 +428,7 @@ pub async fn command(
             if client.is_none() {
                 let mut c = crate::connect(url).await?;
                 for a in c
-                    .list_agents(proto::ListAgentsRequest {})
+                    .list_agents(proto::ListAgentsRequest::default())
                     .await
                     .map_err(crate::status("list agents"))?
                     .into_inner()
@@ -618,7 +618,8 @@ pub const CSV_MID: &[&str] = &["repeat", "attempt", "state", "error"];
 
 /// Every trial of these sweeps as CSV: the fixed columns, `param.NAME` per
 /// parameter, then one column per metric (both sorted by name), then
-/// `wall_ms`.
+/// `wall_ms`. Text that a spreadsheet would run as a formula is quoted
+/// ([`output::csv_cell`]).
 pub fn trials_csv(sweeps: &[&ResultsFile]) -> anyhow::Result<Vec<u8>> {
     let trials = || {
         sweeps
@@ -633,7 +634,7 @@ pub fn trials_csv(sweeps: &[&ResultsFile]) -> anyhow::Result<Vec<u8>> {
     header.extend(mets.iter().map(|m| (*m).clone()));
     header.push("wall_ms".to_owned());
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(&header)?;
+    output::write_csv_row(&mut w, &header)?;
     for (s, t) in trials() {
         let mut row = vec![
             t.id.clone(),
@@ -661,7 +662,7 @@ pub fn trials_csv(sweeps: &[&ResultsFile]) -> anyhow::Result<Vec<u8>> {
                 .map(|m| t.metrics.get(*m).map(|v| v.to_string()).unwrap_or_default()),
         );
         row.push(t.wall_ms.map(|v| v.to_string()).unwrap_or_default());
-        w.write_record(&row)?;
+        output::write_csv_row(&mut w, &row)?;
     }
     w.into_inner().map_err(|e| anyhow!("write CSV: {e}"))
 }
@@ -1743,6 +1744,34 @@ mod tests {
             json["trials"][1]["error"],
             "out of memory, \"really\"\nsecond line"
         );
+    }
+
+    #[test]
+    fn csv_quotes_formulas_in_text_and_keeps_numbers_raw() {
+        let mut t = trial("t00000", 0, "q8_0", &[("delta", -2.5)]);
+        t.params.insert(
+            "note".into(),
+            chimera_domain::params::ParamValue::Text("=HYPERLINK(\"http://evil\")".into()),
+        );
+        t.params
+            .insert("offset".into(), chimera_domain::params::ParamValue::Int(-3));
+        t.state = TrialState::Failed;
+        t.error = Some("@SUM(A1) went wrong".into());
+        let csv = trials_csv(&[&results(vec![t])]).unwrap();
+        let mut rd = csv::Reader::from_reader(csv.as_slice());
+        let header = rd.headers().unwrap().clone();
+        let row = rd.records().next().unwrap().unwrap();
+        let cell = |name: &str| {
+            let i = header.iter().position(|h| h == name).unwrap();
+            row[i].to_owned()
+        };
+        assert_eq!(cell("param.note"), "'=HYPERLINK(\"http://evil\")");
+        assert_eq!(cell("error"), "'@SUM(A1) went wrong");
+        assert_eq!(cell("param.offset"), "-3");
+        assert_eq!(cell("delta"), "-2.5");
+        assert_eq!(cell("param.format"), "q8_0");
+        let text = String::from_utf8(csv).unwrap();
+        assert!(!text.contains(",=") && !text.contains("\"=HYP"), "{text}");
     }
 
     #[test]

@@ -3,19 +3,17 @@
 //! comparison prints, and the results are written to the output directory.
 
 use crate::output::{self, Format};
-use crate::{connect, fetch_results, report, status, watch};
+use crate::{fetch_results, report, status, watch};
 use anyhow::Context;
 use chimera_domain::catalog::Workload;
 use chimera_domain::results::ResultsFile;
 use chimera_domain::spec::ParsedSweep;
 use chimera_domain::telemetry::{TrialSample, TELEMETRY_FILE};
 use chimera_proto::v1 as proto;
-use chimera_proto::v1::operator_service_client::OperatorServiceClient;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// The quick-start kernel sweep, as shipped in `examples/quickstart.yaml`.
 pub const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");
@@ -69,12 +67,14 @@ impl Local {
     }
 
     /// A client, once the local agent has connected.
-    async fn client(&self) -> anyhow::Result<OperatorServiceClient<Channel>> {
-        let mut client = connect(&self.url).await?;
+    async fn client(&self) -> anyhow::Result<crate::Client> {
+        // The in-process controller: loopback, no TLS, no token.
+        let mut client =
+            crate::client::connect_with(&self.url, &crate::client::Connection::default()).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let agents = client
-                .list_agents(proto::ListAgentsRequest {})
+                .list_agents(proto::ListAgentsRequest::default())
                 .await
                 .map_err(status("list agents"))?
                 .into_inner()
@@ -112,7 +112,7 @@ fn parse(spec: &str, source_name: &str) -> anyhow::Result<ParsedSweep> {
 
 /// Submits a sweep, follows it to the end and returns its results and exit code.
 async fn sweep(
-    client: &mut OperatorServiceClient<Channel>,
+    client: &mut crate::Client,
     spec: &str,
     source_name: &str,
 ) -> anyhow::Result<(ResultsFile, i32)> {
@@ -138,7 +138,7 @@ async fn sweep(
 /// agents' last samples have had time to arrive. A failure to read them is
 /// reported and leaves the file without them; it does not fail the run.
 async fn telemetry(
-    client: &mut OperatorServiceClient<Channel>,
+    client: &mut crate::Client,
     runs: &[(&ResultsFile, &str)],
 ) -> Vec<TrialSample> {
     tokio::time::sleep(report::TELEMETRY_FLUSH).await;
@@ -158,10 +158,10 @@ async fn telemetry(
 
 /// The names of the agents' hosts, for a report's header.
 async fn hosts(
-    client: &mut OperatorServiceClient<Channel>,
+    client: &mut crate::Client,
 ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     Ok(client
-        .list_agents(proto::ListAgentsRequest {})
+        .list_agents(proto::ListAgentsRequest::default())
         .await
         .map_err(status("list agents"))?
         .into_inner()

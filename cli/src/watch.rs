@@ -4,10 +4,8 @@
 use crate::status;
 use chimera_domain::params::{label, params_from_proto};
 use chimera_proto::v1 as proto;
-use chimera_proto::v1::operator_service_client::OperatorServiceClient;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
-use tonic::transport::Channel;
 
 fn done(s: &proto::Sweep) -> u64 {
     (s.trials_succeeded + s.trials_failed + s.trials_cancelled).into()
@@ -18,7 +16,7 @@ fn done(s: &proto::Sweep) -> u64 {
 pub const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn subscribe(
-    client: &mut OperatorServiceClient<Channel>,
+    client: &mut crate::Client,
     sweep: &str,
 ) -> Result<tonic::Streaming<proto::SweepEvent>, tonic::Status> {
     Ok(client
@@ -44,7 +42,7 @@ fn retryable(s: &tonic::Status) -> bool {
 /// snapshot, so nothing is missed but the lines of trials that ended
 /// meanwhile.
 pub async fn watch(
-    client: &mut OperatorServiceClient<Channel>,
+    client: &mut crate::Client,
     sweep: &str,
     reconnect: Option<&str>,
 ) -> anyhow::Result<proto::Sweep> {
@@ -174,7 +172,7 @@ async fn resubscribe(
     lost: &str,
     bar: &ProgressBar,
 ) -> anyhow::Result<(
-    OperatorServiceClient<Channel>,
+    crate::Client,
     tonic::Streaming<proto::SweepEvent>,
 )> {
     bar.println(format!(
@@ -206,7 +204,7 @@ async fn resubscribe(
 
 /// One line of the live telemetry of the devices running this sweep's trials:
 /// power, temperature, clock and utilisation, where the device reports them.
-async fn live_line(client: &mut OperatorServiceClient<Channel>, sweep: &str) -> Option<String> {
+async fn live_line(client: &mut crate::Client, sweep: &str) -> Option<String> {
     let samples = client
         .live_telemetry(proto::LiveTelemetryRequest {})
         .await

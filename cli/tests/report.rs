@@ -361,6 +361,40 @@ fn bad_input_is_named_and_nothing_is_written() {
     assert_eq!(section(&html, "s0-telemetry").matches("<svg").count(), 0);
 }
 
+#[test]
+fn trials_csv_quotes_a_parameter_a_spreadsheet_would_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let evil = "=HYPERLINK(\"http://evil\")";
+    let file = serde_json::json!({
+        "format": "chimera.results", "version": 1,
+        "sweep": {"id": "S", "name": "@sweep", "workload": "kernel", "state": "done", "created_unix_ms": 0},
+        "trials": [{
+            "id": "t00000", "sweep_id": "S", "state": "succeeded",
+            "device_class": "cpu: test x2", "config_index": 0, "repeat": 0, "attempt": 1,
+            "params": {"op": "qmatmul", "format": "q8_0", "shape": "1,64,64", "note": evil, "offset": -3},
+            "metrics": {"gflop_per_s": 10.0, "delta": -2.5},
+        }],
+    });
+    let results = dir.path().join("results.json");
+    std::fs::write(&results, file.to_string()).unwrap();
+    let out_dir = dir.path().join("out");
+    ok(&chimera(&[
+        "report",
+        results.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]));
+    let mut csv = csv::Reader::from_path(out_dir.join("trials.csv")).unwrap();
+    let header = csv.headers().unwrap().clone();
+    let row = csv.records().next().unwrap().unwrap();
+    let cell = |name: &str| row[header.iter().position(|h| h == name).unwrap()].to_owned();
+    assert_eq!(cell("param.note"), format!("'{evil}"));
+    assert_eq!(cell("sweep_name"), "'@sweep");
+    assert_eq!(cell("param.offset"), "-3");
+    assert_eq!(cell("delta"), "-2.5");
+    assert_eq!(cell("gflop_per_s"), "10");
+}
+
 /// `compare`, `diff` (with `--fail-on`), `cost` and `report` on what
 /// `chimera demo` writes: the kernel quick start and SmolLM2's generate and
 /// eval sweeps, measured here (the model is fetched into the cache once).

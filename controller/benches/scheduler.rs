@@ -161,7 +161,7 @@ fn main() {
         let mut op = OperatorServiceClient::connect(url.clone()).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let n = op.list_agents(proto::ListAgentsRequest {}).await.unwrap().into_inner().agents.len();
+            let n = op.list_agents(proto::ListAgentsRequest::default()).await.unwrap().into_inner().agents.len();
             if n == agents {
                 break;
             }

@@ -1,23 +1,36 @@
 //! The agent service: one bidirectional stream per agent. This module validates
-//! what arrives (the receiver validates) and turns it into scheduler commands.
+//! what arrives (the receiver validates: every string and repeated field is
+//! capped, see `chimera_domain::wire`) and turns it into scheduler commands.
+//!
+//! Invariants:
+//! - With client certificates (`--tls-client-ca`) a hello must name the agent
+//!   its certificate names; the auth layer has already refused anything but
+//!   an agent certificate.
+//! - An agent's telemetry is kept only for devices it declared in its hello
+//!   and for trial attempts assigned on its session (or kept from before a
+//!   reconnect); anything else is refused and counted.
+//! - Results for trials the session does not hold are refused and counted by
+//!   the scheduler (`chimera_results_refused_total`).
 
-use crate::error::{check_id, ApiError};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::metrics::{Metrics, Refusal};
 use crate::scheduler::{AgentEvent, Command, Hello, TrialKey, TrialRef};
+use chimera_domain::identity::Identity;
+use chimera_domain::ids::{check_device_id, check_id};
+use chimera_domain::wire::{self, quote};
 use chimera_domain::{AgentId, SweepId, TrialId};
 use chimera_proto::v1 as proto;
 use chimera_proto::v1::agent_service_server::AgentService;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-/// Most devices one agent may report.
-const MAX_DEVICES: usize = 256;
-/// Most metrics one result may carry.
-const MAX_METRICS: usize = 512;
 /// Largest `detail_json` of a finished trial.
 const MAX_DETAIL_BYTES: usize = 512 << 10;
 /// Largest artifact of a finished trial (one store value).
@@ -26,15 +39,18 @@ pub const MAX_ARTIFACT_BYTES: usize = 1 << 20;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages buffered towards one agent.
 const OUTBOUND: usize = 1024;
+/// Most samples accepted in one telemetry batch.
+const MAX_BATCH_SAMPLES: usize = 100_000;
+/// Trial attempts a session remembers as its own (for its telemetry); the
+/// oldest are forgotten first.
+const REMEMBERED_ATTEMPTS: usize = 4096;
 
 /// The gRPC handler.
 pub struct AgentApi {
     pub commands: mpsc::Sender<Command>,
-    pub telemetry: std::sync::Arc<crate::telemetry::TelemetryStore>,
+    pub telemetry: Arc<crate::telemetry::TelemetryStore>,
+    pub metrics: Arc<Metrics>,
 }
-
-/// Most samples accepted in one telemetry batch.
-const MAX_BATCH_SAMPLES: usize = 100_000;
 
 fn invalid(m: String) -> Status {
     ApiError::InvalidArgument(m).into()
@@ -42,8 +58,8 @@ fn invalid(m: String) -> Status {
 
 fn trial_ref(r: Option<proto::TrialRef>, what: &str) -> Result<TrialRef, Status> {
     let r = r.ok_or_else(|| invalid(format!("{what}.trial is missing")))?;
-    check_id(&format!("{what}.trial.sweep_id"), &r.sweep_id)?;
-    check_id(&format!("{what}.trial.trial_id"), &r.trial_id)?;
+    check_id(&format!("{what}.trial.sweep_id"), &r.sweep_id).map_err(invalid)?;
+    check_id(&format!("{what}.trial.trial_id"), &r.trial_id).map_err(invalid)?;
     Ok(TrialRef {
         key: TrialKey {
             sweep: SweepId(r.sweep_id),
@@ -53,59 +69,72 @@ fn trial_ref(r: Option<proto::TrialRef>, what: &str) -> Result<TrialRef, Status>
     })
 }
 
+fn trial_refs(list: Vec<proto::TrialRef>, what: &str) -> Result<Vec<TrialRef>, Status> {
+    wire::check_count(what, list.len(), wire::MAX_RUNNING).map_err(invalid)?;
+    list.into_iter()
+        .map(|r| trial_ref(Some(r), what))
+        .collect()
+}
+
+/// Checks one declared device against the wire limits.
+fn check_device(i: usize, d: &proto::Device) -> Result<(), String> {
+    let field = |f: &str| format!("hello.devices[{i}].{f}");
+    check_device_id(&field("id"), &d.id)?;
+    if d.kind != "cpu" && d.kind != "gpu" {
+        return Err(format!(
+            "{} {} must be `cpu` or `gpu`",
+            field("kind"),
+            quote(&d.kind)
+        ));
+    }
+    if d.device_class.trim().is_empty() {
+        return Err(format!("{} is empty", field("device_class")));
+    }
+    for (f, v) in [
+        ("device_class", &d.device_class),
+        ("vendor", &d.vendor),
+        ("model", &d.model),
+        ("compute_capability", &d.compute_capability),
+        ("driver_version", &d.driver_version),
+    ] {
+        wire::check_text(&field(f), v, wire::MAX_NAME)?;
+    }
+    wire::check_count(
+        &field("capabilities"),
+        d.capabilities.len(),
+        wire::MAX_CAPABILITIES,
+    )?;
+    for c in &d.capabilities {
+        wire::check_text(&field("capabilities"), c, wire::MAX_NAME)?;
+    }
+    Ok(())
+}
+
 impl TryFrom<proto::Hello> for Hello {
     type Error = Status;
     fn try_from(h: proto::Hello) -> Result<Self, Status> {
-        check_id("hello.agent_name", &h.agent_name)?;
-        if h.devices.len() > MAX_DEVICES {
-            return Err(invalid(format!(
-                "hello.devices: {} devices exceeds the limit of {MAX_DEVICES}",
-                h.devices.len()
-            )));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for d in &h.devices {
-            if d.id.is_empty() || !seen.insert(d.id.as_str()) {
+        check_id("hello.agent_name", &h.agent_name).map_err(invalid)?;
+        wire::check_text("hello.hostname", &h.hostname, wire::MAX_HOSTNAME).map_err(invalid)?;
+        wire::check_text("hello.agent_version", &h.agent_version, wire::MAX_VERSION)
+            .map_err(invalid)?;
+        wire::check_count("hello.devices", h.devices.len(), wire::MAX_DEVICES).map_err(invalid)?;
+        let mut seen = HashSet::new();
+        for (i, d) in h.devices.iter().enumerate() {
+            check_device(i, d).map_err(invalid)?;
+            if !seen.insert(d.id.as_str()) {
                 return Err(invalid(format!(
-                    "hello.devices: device id `{}` is empty or repeated",
-                    d.id
-                )));
-            }
-            if d.device_class.is_empty() || d.device_class.len() > 256 {
-                return Err(invalid(format!(
-                    "hello.devices[{}].device_class `{}` must be 1 to 256 characters",
-                    d.id, d.device_class
-                )));
-            }
-            if d.kind != "cpu" && d.kind != "gpu" {
-                return Err(invalid(format!(
-                    "hello.devices[{}].kind `{}` must be `cpu` or `gpu`",
-                    d.id, d.kind
+                    "hello.devices[{i}].id {} is repeated",
+                    quote(&d.id)
                 )));
             }
         }
-        if h.labels.len() > 64 {
-            return Err(invalid(format!(
-                "hello.labels: {} labels exceeds the limit of 64",
-                h.labels.len()
-            )));
+        wire::check_count("hello.features", h.features.len(), wire::MAX_FEATURES)
+            .map_err(invalid)?;
+        for f in &h.features {
+            wire::check_text("hello.features", f, 64).map_err(invalid)?;
         }
-        for (k, v) in &h.labels {
-            let key_ok = !k.is_empty()
-                && k.len() <= 63
-                && k.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-            if !key_ok || v.len() > 253 {
-                return Err(invalid(format!(
-                    "hello.labels: `{k}` = `{v}`: keys are 1 to 63 letters, digits, `_`, `-`, `.`; values at most 253 bytes"
-                )));
-            }
-        }
-        let running = h
-            .running
-            .into_iter()
-            .map(|r| trial_ref(Some(r), "hello.running"))
-            .collect::<Result<_, _>>()?;
+        wire::check_map("hello.labels", h.labels.iter()).map_err(invalid)?;
+        let running = trial_refs(h.running, "hello.running")?;
         Ok(Hello {
             name: AgentId(h.agent_name),
             version: h.agent_version,
@@ -118,68 +147,118 @@ impl TryFrom<proto::Hello> for Hello {
     }
 }
 
+/// A failure reason as the controller keeps it: at most
+/// [`wire::MAX_TEXT`] bytes (cut at a character boundary), control
+/// characters replaced by spaces. A reason is never refused: the trial's
+/// failure must be recorded either way.
+fn reason(text: String) -> String {
+    let mut end = text.len().min(wire::MAX_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end]
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// A `finished` message, checked: what the scheduler records.
+fn finished(f: proto::TrialFinished) -> Result<AgentEvent, Status> {
+    let trial = trial_ref(f.trial, "finished")?;
+    if f.detail_json.len() > MAX_DETAIL_BYTES || f.artifact.len() > MAX_ARTIFACT_BYTES {
+        return Err(invalid(format!(
+            "finished: detail of {} bytes or artifact of {} bytes exceeds the limits ({MAX_DETAIL_BYTES} / {MAX_ARTIFACT_BYTES} bytes)",
+            f.detail_json.len(),
+            f.artifact.len()
+        )));
+    }
+    wire::check_count("finished.metrics", f.metrics.len(), wire::MAX_METRICS).map_err(invalid)?;
+    for (k, v) in &f.metrics {
+        wire::check_metric_name("finished.metrics", k).map_err(invalid)?;
+        if !v.is_finite() {
+            return Err(invalid(format!(
+                "finished.metrics[{k}] = {v} is not a finite number"
+            )));
+        }
+    }
+    if !f.wall_ms.is_finite() || f.wall_ms < 0.0 {
+        return Err(invalid(format!(
+            "finished.wall_ms = {} is not a finite, non-negative number",
+            f.wall_ms
+        )));
+    }
+    let fingerprint = f
+        .fingerprint
+        .ok_or_else(|| invalid("finished.fingerprint is missing".into()))?
+        .try_into()
+        .map_err(invalid)?;
+    let detail = if f.detail_json.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::from_str(&f.detail_json)
+                .map_err(|e| invalid(format!("finished.detail_json is not JSON: {e}")))?,
+        )
+    };
+    Ok(AgentEvent::Finished {
+        trial,
+        metrics: f.metrics.into_iter().collect::<BTreeMap<_, _>>(),
+        fingerprint: Box::new(fingerprint),
+        wall_ms: f.wall_ms,
+        detail,
+        artifact: f.artifact,
+    })
+}
+
 fn event(msg: proto::agent_message::Msg) -> Result<AgentEvent, Status> {
     use proto::agent_message::Msg;
     Ok(match msg {
         Msg::Hello(_) => return Err(invalid("hello may only be the first message".into())),
         Msg::Telemetry(_) => return Err(invalid("telemetry is not a scheduling event".into())),
-        Msg::Heartbeat(h) => AgentEvent::Heartbeat(
-            h.running
-                .into_iter()
-                .map(|r| trial_ref(Some(r), "heartbeat.running"))
-                .collect::<Result<_, _>>()?,
-        ),
+        Msg::Heartbeat(h) => AgentEvent::Heartbeat(trial_refs(h.running, "heartbeat.running")?),
         Msg::Started(s) => AgentEvent::Started(trial_ref(s.trial, "started")?),
-        Msg::Finished(f) => {
-            let trial = trial_ref(f.trial, "finished")?;
-            if f.detail_json.len() > MAX_DETAIL_BYTES || f.artifact.len() > MAX_ARTIFACT_BYTES {
-                return Err(invalid(format!(
-                    "finished: detail of {} bytes or artifact of {} bytes exceeds the limits ({MAX_DETAIL_BYTES} / {MAX_ARTIFACT_BYTES} bytes)",
-                    f.detail_json.len(),
-                    f.artifact.len()
-                )));
-            }
-            if f.metrics.len() > MAX_METRICS {
-                return Err(invalid(format!(
-                    "finished.metrics: {} metrics exceeds the limit of {MAX_METRICS}",
-                    f.metrics.len()
-                )));
-            }
-            if let Some((k, v)) = f
-                .metrics
-                .iter()
-                .find(|(k, v)| !v.is_finite() || k.is_empty() || k.len() > 128)
-            {
-                return Err(invalid(format!(
-                    "finished.metrics: `{k}` = {v} is not a finite number with a 1-128 character name"
-                )));
-            }
-            AgentEvent::Finished {
-                trial,
-                metrics: f.metrics.into_iter().collect::<BTreeMap<_, _>>(),
-                fingerprint: Box::new(f.fingerprint.unwrap_or_default().into()),
-                wall_ms: if f.wall_ms.is_finite() {
-                    f.wall_ms
-                } else {
-                    0.0
-                },
-                detail: if f.detail_json.is_empty() {
-                    None
-                } else {
-                    Some(
-                        serde_json::from_str(&f.detail_json).map_err(|e| {
-                            invalid(format!("finished.detail_json is not JSON: {e}"))
-                        })?,
-                    )
-                },
-                artifact: f.artifact,
-            }
-        }
+        Msg::Finished(f) => finished(f)?,
         Msg::Failed(f) => AgentEvent::Failed {
             trial: trial_ref(f.trial, "failed")?,
-            reason: f.reason.chars().take(4096).collect(),
+            reason: reason(f.reason),
         },
     })
+}
+
+/// What one session may send telemetry about: its devices, and the trial
+/// attempts assigned on it (the newest [`REMEMBERED_ATTEMPTS`]).
+struct Owned {
+    devices: HashSet<String>,
+    attempts: Mutex<(HashSet<String>, VecDeque<String>)>,
+}
+
+impl Owned {
+    fn label(r: &TrialRef) -> String {
+        format!("{}/{}/{}", r.key.sweep, r.key.trial, r.attempt)
+    }
+
+    fn add(&self, label: String) {
+        if let Ok(mut a) = self.attempts.lock() {
+            if a.0.insert(label.clone()) {
+                a.1.push_back(label);
+                while a.1.len() > REMEMBERED_ATTEMPTS {
+                    if let Some(old) = a.1.pop_front() {
+                        a.0.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+
+    fn allows(&self, s: &chimera_domain::telemetry::Sample) -> bool {
+        self.devices.contains(&s.device_id)
+            && s.trial.as_ref().is_none_or(|t| {
+                self.attempts
+                    .lock()
+                    .map(|a| a.0.contains(t))
+                    .unwrap_or(false)
+            })
+    }
 }
 
 type OutStream = Pin<Box<dyn Stream<Item = Result<proto::ControllerMessage, Status>> + Send>>;
@@ -192,6 +271,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<Streaming<proto::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let caller = Caller::of(&request);
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -204,18 +284,49 @@ impl AgentService for AgentApi {
                 ))
             }
         };
+        // The certificate proves the name: a hello under another is refused.
+        let proven = match &caller {
+            Caller::Certificate(Identity::Agent(cert_name)) => {
+                if cert_name != hello.name.as_str() {
+                    warn!(target: "audit", action = "register", certificate = %cert_name, hello = %hello.name, "refused: hello names another agent");
+                    return Err(Status::permission_denied(format!(
+                        "the client certificate names agent `{cert_name}`, but hello.agent_name is `{}`",
+                        hello.name
+                    )));
+                }
+                true
+            }
+            _ => false,
+        };
         let name = hello.name.clone();
+        let owned = Arc::new(Owned {
+            devices: hello.devices.iter().map(|d| d.id.clone()).collect(),
+            attempts: Mutex::new((HashSet::new(), VecDeque::new())),
+        });
         let (tx, rx) = mpsc::channel(OUTBOUND);
         let (reply, answer) = oneshot::channel();
+        let registered_by = caller.audit_name();
         self.commands
-            .send(Command::Hello { hello, tx, reply })
+            .send(Command::Hello {
+                hello,
+                tx,
+                proven,
+                registered_by: registered_by.clone(),
+                reply,
+            })
             .await
             .map_err(|_| Status::unavailable("controller is shutting down"))?;
-        let session = answer
+        let (session, kept) = answer
             .await
             .map_err(|_| Status::unavailable("controller is shutting down"))??;
+        info!(target: "audit", action = "register", agent = %name, caller = %registered_by, session, "agent registered");
+        for r in &kept {
+            owned.add(Owned::label(r));
+        }
         let commands = self.commands.clone();
         let telemetry = self.telemetry.clone();
+        let metrics = self.metrics.clone();
+        let inbound_owned = owned.clone();
         tokio::spawn(async move {
             loop {
                 let msg = match inbound.message().await {
@@ -230,16 +341,32 @@ impl AgentService for AgentApi {
                 if let proto::agent_message::Msg::Telemetry(batch) = msg {
                     if batch.samples.len() > MAX_BATCH_SAMPLES {
                         warn!(agent = %name, samples = batch.samples.len(), "refused an oversized telemetry batch");
+                        telemetry.refuse(batch.samples.len() as u64);
                         continue;
                     }
+                    let total = batch.samples.len();
+                    let samples: Vec<_> = batch
+                        .samples
+                        .into_iter()
+                        .filter_map(|s| chimera_domain::telemetry::Sample::try_from(s).ok())
+                        .filter(|s| inbound_owned.allows(s))
+                        .collect();
+                    let refused = total - samples.len();
+                    if refused > 0 {
+                        debug!(agent = %name, refused, "telemetry for devices or trials not this session's refused");
+                        telemetry.refuse(refused as u64);
+                    }
                     let (t, agent) = (telemetry.clone(), name.0.clone());
-                    let samples = batch.samples.into_iter().map(Into::into).collect();
                     let dropped = batch.dropped;
                     // File appends: off the async runtime.
                     let _ = tokio::task::spawn_blocking(move || t.record(&agent, samples, dropped))
                         .await;
                     continue;
                 }
+                let is_result = matches!(
+                    msg,
+                    proto::agent_message::Msg::Finished(_) | proto::agent_message::Msg::Failed(_)
+                );
                 match event(msg) {
                     Ok(event) => {
                         let cmd = Command::Agent {
@@ -251,7 +378,12 @@ impl AgentService for AgentApi {
                             return;
                         }
                     }
-                    Err(e) => warn!(agent = %name, error = %e.message(), "refused agent message"),
+                    Err(e) => {
+                        if is_result {
+                            metrics.result_refused(Refusal::Invalid);
+                        }
+                        warn!(agent = %name, error = %e.message(), "refused agent message");
+                    }
                 }
             }
             let _ = commands
@@ -261,7 +393,96 @@ impl AgentService for AgentApi {
                 })
                 .await;
         });
-        let out = ReceiverStream::new(rx).map(Ok);
+        // Every assignment sent on this session makes its attempt the
+        // session's own (for telemetry).
+        let out = ReceiverStream::new(rx).map(move |m: proto::ControllerMessage| {
+            if let Some(proto::controller_message::Msg::Assign(a)) = &m.msg {
+                if let Some(t) = &a.trial {
+                    owned.add(format!("{}/{}/{}", t.sweep_id, t.trial_id, t.attempt));
+                }
+            }
+            Ok(m)
+        });
         Ok(Response::new(Box::pin(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> proto::Hello {
+        proto::Hello {
+            agent_name: "a1".into(),
+            agent_version: "0.1.0".into(),
+            hostname: "host".into(),
+            devices: vec![proto::Device {
+                id: "gpu:0".into(),
+                kind: "gpu".into(),
+                device_class: "NVIDIA H100".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn refused(h: proto::Hello) -> String {
+        Hello::try_from(h).unwrap_err().message().to_owned()
+    }
+
+    #[test]
+    fn hello_fields_are_capped_and_named() {
+        assert!(Hello::try_from(hello()).is_ok());
+        let mut h = hello();
+        h.hostname = "h".repeat(2 << 20);
+        let e = refused(h);
+        assert!(e.starts_with("hello.hostname: 2097152 bytes exceeds the limit of 253"), "{e}");
+        assert!(e.len() < 300, "the value is not echoed whole");
+        let mut h = hello();
+        h.devices[0].id = "x\"} 1\nchimera_controller_leader 0".into();
+        assert!(refused(h).starts_with("hello.devices[0].id "));
+        let mut h = hello();
+        h.devices[0].model = "m".repeat(10_000);
+        assert!(refused(h).starts_with("hello.devices[0].model: "));
+        let mut h = hello();
+        h.features = vec!["f".into(); 1000];
+        assert!(refused(h).starts_with("hello.features: 1000 entries"));
+        let mut h = hello();
+        h.running = vec![proto::TrialRef::default(); 2000];
+        assert!(refused(h).starts_with("hello.running: 2000 entries"));
+        let mut h = hello();
+        h.devices.push(h.devices[0].clone());
+        assert!(refused(h).contains("is repeated"));
+    }
+
+    #[test]
+    fn results_are_checked_and_reasons_cleaned() {
+        let good = || proto::TrialFinished {
+            trial: Some(proto::TrialRef {
+                sweep_id: "S".into(),
+                trial_id: "t00000".into(),
+                attempt: 1,
+            }),
+            metrics: [("latency_ms_p50".to_owned(), 1.0)].into(),
+            fingerprint: Some(proto::Fingerprint::default()),
+            wall_ms: 5.0,
+            ..Default::default()
+        };
+        assert!(finished(good()).is_ok());
+        let mut f = good();
+        f.metrics.insert("x\ninjected".into(), 1.0);
+        assert!(finished(f).unwrap_err().message().starts_with("finished.metrics: name"));
+        let mut f = good();
+        f.fingerprint.as_mut().unwrap().extra =
+            [("k".to_owned(), "v".repeat(2 << 20))].into();
+        assert!(finished(f).unwrap_err().message().starts_with("fingerprint.extra[k]: "));
+        let mut f = good();
+        f.wall_ms = f64::NAN;
+        assert!(finished(f).unwrap_err().message().starts_with("finished.wall_ms"));
+        let mut f = good();
+        f.fingerprint = None;
+        assert!(finished(f).is_err());
+        let r = reason(format!("bad\nline\u{1b}[2J{}", "é".repeat(5000)));
+        assert!(r.len() <= wire::MAX_TEXT && !r.chars().any(char::is_control), "{r}");
     }
 }

@@ -15,6 +15,9 @@ pub enum ApiError {
     /// The controller is shutting down or its store failed.
     #[error("{0}")]
     Unavailable(String),
+    /// A limit of the controller is reached (running sweeps, agents).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -27,24 +30,14 @@ impl From<ApiError> for tonic::Status {
             ApiError::NotFound(m) => tonic::Status::not_found(m),
             ApiError::Unavailable(m) => tonic::Status::unavailable(m),
             ApiError::Conflict(m) => tonic::Status::already_exists(m),
+            ApiError::ResourceExhausted(m) => tonic::Status::resource_exhausted(m),
             ApiError::Store(e) => tonic::Status::internal(format!("store: {e}")),
         }
     }
 }
 
-/// Checks an id from a request: 1 to 64 characters of `[A-Za-z0-9._-]`.
+/// Checks an id from a request by the one id rule
+/// ([`chimera_domain::ids::check_id`]).
 pub fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidArgument(format!(
-            "{field} `{}` is not valid: use 1 to 64 characters of letters, digits, `.`, `_`, `-`",
-            value.chars().take(80).collect::<String>()
-        )))
-    }
+    chimera_domain::ids::check_id(field, value).map_err(ApiError::InvalidArgument)
 }

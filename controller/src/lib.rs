@@ -6,6 +6,8 @@
 //! [`store`] talks to a storage backend; only [`scheduler`] mutates scheduling state.
 
 pub mod agent_service;
+pub mod auth;
+pub mod conn;
 pub mod error;
 pub mod keys;
 pub mod metrics;
@@ -13,6 +15,7 @@ pub mod operator_service;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 use anyhow::Context;
 use chimera_proto::v1::agent_service_server::AgentServiceServer;
@@ -25,7 +28,6 @@ use std::time::Duration;
 use store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -34,6 +36,51 @@ pub const DEFAULT_STORE_PREFIX: &str = "";
 
 /// Largest gRPC message accepted or sent, bytes.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Most HTTP/2 streams one connection may have open (an agent needs one).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+/// Most requests one connection may have in flight in a handler at once.
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 32;
+/// Largest block of request headers, bytes.
+pub const MAX_HEADER_BYTES: u32 = 16 << 10;
+
+/// What keeps any one client from taking the controller down; every limit
+/// is a flag of `chimera-controller` (see docs/SECURITY.md for defaults).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Most trials one sweep may expand into (configurations x repeats x
+    /// classes), counted before any is built.
+    pub max_trials_per_sweep: u64,
+    /// Most sweeps running at once; a submit past it is refused.
+    pub max_active_sweeps: usize,
+    /// Most agents registered at once; a hello past it is refused.
+    pub max_agents: usize,
+    /// Most client connections open at once; past it the controller stops
+    /// accepting until one closes.
+    pub max_connections: usize,
+    /// A unary request (or the start of a stream) taking longer is ended.
+    pub request_timeout: Duration,
+    /// Specs parsed at once (each on a blocking thread).
+    pub spec_parses: usize,
+    /// A spec that takes longer to parse is refused.
+    pub spec_parse_timeout: Duration,
+    /// Size-based retention of the raw telemetry kept on disk.
+    pub telemetry: telemetry::Limits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_trials_per_sweep: chimera_domain::spec::MAX_TRIALS,
+            max_active_sweeps: 100,
+            max_agents: 10_000,
+            max_connections: 4096,
+            request_timeout: Duration::from_secs(60),
+            spec_parses: 2,
+            spec_parse_timeout: Duration::from_secs(10),
+            telemetry: telemetry::Limits::default(),
+        }
+    }
+}
 
 /// Controller settings.
 #[derive(Clone, Debug)]
@@ -54,14 +101,22 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// Where to serve Prometheus metrics (`GET /metrics`); off when `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS on the gRPC port (and client certificates for agents); plain
+    /// HTTP/2 when `None` (loopback only, unless `--allow-insecure`).
+    pub tls: Option<tls::ServerTls>,
+    /// Bearer tokens operators authenticate with (`--tokens-file`).
+    pub tokens_file: Option<PathBuf>,
+    /// Caps on what clients may make the controller do.
+    pub limits: Limits,
 }
 
 impl Config {
     /// The URL this controller is known by.
     pub fn advertise_url(&self, addr: SocketAddr) -> String {
-        self.advertise
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}"))
+        self.advertise.clone().unwrap_or_else(|| {
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{addr}")
+        })
     }
 }
 
@@ -75,17 +130,22 @@ impl Default for Config {
             advertise: None,
             lease_ttl: Duration::from_secs(10),
             metrics_listen: None,
+            tls: None,
+            tokens_file: None,
+            limits: Limits::default(),
         }
     }
 }
 
-/// Binds the listen address. Without TLS (not yet built) a non-loopback address
-/// needs `allow_insecure`, so nobody exposes the API by accident.
-pub async fn bind(addr: SocketAddr, allow_insecure: bool) -> anyhow::Result<TcpListener> {
-    if !addr.ip().is_loopback() && !allow_insecure {
+/// Binds the listen address. A non-loopback address needs `off_loopback`
+/// (TLS is configured, or `--allow-insecure`), so nobody exposes a
+/// plaintext API by accident.
+pub async fn bind(addr: SocketAddr, off_loopback: bool) -> anyhow::Result<TcpListener> {
+    if !addr.ip().is_loopback() && !off_loopback {
         anyhow::bail!(
-            "--listen {addr}: the controller has no TLS yet, so it listens on loopback only; \
-             pass --allow-insecure to listen on {} anyway (trusted networks only)",
+            "--listen {addr}: without TLS the controller listens on loopback only; \
+             give --tls-cert and --tls-key (and --tls-client-ca for agents' certificates; \
+             see docs/SECURITY.md), or pass --allow-insecure to serve plaintext on {} (trusted networks only)",
             addr.ip()
         );
     }
@@ -179,9 +239,26 @@ pub async fn serve(
     };
     let (events, _) = broadcast::channel(4096);
     let telemetry = Arc::new(
-        telemetry::TelemetryStore::open(&config.data_dir)
+        telemetry::TelemetryStore::open(&config.data_dir, config.limits.telemetry)
             .with_context(|| format!("open telemetry in {}", config.data_dir.display()))?,
     );
+    // Who may call what (checked by a tower layer before any handler).
+    let tokens = match &config.tokens_file {
+        Some(path) => {
+            let t = Arc::new(auth::Tokens::load(path).context("--tokens-file")?);
+            t.clone().watch(Duration::from_secs(5), shutdown.child_token());
+            Some(t)
+        }
+        None => None,
+    };
+    let policy = Arc::new(auth::Policy {
+        tokens,
+        client_certs: config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+    });
+    let tls_config = match &config.tls {
+        Some(t) => Some(t.server_config().context("set up TLS")?),
+        None => None,
+    };
     let metrics = Arc::new(metrics::Metrics::new());
     let gate = Arc::new(Gate::default());
     if etcd.is_none() {
@@ -212,12 +289,15 @@ pub async fn serve(
         store: store.clone(),
         events,
         telemetry: telemetry.clone(),
+        limits: config.limits,
+        parses: Arc::new(tokio::sync::Semaphore::new(config.limits.spec_parses.max(1))),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let agents = AgentServiceServer::new(agent_service::AgentApi {
         commands: commands.clone(),
         telemetry,
+        metrics: metrics.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -247,16 +327,27 @@ pub async fn serve(
             .await;
     }
     let server_token = shutdown.clone();
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(MAX_REQUESTS_PER_CONNECTION)
+        .http2_max_header_list_size(Some(MAX_HEADER_BYTES))
+        .timeout(config.limits.request_timeout)
+        .tcp_nodelay(true);
+    if let Some(tls) = tls_config {
+        builder = builder.tls_config(tls).context("set up TLS")?;
+    }
     let mut server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        builder
+            .layer(auth::AuthLayer { policy })
             .add_service(health_service)
             .add_service(operator)
             .add_service(agents)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                server_token.cancelled().await
-            }),
+            .serve_with_incoming_shutdown(
+                conn::incoming(listener, config.limits.max_connections),
+                async move { server_token.cancelled().await },
+            ),
     );
 
     // systemd: ready once serving (a standby is a running service too); the
@@ -400,6 +491,7 @@ pub async fn serve(
     let mut scheduler = Scheduler::recover(
         scheduler_store,
         SchedulerConfig {
+            limits: config.limits,
             lease_ttl: config.lease_ttl,
             store_retry: if etcd.is_some() {
                 STORE_OUTAGE_GRACE

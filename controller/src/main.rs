@@ -53,6 +53,37 @@ struct Args {
     /// Listen on a non-loopback address without TLS (trusted networks only).
     #[arg(long, env = "CHIMERA_ALLOW_INSECURE")]
     allow_insecure: bool,
+    /// TLS on the gRPC port: this controller's certificate chain (PEM;
+    /// `chimera tls issue controller --host ...`). Needs --tls-key.
+    #[arg(long, env = "CHIMERA_CONTROLLER_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "CHIMERA_CONTROLLER_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) of agents' and operators' client certificates: agents must
+    /// then present a certificate naming them, and operators a token or a
+    /// certificate. Needs --tls-cert.
+    #[arg(long, env = "CHIMERA_CONTROLLER_TLS_CLIENT_CA", value_name = "PEM")]
+    tls_client_ca: Option<PathBuf>,
+    /// Operators' bearer tokens: a TOML file of names, roles and SHA-256
+    /// hashes (`chimera token create`); re-read when it changes.
+    #[arg(long, env = "CHIMERA_TOKENS_FILE", value_name = "FILE")]
+    tokens_file: Option<PathBuf>,
+    /// Most trials one sweep may expand into.
+    #[arg(long, env = "CHIMERA_MAX_TRIALS_PER_SWEEP", default_value_t = chimera_domain::spec::MAX_TRIALS)]
+    max_trials_per_sweep: u64,
+    /// Most sweeps running at once.
+    #[arg(long, env = "CHIMERA_MAX_ACTIVE_SWEEPS", default_value_t = 100)]
+    max_active_sweeps: usize,
+    /// Most agents registered at once.
+    #[arg(long, env = "CHIMERA_MAX_AGENTS", default_value_t = 10_000)]
+    max_agents: usize,
+    /// Most client connections open at once.
+    #[arg(long, env = "CHIMERA_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// Raw telemetry kept on disk in --data-dir, MiB (the oldest sweeps' go first).
+    #[arg(long, env = "CHIMERA_TELEMETRY_MAX_MIB", default_value_t = 2048)]
+    telemetry_max_mib: u64,
     /// Serve Prometheus metrics at `http://ADDR/metrics` (loopback only); off when unset.
     #[arg(long, env = "CHIMERA_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -141,11 +172,31 @@ async fn main() {
     }
 }
 
+/// The TLS files from the flags; a partial set is an error naming what is missing.
+fn tls(args: &Args) -> anyhow::Result<Option<chimera_controller::tls::ServerTls>> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(chimera_controller::tls::ServerTls {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        })),
+        (None, None) if args.tls_client_ca.is_some() => {
+            anyhow::bail!("--tls-client-ca needs --tls-cert and --tls-key (client certificates are checked over TLS)")
+        }
+        (None, None) => Ok(None),
+        (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key"),
+        (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert"),
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
-    let listener = chimera_controller::bind(args.listen, args.allow_insecure).await?;
+    let tls = tls(&args)?;
+    let listener =
+        chimera_controller::bind(args.listen, tls.is_some() || args.allow_insecure).await?;
     let addr = listener.local_addr().context("read the bound address")?;
     // The one line on stdout: scripts and tests read the address from it.
-    println!("chimera-controller listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("chimera-controller listening on {scheme}://{addr}");
     let store = match args.store.as_str() {
         "embedded" => None,
         url if url.starts_with("etcd://") => Some(url.to_owned()),
@@ -164,6 +215,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         advertise: args.advertise_url,
         lease_ttl: args.lease_ttl,
         metrics_listen: args.metrics_listen,
+        tls,
+        tokens_file: args.tokens_file,
+        limits: chimera_controller::Limits {
+            max_trials_per_sweep: args.max_trials_per_sweep,
+            max_active_sweeps: args.max_active_sweeps,
+            max_agents: args.max_agents,
+            max_connections: args.max_connections,
+            telemetry: chimera_controller::telemetry::Limits {
+                max_bytes: args.telemetry_max_mib.saturating_mul(1 << 20),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
     };
     chimera_controller::serve(listener, config, chimera_observe::shutdown_on_signal())
         .await

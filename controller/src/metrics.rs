@@ -10,7 +10,6 @@
 
 use crate::scheduler::Command;
 use crate::telemetry::TelemetryStore;
-use chimera_proto::v1 as proto;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -39,6 +38,13 @@ pub enum Refusal {
     StaleAttempt,
     /// The trial is not running any more (finished, cancelled) or unknown.
     NotRunning,
+    /// The trial is assigned to another agent: this one has no say on it
+    /// (a forged or misdirected report).
+    OtherAgent,
+    /// The message was malformed or over a limit (refused at the wire).
+    Invalid,
+    /// The result would make a record over the store's size limit.
+    TooLarge,
 }
 
 impl Refusal {
@@ -47,14 +53,41 @@ impl Refusal {
         match self {
             Refusal::StaleAttempt => "stale_attempt",
             Refusal::NotRunning => "not_running",
+            Refusal::OtherAgent => "other_agent",
+            Refusal::Invalid => "invalid",
+            Refusal::TooLarge => "too_large",
         }
+    }
+}
+
+/// A label value written escaped as the text format requires (`\\`, `\"`,
+/// `\n`), so a value can never end its label or its line. (Agent names and
+/// device ids are checked at the wire too; this is the second line.)
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Escaped(String);
+
+impl prometheus_client::encoding::EncodeLabelValue for Escaped {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
     }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeviceLabel {
-    agent: String,
-    device: String,
+    agent: Escaped,
+    device: Escaped,
 }
 
 type FGauge = Gauge<f64, AtomicU64>;
@@ -247,26 +280,13 @@ impl Metrics {
     async fn scheduler_gauges(&self, commands: &mpsc::Sender<Command>) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
         commands
-            .send(Command::ListAgents { reply: tx })
+            .send(Command::Gauges { reply: tx })
             .await
             .map_err(|_| "controller is shutting down")?;
-        let agents: Vec<proto::Agent> = rx.await.map_err(|_| "controller is shutting down")?;
-        let (tx, rx) = oneshot::channel();
-        commands
-            .send(Command::ListSweeps { reply: tx })
-            .await
-            .map_err(|_| "controller is shutting down")?;
-        let sweeps: Vec<proto::Sweep> = rx.await.map_err(|_| "controller is shutting down")?;
+        let g = rx.await.map_err(|_| "controller is shutting down")?;
         self.agents_connected
-            .set(agents.iter().filter(|a| a.connected).count() as i64);
-        let mut by_state = [0i64; 5];
-        for s in &sweeps {
-            by_state[0] += s.trials_pending as i64;
-            by_state[1] += s.trials_running as i64;
-            by_state[2] += s.trials_succeeded as i64;
-            by_state[3] += s.trials_failed as i64;
-            by_state[4] += s.trials_cancelled as i64;
-        }
+            .set(i64::try_from(g.agents_connected).unwrap_or(i64::MAX));
+        let by_state = g.trials.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         for (state, n) in ["pending", "running", "succeeded", "failed", "cancelled"]
             .iter()
             .zip(by_state)
@@ -292,10 +312,14 @@ impl Metrics {
                 .inc_by(c.rejected.saturating_sub(last.rejected));
             *last = c;
         }
+        // Rebuilt each scrape: a device that left the live map leaves the gauges.
+        for (_, family) in &self.device {
+            family.clear();
+        }
         for (agent, s) in telemetry.latest() {
             let label = DeviceLabel {
-                agent,
-                device: s.device_id.clone(),
+                agent: Escaped(agent),
+                device: Escaped(s.device_id.clone()),
             };
             for (field, family) in &self.device {
                 match s.fields.get(*field) {

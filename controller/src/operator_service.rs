@@ -1,5 +1,9 @@
-//! The operator service the CLI talks to.
+//! The operator service the CLI talks to. Who may call which method is
+//! decided before a handler runs (`crate::auth`); handlers record who did
+//! what in the audit log (tracing target `audit`, and the sweep or agent
+//! record in the store).
 
+use crate::auth::Caller;
 use crate::error::{check_id, ApiError};
 use crate::keys;
 use crate::scheduler::Command;
@@ -13,10 +17,15 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
+use tracing::{info, Instrument};
 
 /// Largest spec accepted, bytes.
 pub const MAX_SPEC_BYTES: usize = 1 << 20;
+/// Entries of a list page when the request asks for none (and the most).
+pub const PAGE_SIZE: usize = 1000;
+/// A page of trials ends before its encoding passes this (the gRPC message
+/// limit is 4 MiB).
+pub const PAGE_BYTES: usize = 3 << 20;
 
 /// The gRPC handler.
 pub struct OperatorApi {
@@ -24,6 +33,26 @@ pub struct OperatorApi {
     pub store: Arc<dyn Store>,
     pub events: broadcast::Sender<proto::SweepEvent>,
     pub telemetry: Arc<crate::telemetry::TelemetryStore>,
+    pub limits: crate::Limits,
+    /// Specs parsed at once (on blocking threads).
+    pub parses: Arc<tokio::sync::Semaphore>,
+}
+
+/// A request's page size: 0 is the default; more than [`PAGE_SIZE`] is cut to it.
+fn page_size(n: u32) -> usize {
+    match n as usize {
+        0 => PAGE_SIZE,
+        n => n.min(PAGE_SIZE),
+    }
+}
+
+/// A page token, checked by the id rule (it is the last id of the previous page).
+fn page_token(token: String) -> Result<Option<String>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    check_id("page_token", &token)?;
+    Ok(Some(token))
 }
 
 impl OperatorApi {
@@ -35,6 +64,44 @@ impl OperatorApi {
             .map_err(|_| Status::unavailable("controller is shutting down"))?;
         rx.await
             .map_err(|_| Status::unavailable("controller is shutting down or its store failed"))
+    }
+
+    /// Parses a spec on a blocking thread, at most `limits.spec_parses` at
+    /// once, within `limits.spec_parse_timeout`: a pathological document
+    /// cannot stall the runtime's workers (which serve every other RPC and
+    /// the systemd watchdog). A parse past its time is refused; its thread
+    /// finishes in the background, still holding its permit.
+    async fn parse(
+        &self,
+        source: String,
+    ) -> Result<chimera_domain::spec::ParsedSweep, String> {
+        let permit = tokio::time::timeout(
+            self.limits.spec_parse_timeout,
+            self.parses.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "the controller is busy parsing other specs; try again in a moment (waited {:?})",
+                self.limits.spec_parse_timeout
+            )
+        })?
+        .map_err(|_| "the controller is shutting down".to_owned())?;
+        let limits = chimera_domain::spec::Limits {
+            max_trials: self.limits.max_trials_per_sweep,
+        };
+        let job = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            chimera_domain::spec::parse_with(&source, &limits)
+        });
+        match tokio::time::timeout(self.limits.spec_parse_timeout, job).await {
+            Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(format!("parse the spec: {e}")),
+            Err(_) => Err(format!(
+                "the spec took longer than {:?} to parse; simplify it",
+                self.limits.spec_parse_timeout
+            )),
+        }
     }
 
     async fn sweep(&self, id: &str) -> Result<proto::Sweep, Status> {
@@ -61,11 +128,17 @@ impl OperatorService for OperatorApi {
         let span = tracing::info_span!("chimera.controller.submit", sweep = tracing::field::Empty);
         chimera_observe::set_parent(&span, &chimera_observe::from_metadata(request.metadata()));
         let trace = chimera_observe::inject(&span);
+        let by = Caller::of(&request).audit_name();
         let req = request.into_inner();
+        // The file name only labels errors: printable, short.
         let source_name = if req.source_name.is_empty() {
             "spec".to_owned()
         } else {
-            req.source_name.chars().take(256).collect()
+            req.source_name
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(256)
+                .collect()
         };
         if req.spec_yaml.len() > MAX_SPEC_BYTES {
             return Err(ApiError::InvalidArgument(format!(
@@ -74,14 +147,18 @@ impl OperatorService for OperatorApi {
             ))
             .into());
         }
-        let parsed = chimera_domain::spec::parse(&req.spec_yaml)
+        let parsed = self
+            .parse(req.spec_yaml.clone())
+            .await
             .map_err(|e| ApiError::InvalidArgument(format!("{source_name}: {e}")))?;
         let source = req.spec_yaml;
+        let submitter = by.clone();
         let (id, trials) = self
             .ask(|reply| Command::Submit {
                 parsed: Box::new(parsed),
                 source,
                 trace: trace.into_iter().collect(),
+                by: submitter,
                 reply,
             })
             .instrument(span.clone())
@@ -93,6 +170,7 @@ impl OperatorService for OperatorApi {
                 other => other,
             })?;
         span.record("sweep", id.0.as_str());
+        info!(target: "audit", action = "submit", caller = %by, sweep = %id, trials, "sweep submitted");
         Ok(Response::new(proto::SubmitSweepResponse {
             sweep_id: id.0,
             trials,
@@ -110,22 +188,47 @@ impl OperatorService for OperatorApi {
 
     async fn list_sweeps(
         &self,
-        _: Request<proto::ListSweepsRequest>,
+        request: Request<proto::ListSweepsRequest>,
     ) -> Result<Response<proto::ListSweepsResponse>, Status> {
-        let sweeps = self.ask(|reply| Command::ListSweeps { reply }).await?;
-        Ok(Response::new(proto::ListSweepsResponse { sweeps }))
+        let r = request.into_inner();
+        let limit = page_size(r.page_size);
+        let before = page_token(r.page_token)?.map(SweepId);
+        let sweeps: Vec<proto::Sweep> = self
+            .ask(|reply| Command::ListSweeps {
+                before,
+                limit,
+                reply,
+            })
+            .await?;
+        let next_page_token = if sweeps.len() == limit {
+            sweeps.last().map(|s| s.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(proto::ListSweepsResponse {
+            sweeps,
+            next_page_token,
+        }))
     }
 
     async fn cancel_sweep(
         &self,
         request: Request<proto::CancelSweepRequest>,
     ) -> Result<Response<proto::Sweep>, Status> {
+        let by = Caller::of(&request).audit_name();
         let id = request.into_inner().sweep_id;
         check_id("sweep_id", &id)?;
-        let sweep = SweepId(id);
-        Ok(Response::new(
-            self.ask(|reply| Command::Cancel { sweep, reply }).await??,
-        ))
+        let sweep = SweepId(id.clone());
+        let canceller = by.clone();
+        let r = self
+            .ask(|reply| Command::Cancel {
+                sweep,
+                by: canceller,
+                reply,
+            })
+            .await??;
+        info!(target: "audit", action = "cancel", caller = %by, sweep = %id, "sweep cancelled");
+        Ok(Response::new(r))
     }
 
     async fn get_telemetry(
@@ -180,49 +283,96 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<proto::ListTrialsRequest>,
     ) -> Result<Response<proto::ListTrialsResponse>, Status> {
-        let id = request.into_inner().sweep_id;
+        use prost::Message;
+        let r = request.into_inner();
+        let id = r.sweep_id;
         self.sweep(&id).await?;
+        let limit = page_size(r.page_size);
+        let after = page_token(r.page_token)?.map(|t| keys::trial(&id, &t));
         let range = self
             .store
-            .range(keys::trials(&id).as_bytes())
+            .range_page(
+                keys::trials(&id).as_bytes(),
+                after.as_deref().map(str::as_bytes),
+                limit,
+            )
             .await
             .map_err(ApiError::from)?;
-        let trials = range
-            .kvs
-            .iter()
-            .map(|kv| {
-                serde_json::from_slice::<TrialRecord>(&kv.value)
-                    .map(|t| proto::Trial::from(&t))
-                    .map_err(|e| {
-                        Status::internal(format!(
-                            "decode {}: {e}",
-                            String::from_utf8_lossy(&kv.key)
-                        ))
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Response::new(proto::ListTrialsResponse { trials }))
+        let full = range.kvs.len() == limit;
+        let mut trials: Vec<proto::Trial> = Vec::new();
+        let mut bytes = 0usize;
+        let mut cut = false;
+        for kv in &range.kvs {
+            let t = serde_json::from_slice::<TrialRecord>(&kv.value)
+                .map(|t| proto::Trial::from(&t))
+                .map_err(|e| {
+                    Status::internal(format!(
+                        "decode {}: {e}",
+                        String::from_utf8_lossy(&kv.key)
+                    ))
+                })?;
+            let size = t.encoded_len();
+            if !trials.is_empty() && bytes + size > PAGE_BYTES {
+                cut = true;
+                break;
+            }
+            bytes += size;
+            trials.push(t);
+        }
+        let next_page_token = if full || cut {
+            trials.last().map(|t| t.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(proto::ListTrialsResponse {
+            trials,
+            next_page_token,
+        }))
     }
 
     async fn list_agents(
         &self,
-        _: Request<proto::ListAgentsRequest>,
+        request: Request<proto::ListAgentsRequest>,
     ) -> Result<Response<proto::ListAgentsResponse>, Status> {
-        let mut agents = self.ask(|reply| Command::ListAgents { reply }).await?;
-        agents.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Response::new(proto::ListAgentsResponse { agents }))
+        let r = request.into_inner();
+        let limit = page_size(r.page_size);
+        let after = page_token(r.page_token)?.map(AgentId);
+        let agents: Vec<proto::Agent> = self
+            .ask(|reply| Command::ListAgents {
+                after,
+                limit,
+                reply,
+            })
+            .await?;
+        let next_page_token = if agents.len() == limit {
+            agents.last().map(|a| a.name.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(proto::ListAgentsResponse {
+            agents,
+            next_page_token,
+        }))
     }
 
     async fn drain_agent(
         &self,
         request: Request<proto::DrainAgentRequest>,
     ) -> Result<Response<proto::Agent>, Status> {
+        let by = Caller::of(&request).audit_name();
         let name = request.into_inner().name;
         check_id("name", &name)?;
-        let agent = AgentId(name);
-        Ok(Response::new(
-            self.ask(|reply| Command::Drain { agent, reply }).await??,
-        ))
+        let agent = AgentId(name.clone());
+        let drainer = by.clone();
+        let r = self
+            .ask(|reply| Command::Drain {
+                agent,
+                by: drainer,
+                reply,
+            })
+            .await??;
+        info!(target: "audit", action = "drain", caller = %by, agent = %name, "agent drained");
+        Ok(Response::new(r))
     }
 
     type WatchSweepStream = EventStream;

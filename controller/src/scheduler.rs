@@ -100,11 +100,17 @@ type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
 /// A request to the scheduler.
 pub enum Command {
-    /// An agent opened a stream; the reply is its session number.
+    /// An agent opened a stream; the reply is its session number and the
+    /// trial attempts it keeps from before (its hello's `running`).
     Hello {
         hello: Hello,
         tx: mpsc::Sender<proto::ControllerMessage>,
-        reply: Reply<u64>,
+        /// A client certificate proved the agent's name: a session already
+        /// open under it (from any host) is replaced.
+        proven: bool,
+        /// Who registered it, for the audit record.
+        registered_by: String,
+        reply: Reply<(u64, Vec<TrialRef>)>,
     },
     /// An agent sent a message on session `session`.
     Agent {
@@ -120,28 +126,52 @@ pub enum Command {
         source: String,
         /// W3C trace context of the submission (empty when not traced).
         trace: BTreeMap<String, String>,
+        /// Who submitted it (the audit record).
+        by: String,
         reply: Reply<(SweepId, u32)>,
     },
     Cancel {
         sweep: SweepId,
+        /// Who cancelled it (the audit record).
+        by: String,
         reply: Reply<proto::Sweep>,
     },
     GetSweep {
         sweep: SweepId,
         reply: Reply<proto::Sweep>,
     },
+    /// A page of sweeps, newest first, older than `before` (if given).
     ListSweeps {
+        before: Option<SweepId>,
+        limit: usize,
         reply: oneshot::Sender<Vec<proto::Sweep>>,
     },
+    /// A page of connected agents by name, after `after` (if given).
     ListAgents {
+        after: Option<AgentId>,
+        limit: usize,
         reply: oneshot::Sender<Vec<proto::Agent>>,
     },
     /// Answers at once: the loop is alive (the systemd watchdog asks).
     Ping { reply: oneshot::Sender<()> },
+    /// Agents connected and trials by state (for the metrics endpoint).
+    Gauges { reply: oneshot::Sender<Gauges> },
     Drain {
         agent: AgentId,
+        /// Who drained it (the audit record).
+        by: String,
         reply: Reply<proto::Agent>,
     },
+}
+
+/// What the metrics endpoint shows of the scheduler's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Agents whose stream is open.
+    pub agents_connected: u64,
+    /// Trials of every sweep: pending, assigned or running, succeeded,
+    /// failed, cancelled.
+    pub trials: [u64; 5],
 }
 
 /// A sweep as stored.
@@ -173,6 +203,12 @@ pub struct SweepRecord {
     /// span of that trace.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub trace: BTreeMap<String, String>,
+    /// Who submitted it (`token:ci`, `cert:operator/alice`, `anonymous`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
+    /// Who cancelled it, if someone did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
 }
 
 /// An agent's registration as stored (attached to its lease).
@@ -184,6 +220,12 @@ struct AgentRecord {
     device_classes: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     labels: BTreeMap<String, String>,
+    /// Who registered it (`cert:agent/NAME`, `anonymous`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    registered_by: String,
+    /// Who drained it, if someone did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    drained_by: Option<String>,
 }
 
 struct SweepMeta {
@@ -319,6 +361,9 @@ struct AgentState {
     last_seen: Instant,
     lease: LeaseId,
     draining: bool,
+    /// Who registered it and who drained it (the audit record).
+    registered_by: String,
+    drained_by: Option<String>,
 }
 
 /// Everything a batch does, applied after its store commit.
@@ -350,6 +395,8 @@ const COMMIT_TRY: Duration = Duration::from_secs(3);
 /// Scheduler settings.
 #[derive(Clone, Copy, Debug)]
 pub struct SchedulerConfig {
+    /// Caps on trials per sweep, running sweeps and agents.
+    pub limits: crate::Limits,
     /// An agent silent this long loses its lease and its trials.
     pub lease_ttl: Duration,
     /// How long a commit that the store could not take (a backend error:
@@ -393,6 +440,18 @@ fn now_unix_ms() -> i64 {
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing our own plain structs cannot fail.
     serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Largest record the scheduler writes (under the store's 1.5 MiB value
+/// limit, with room for etcd's request overhead). Every change that could
+/// grow a record past it is refused *before* it is applied, so a commit
+/// never fails on size (which would stop the scheduler).
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+fn too_large(what: &str, size: usize) -> ApiError {
+    ApiError::InvalidArgument(format!(
+        "{what} would be stored as a record of {size} bytes, over the limit of {MAX_RECORD_BYTES} bytes"
+    ))
 }
 
 fn sweep_state(s: &str) -> proto::SweepState {
@@ -498,6 +557,8 @@ impl Scheduler {
                             last_seen: Instant::now(),
                             lease: 0,
                             draining: false,
+                            registered_by: String::new(),
+                            drained_by: None,
                         })
                         .trials
                         .insert(key.clone(), Instant::now());
@@ -748,8 +809,14 @@ impl Scheduler {
 
     async fn handle(&mut self, cmd: Command, fx: &mut Effects) {
         match cmd {
-            Command::Hello { hello, tx, reply } => {
-                let r = self.hello(hello, tx, fx).await;
+            Command::Hello {
+                hello,
+                tx,
+                proven,
+                registered_by,
+                reply,
+            } => {
+                let r = self.hello(hello, tx, proven, registered_by, fx).await;
                 fx.reply(reply, r);
             }
             Command::Agent {
@@ -762,13 +829,14 @@ impl Scheduler {
                 parsed,
                 source,
                 trace,
+                by,
                 reply,
             } => {
-                let r = self.submit(*parsed, &source, trace, fx);
+                let r = self.submit(*parsed, &source, trace, by, fx);
                 fx.reply(reply, r);
             }
-            Command::Cancel { sweep, reply } => {
-                let r = self.cancel(&sweep, fx);
+            Command::Cancel { sweep, by, reply } => {
+                let r = self.cancel(&sweep, by, fx);
                 fx.reply(reply, r);
             }
             Command::GetSweep { sweep, reply } => {
@@ -780,27 +848,60 @@ impl Scheduler {
                 });
                 fx.reply(reply, r);
             }
-            Command::ListSweeps { reply } => {
-                let list = self
-                    .sweeps
-                    .keys()
+            Command::ListSweeps {
+                before,
+                limit,
+                reply,
+            } => {
+                let older = match &before {
+                    Some(b) => self.sweeps.range(..b.clone()),
+                    None => self.sweeps.range(..),
+                };
+                let list = older
                     .rev()
-                    .filter_map(|id| self.sweep_proto(id).ok())
+                    .take(limit)
+                    .filter_map(|(id, _)| self.sweep_proto(id).ok())
                     .collect();
                 fx.reply(reply, list);
             }
             Command::Ping { reply } => fx.reply(reply, ()),
-            Command::ListAgents { reply } => {
-                let list = self
+            Command::Gauges { reply } => {
+                let mut g = Gauges {
+                    agents_connected: self.agents.values().filter(|a| a.tx.is_some()).count()
+                        as u64,
+                    ..Gauges::default()
+                };
+                for meta in self.sweeps.values() {
+                    let c = |s: TrialState| u64::from(meta.counts.get(&s).copied().unwrap_or(0));
+                    g.trials[0] += c(TrialState::Pending);
+                    g.trials[1] += c(TrialState::Assigned) + c(TrialState::Running);
+                    g.trials[2] += c(TrialState::Succeeded);
+                    g.trials[3] += c(TrialState::Failed);
+                    g.trials[4] += c(TrialState::Cancelled);
+                }
+                fx.reply(reply, g);
+            }
+            Command::ListAgents {
+                after,
+                limit,
+                reply,
+            } => {
+                let mut names: Vec<&AgentId> = self
                     .agents
                     .iter()
-                    .filter(|(_, a)| a.session != 0)
-                    .map(|(n, a)| self.agent_proto(n, a))
+                    .filter(|(n, a)| a.session != 0 && after.as_ref().is_none_or(|x| *n > x))
+                    .map(|(n, _)| n)
+                    .collect();
+                names.sort();
+                let list = names
+                    .into_iter()
+                    .take(limit)
+                    .filter_map(|n| self.agents.get(n).map(|a| self.agent_proto(n, a)))
                     .collect();
                 fx.reply(reply, list);
             }
-            Command::Drain { agent, reply } => {
-                let r = self.drain(&agent, fx);
+            Command::Drain { agent, by, reply } => {
+                let r = self.drain(&agent, by, fx);
                 fx.reply(reply, r);
             }
         }
@@ -812,16 +913,48 @@ impl Scheduler {
         &mut self,
         hello: Hello,
         tx: mpsc::Sender<proto::ControllerMessage>,
+        proven: bool,
+        registered_by: String,
         fx: &mut Effects,
-    ) -> Result<u64, ApiError> {
-        if let Some(old) = self.agents.get(&hello.name) {
-            let live = old.tx.as_ref().is_some_and(|t| !t.is_closed());
-            if live && old.hostname != hello.hostname {
-                return Err(ApiError::Conflict(format!(
-                    "agent name `{}` is already connected from host `{}`; agent names must be unique",
-                    hello.name, old.hostname
+    ) -> Result<(u64, Vec<TrialRef>), ApiError> {
+        match self.agents.get(&hello.name) {
+            Some(old) => {
+                // Without a certificate the host name is all that tells a
+                // reconnect from an impostor; with one, the name is proven.
+                let live = old.tx.as_ref().is_some_and(|t| !t.is_closed());
+                if !proven && live && old.hostname != hello.hostname {
+                    return Err(ApiError::Conflict(format!(
+                        "agent name `{}` is already connected from host {}; agent names must be unique",
+                        hello.name,
+                        chimera_domain::wire::quote(&old.hostname)
+                    )));
+                }
+            }
+            None if self.agents.len() >= self.config.limits.max_agents => {
+                return Err(ApiError::ResourceExhausted(format!(
+                    "{} agents are registered, the limit (--max-agents); agent `{}` is refused",
+                    self.agents.len(),
+                    hello.name
                 )));
             }
+            None => {}
+        }
+        let record = AgentRecord {
+            name: hello.name.0.clone(),
+            hostname: hello.hostname.clone(),
+            version: hello.version.clone(),
+            labels: hello.labels.clone(),
+            device_classes: hello
+                .devices
+                .iter()
+                .map(|d| d.device_class.clone())
+                .collect(),
+            registered_by: registered_by.clone(),
+            drained_by: None,
+        };
+        let record = json(&record);
+        if record.len() > MAX_RECORD_BYTES {
+            return Err(too_large("the agent's hello", record.len()));
         }
         let session = self.next_session;
         self.next_session += 1;
@@ -846,6 +979,8 @@ impl Scheduler {
             last_seen: now,
             lease,
             draining: false,
+            registered_by,
+            drained_by: None,
         };
         fx.sends.push((
             tx.clone(),
@@ -896,26 +1031,22 @@ impl Scheduler {
         }
         fx.ops.push(Op::Put {
             key: keys::agent(&name.0).into_bytes(),
-            value: json(&AgentRecord {
-                name: name.0.clone(),
-                hostname: hello.hostname.clone(),
-                version: hello.version.clone(),
-                labels: hello.labels.clone(),
-                device_classes: hello
-                    .devices
-                    .iter()
-                    .map(|d| d.device_class.clone())
-                    .collect(),
-            }),
+            value: record,
             lease,
         });
+        let kept: Vec<TrialRef> = hello
+            .running
+            .iter()
+            .filter(|r| state.trials.contains_key(&r.key))
+            .cloned()
+            .collect();
         info!(agent = %name, session, devices = state.devices.len(), kept = state.trials.len(), requeued = requeue.len(), "agent connected");
         self.agents.insert(name.clone(), state);
         for key in requeue {
             self.requeue(&key, "agent reconnected without it", fx);
         }
         self.reindex_agent(&name);
-        Ok(session)
+        Ok((session, kept))
     }
 
     fn agent_event(&mut self, name: &AgentId, session: u64, event: AgentEvent, fx: &mut Effects) {
@@ -948,6 +1079,35 @@ impl Scheduler {
                 artifact,
             } => {
                 let current = self.is_current(name, &trial);
+                // The record as it would be stored, measured before anything
+                // changes: one over the store's limit fails the trial with
+                // the reason instead (a failed commit would stop the scheduler).
+                let success = self.live.get(&trial.key).map(|rec| {
+                    let mut t = rec.clone();
+                    t.state = TrialState::Succeeded;
+                    t.metrics = metrics;
+                    t.fingerprint = Some(*fingerprint);
+                    t.wall_ms = Some(wall_ms);
+                    t.detail = detail;
+                    t.error = None;
+                    t
+                });
+                let size = success.as_ref().map_or(0, |t| json(t).len());
+                if current && size > MAX_RECORD_BYTES {
+                    if let Some(m) = &self.metrics {
+                        m.result_refused(crate::metrics::Refusal::TooLarge);
+                    }
+                    let why = format!(
+                        "the trial's result would be stored as a record of {size} bytes, over the limit of {MAX_RECORD_BYTES} bytes"
+                    );
+                    warn!(agent = %name, trial = %trial.key.trial, "{why}");
+                    let accepted = self.finish(name, &trial, fx, |t| {
+                        t.state = TrialState::Failed;
+                        t.error = Some(why.clone());
+                    });
+                    self.ack(tx, &trial, accepted.and(Err(why)), fx);
+                    return;
+                }
                 if current && !artifact.is_empty() {
                     // Durable in the same commit as the success it belongs to.
                     fx.ops.push(Op::put(
@@ -957,12 +1117,9 @@ impl Scheduler {
                     self.artifacts.insert(trial.key.clone(), Arc::new(artifact));
                 }
                 let accepted = self.finish(name, &trial, fx, |t| {
-                    t.state = TrialState::Succeeded;
-                    t.metrics = metrics;
-                    t.fingerprint = Some(*fingerprint);
-                    t.wall_ms = Some(wall_ms);
-                    t.detail = detail;
-                    t.error = None;
+                    if let Some(s) = success {
+                        *t = s;
+                    }
                 });
                 self.ack(tx, &trial, accepted, fx);
             }
@@ -1048,14 +1205,20 @@ impl Scheduler {
         let current = self.is_current(agent, r);
         self.release_device(agent, r);
         if !current {
+            use crate::metrics::Refusal;
             let refusal = match self.live.get(&r.key) {
-                Some(_) => crate::metrics::Refusal::StaleAttempt,
-                None => crate::metrics::Refusal::NotRunning,
+                Some(t) if t.agent.as_deref() != Some(agent.as_str()) => Refusal::OtherAgent,
+                Some(_) => Refusal::StaleAttempt,
+                None => Refusal::NotRunning,
             };
             if let Some(m) = &self.metrics {
                 m.result_refused(refusal);
             }
             let why = match self.live.get(&r.key) {
+                Some(_) if refusal == Refusal::OtherAgent => format!(
+                    "trial {} of sweep {} is not assigned to agent {agent}: refused",
+                    r.key.trial, r.key.sweep
+                ),
                 Some(t) => format!(
                     "stale result: trial {} is at attempt {} on agent {}, this was attempt {}",
                     r.key.trial,
@@ -1131,13 +1294,38 @@ impl Scheduler {
         }
     }
 
-    fn drain(&mut self, name: &AgentId, fx: &mut Effects) -> Result<proto::Agent, ApiError> {
+    fn drain(
+        &mut self,
+        name: &AgentId,
+        by: String,
+        fx: &mut Effects,
+    ) -> Result<proto::Agent, ApiError> {
         let agent = self
             .agents
             .get_mut(name)
             .filter(|a| a.session != 0)
             .ok_or_else(|| ApiError::NotFound(format!("agent `{name}` is not connected")))?;
         agent.draining = true;
+        agent.drained_by = Some(by);
+        // The audit record, on the agent's registration (and its lease).
+        let record = AgentRecord {
+            name: name.0.clone(),
+            hostname: agent.hostname.clone(),
+            version: agent.version.clone(),
+            labels: agent.labels.clone(),
+            device_classes: agent
+                .devices
+                .iter()
+                .map(|d| d.device.device_class.clone())
+                .collect(),
+            registered_by: agent.registered_by.clone(),
+            drained_by: agent.drained_by.clone(),
+        };
+        fx.ops.push(Op::Put {
+            key: keys::agent(&name.0).into_bytes(),
+            value: json(&record),
+            lease: agent.lease,
+        });
         if let Some(tx) = agent.tx.clone() {
             fx.sends.push((
                 tx,
@@ -1173,6 +1361,8 @@ impl Scheduler {
             connected: a.tx.is_some(),
             draining: a.draining,
             labels: a.labels.clone().into_iter().collect(),
+            registered_by: a.registered_by.clone(),
+            drained_by: a.drained_by.clone().unwrap_or_default(),
         }
     }
 
@@ -1668,10 +1858,21 @@ impl Scheduler {
         parsed: ParsedSweep,
         source: &str,
         trace: BTreeMap<String, String>,
+        by: String,
         fx: &mut Effects,
     ) -> Result<(SweepId, u32), ApiError> {
         let spec = &parsed.spec;
         let workload = spec.workload.name();
+        let active = self
+            .sweeps
+            .values()
+            .filter(|m| m.record.state == "running")
+            .count();
+        if active >= self.config.limits.max_active_sweeps {
+            return Err(ApiError::ResourceExhausted(format!(
+                "{active} sweeps are running, the limit (--max-active-sweeps); wait for one to finish or cancel one"
+            )));
+        }
         // Device classes that match the target, with what each can run.
         let mut classes: BTreeMap<String, HashSet<String>> = BTreeMap::new();
         // Every matching device, as (class, pin), for placement `all`.
@@ -1799,6 +2000,23 @@ impl Scheduler {
         // each class's first generation; the rest follows its results.
         let mut plan: Vec<((String, Option<String>), Proposal)> = Vec::new();
         let mut class_configs: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        // Counted as the plan grows (checked): past the limit the submit is
+        // refused before more is built or any trial exists.
+        let max = self.config.limits.max_trials_per_sweep;
+        let over = |placements: usize| {
+            (placements as u64)
+                .checked_mul(u64::from(spec.repeats))
+                .and_then(|n| n.checked_add(references.len() as u64))
+                .is_none_or(|n| n > max)
+        };
+        let refusal = |placements: usize| {
+            ApiError::InvalidArgument(format!(
+                "{}the sweep expands into more than {max} trials ({placements} or more configuration placements on the {} matching device class(es) or devices, x {} repeats); the limit is {max} trials per sweep (--max-trials-per-sweep)",
+                find_line(source, "repeats", None).map(|l| format!("line {l}: ")).unwrap_or_default(),
+                targets.len(),
+                spec.repeats,
+            ))
+        };
         for target in &targets {
             let class = &target.0;
             // The class's (or pinned device's) own space when variants say
@@ -1825,6 +2043,9 @@ impl Scheduler {
                     mine.into_iter()
                         .map(|config| (target.clone(), Proposal { config, rung: None })),
                 ),
+            }
+            if over(plan.len()) {
+                return Err(refusal(plan.len()));
             }
         }
         if plan.is_empty() {
@@ -1875,7 +2096,22 @@ impl Scheduler {
             budget: spec.budget,
             class_configs,
             trace,
+            submitted_by: Some(by),
+            cancelled_by: None,
         };
+        // Sizes before anything changes: the spec (JSON-escaped in the
+        // record) and the largest trial record.
+        let size = json(&record).len();
+        if size > MAX_RECORD_BYTES {
+            return Err(too_large("the spec", size));
+        }
+        if let Some(size) = trials
+            .iter()
+            .map(|t| json(t).len())
+            .find(|&n| n > MAX_RECORD_BYTES)
+        {
+            return Err(too_large("a trial of the sweep", size));
+        }
         self.sweeps.insert(
             id.clone(),
             SweepMeta {
@@ -1903,7 +2139,12 @@ impl Scheduler {
         Ok((id, total))
     }
 
-    fn cancel(&mut self, id: &SweepId, fx: &mut Effects) -> Result<proto::Sweep, ApiError> {
+    fn cancel(
+        &mut self,
+        id: &SweepId,
+        by: String,
+        fx: &mut Effects,
+    ) -> Result<proto::Sweep, ApiError> {
         let meta = self
             .sweeps
             .get_mut(id)
@@ -1912,6 +2153,7 @@ impl Scheduler {
             return self.sweep_proto(id);
         }
         meta.record.state = "cancelled".into();
+        meta.record.cancelled_by = Some(by);
         fx.ops.push(Op::put(keys::sweep(&id.0), json(&meta.record)));
         let keys: Vec<TrialKey> = self
             .live
@@ -1970,6 +2212,8 @@ impl Scheduler {
             trials_succeeded: c(TrialState::Succeeded),
             trials_failed: c(TrialState::Failed),
             trials_cancelled: c(TrialState::Cancelled),
+            submitted_by: r.submitted_by.clone().unwrap_or_default(),
+            cancelled_by: r.cancelled_by.clone().unwrap_or_default(),
         })
     }
 }

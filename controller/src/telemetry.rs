@@ -3,12 +3,16 @@
 //! kept per trial in the data directory for `chimera telemetry`.
 //!
 //! Layout: `DATA_DIR/telemetry/{sweep}/{trial}.jsonl`, one JSON sample per
-//! line, every attempt of the trial in one file. Retention: the telemetry of
-//! the newest [`KEEP_SWEEPS`] sweeps is kept; older sweep directories are
-//! removed when a new one starts.
+//! line, every attempt of the trial in one file. Retention is by count and
+//! size ([`Limits`]): the newest [`KEEP_SWEEPS`] sweeps, at most
+//! `max_bytes` in all (the oldest sweeps' directories go first), at most
+//! `trial_bytes` per trial (later samples are counted and dropped); the
+//! newest-sample map holds at most `latest` devices.
 //!
 //! Invariant: sweep and trial ids from the network are checked before they
 //! become a path; samples naming anything else are counted and not stored.
+//! Which samples an agent may send at all (its own devices, its own trials)
+//! is decided by the agent service before they reach this store.
 
 use chimera_domain::telemetry::Sample;
 use std::collections::HashMap;
@@ -19,25 +23,66 @@ use std::sync::Mutex;
 /// Sweeps whose telemetry is kept.
 pub const KEEP_SWEEPS: usize = 200;
 
+/// Size-based retention of the telemetry store.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Bytes of raw telemetry kept on disk in all.
+    pub max_bytes: u64,
+    /// Bytes kept for one trial (every attempt).
+    pub trial_bytes: u64,
+    /// Devices in the newest-sample map.
+    pub latest: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 2 << 30,
+            trial_bytes: 16 << 20,
+            latest: 16_384,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     latest: HashMap<(String, String), Sample>,
     received: u64,
     dropped_by_agents: u64,
     rejected: u64,
+    /// Bytes on disk (as this store counts them since it opened).
+    bytes: u64,
 }
 
 /// The controller's telemetry store.
 pub struct TelemetryStore {
     dir: PathBuf,
+    limits: Limits,
     inner: Mutex<Inner>,
 }
 
 fn valid_id(s: &str) -> bool {
+    // Ids become path components: no dots at all (no `..`, no hidden files).
     !s.is_empty()
         && s.len() <= 128
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Bytes under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Counters for the metrics endpoint.
@@ -50,13 +95,26 @@ pub struct Counts {
 
 impl TelemetryStore {
     /// A store under `data_dir/telemetry`.
-    pub fn open(data_dir: &Path) -> std::io::Result<TelemetryStore> {
+    pub fn open(data_dir: &Path, limits: Limits) -> std::io::Result<TelemetryStore> {
         let dir = data_dir.join("telemetry");
         std::fs::create_dir_all(&dir)?;
+        let bytes = dir_bytes(&dir);
         Ok(TelemetryStore {
             dir,
-            inner: Mutex::new(Inner::default()),
+            limits,
+            inner: Mutex::new(Inner {
+                bytes,
+                ..Inner::default()
+            }),
         })
+    }
+
+    /// Counts samples refused before they reached the store (another
+    /// agent's trial or device, a malformed sample).
+    pub fn refuse(&self, n: u64) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.rejected += n;
+        }
     }
 
     /// Records a batch from `agent`.
@@ -77,55 +135,102 @@ impl TelemetryStore {
             }
         }
         for ((sweep, trial), list) in by_trial {
-            if let Err(e) = self.append(&sweep, &trial, &list) {
-                tracing::warn!(%sweep, %trial, error = %e, "cannot store telemetry");
+            match self.append(&sweep, &trial, &list) {
+                Ok(kept) => rejected += (list.len() - kept) as u64,
+                Err(e) => tracing::warn!(%sweep, %trial, error = %e, "cannot store telemetry"),
             }
         }
-        if let Ok(mut inner) = self.inner.lock() {
+        let over = if let Ok(mut inner) = self.inner.lock() {
             inner.received += samples.len() as u64;
             inner.dropped_by_agents += dropped;
             inner.rejected += rejected;
             for s in samples {
                 let key = (agent.to_owned(), s.device_id.clone());
                 if inner.latest.get(&key).is_none_or(|old| old.t_ms <= s.t_ms) {
+                    if !inner.latest.contains_key(&key) && inner.latest.len() >= self.limits.latest
+                    {
+                        // Full: the device heard from longest ago makes room.
+                        let oldest = inner
+                            .latest
+                            .iter()
+                            .min_by_key(|(_, s)| s.t_ms)
+                            .map(|(k, _)| k.clone());
+                        if let Some(k) = oldest {
+                            inner.latest.remove(&k);
+                        }
+                    }
                     inner.latest.insert(key, s);
                 }
+            }
+            inner.bytes > self.limits.max_bytes
+        } else {
+            false
+        };
+        if over {
+            if let Err(e) = self.prune() {
+                tracing::warn!(error = %e, "cannot prune telemetry");
             }
         }
     }
 
-    fn append(&self, sweep: &str, trial: &str, samples: &[&Sample]) -> std::io::Result<()> {
+    /// Appends what fits of `samples` to the trial's file; returns how many.
+    fn append(&self, sweep: &str, trial: &str, samples: &[&Sample]) -> std::io::Result<usize> {
         let dir = self.dir.join(sweep);
         if !dir.exists() {
             std::fs::create_dir_all(&dir)?;
             self.prune()?;
         }
+        let path = dir.join(format!("{trial}.jsonl"));
+        let mut size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let mut f = std::io::BufWriter::new(
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(dir.join(format!("{trial}.jsonl")))?,
+                .open(&path)?,
         );
+        let mut kept = 0;
+        let mut written = 0u64;
         for s in samples {
-            serde_json::to_writer(&mut f, s)?;
-            f.write_all(b"\n")?;
+            let mut line = serde_json::to_vec(s)?;
+            line.push(b'\n');
+            if size + line.len() as u64 > self.limits.trial_bytes {
+                break;
+            }
+            f.write_all(&line)?;
+            size += line.len() as u64;
+            written += line.len() as u64;
+            kept += 1;
         }
-        f.flush()
+        f.flush()?;
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.bytes += written;
+        }
+        Ok(kept)
     }
 
-    /// Removes the oldest sweep directories beyond [`KEEP_SWEEPS`] (sweep ids
-    /// are ULIDs: their order is their age).
+    /// Removes the oldest sweep directories beyond [`KEEP_SWEEPS`], and then
+    /// while the store holds more than `max_bytes` (sweep ids are ULIDs:
+    /// their order is their age). The newest sweep is always kept.
     fn prune(&self) -> std::io::Result<()> {
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_dir())
             .collect();
-        if dirs.len() <= KEEP_SWEEPS {
-            return Ok(());
-        }
         dirs.sort();
-        for d in &dirs[..dirs.len() - KEEP_SWEEPS] {
+        let mut bytes = self.inner.lock().map(|i| i.bytes).unwrap_or(0);
+        let mut removed = 0u64;
+        let excess = dirs.len().saturating_sub(KEEP_SWEEPS);
+        for (i, d) in dirs.iter().enumerate() {
+            if i + 1 == dirs.len() || (i >= excess && bytes <= self.limits.max_bytes) {
+                break;
+            }
+            let size = dir_bytes(d);
             std::fs::remove_dir_all(d)?;
+            bytes = bytes.saturating_sub(size);
+            removed += size;
+        }
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.bytes = inner.bytes.saturating_sub(removed);
         }
         Ok(())
     }
@@ -198,7 +303,7 @@ mod tests {
     #[test]
     fn stores_per_trial_and_refuses_path_tricks() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TelemetryStore::open(dir.path()).unwrap();
+        let store = TelemetryStore::open(dir.path(), Limits::default()).unwrap();
         store.record(
             "a",
             vec![
@@ -216,5 +321,40 @@ mod tests {
         let c = store.counts();
         assert_eq!((c.received, c.dropped_by_agents, c.rejected), (4, 7, 1));
         assert_eq!(store.latest()[0].1.t_ms, 4);
+    }
+
+    #[test]
+    fn retention_is_bounded_by_size_per_trial_in_all_and_in_the_live_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_bytes: 4_000,
+            trial_bytes: 1_000,
+            latest: 3,
+        };
+        let store = TelemetryStore::open(dir.path(), limits).unwrap();
+        // One trial: what passes its cap is dropped and counted.
+        let batch: Vec<Sample> = (0..100).map(|t| sample(t, Some("S1/t00001/1"))).collect();
+        store.record("a", batch, 0);
+        let kept = store.read("S1", "t00001").unwrap().unwrap().len();
+        assert!(kept > 0 && kept < 100, "{kept}");
+        assert_eq!(store.counts().rejected, (100 - kept) as u64);
+        // Many sweeps: the oldest go once the store passes its size.
+        for sweep in ["S2", "S3", "S4", "S5", "S6", "S7"] {
+            let label = format!("{sweep}/t00001/1");
+            let batch: Vec<Sample> = (0..100).map(|t| sample(t, Some(&label))).collect();
+            store.record("a", batch, 0);
+        }
+        assert!(dir_bytes(&dir.path().join("telemetry")) <= 4_000 + 1_000);
+        assert!(store.read("S1", "t00001").unwrap().unwrap().is_empty());
+        assert!(!store.read("S7", "t00001").unwrap().unwrap().is_empty());
+        // The live map keeps the newest devices only.
+        for (i, d) in ["d1", "d2", "d3", "d4"].iter().enumerate() {
+            let mut s = sample(1000 + i as i64, None);
+            s.device_id = (*d).into();
+            store.record("a", vec![s], 0);
+        }
+        let live: Vec<String> = store.latest().into_iter().map(|(_, s)| s.device_id).collect();
+        assert_eq!(live.len(), 3);
+        assert!(!live.contains(&"cpu".to_owned()) && live.contains(&"d4".to_owned()));
     }
 }

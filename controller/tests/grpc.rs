@@ -203,6 +203,7 @@ async fn trials(url: &str, sweep: &str) -> Vec<proto::Trial> {
         .await
         .list_trials(proto::ListTrialsRequest {
             sweep_id: sweep.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -312,7 +313,7 @@ async fn an_op_no_matching_agent_supports_is_refused_at_submit() {
     assert!(err.message().contains("line 7"), "{}", err.message());
     let list = operator(&h.url)
         .await
-        .list_sweeps(proto::ListSweepsRequest {})
+        .list_sweeps(proto::ListSweepsRequest::default())
         .await
         .unwrap();
     assert!(list.into_inner().sweeps.is_empty(), "nothing stored");
@@ -815,7 +816,7 @@ async fn placement_all_pins_a_trial_to_every_device_and_selectors_read_labels() 
     .unwrap();
     let listed = operator(&h.url)
         .await
-        .list_agents(proto::ListAgentsRequest {})
+        .list_agents(proto::ListAgentsRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -357,17 +357,26 @@ impl Shape {
                 names.join(",")
             ));
         }
+        // Products of sizes up to 2^20 overflow u64 past three factors:
+        // every product is checked (None: too large).
         let d = |i: usize| self.dims[i];
-        let largest = match op {
-            KernelOp::Matmul | KernelOp::Qmatmul => (d(0) * d(2)).max(d(1) * d(2)).max(d(0) * d(1)),
-            KernelOp::Softmax | KernelOp::Rmsnorm => d(0) * d(1),
-            KernelOp::Rope => d(0) * d(1) * d(2) * d(3),
-            // The score matrix batch x heads x seq x seq.
-            KernelOp::Attention => (d(0) * d(1) * d(2)).saturating_mul(d(2).max(d(3))),
+        let prod = |idx: &[usize]| {
+            idx.iter()
+                .try_fold(1u64, |acc, &i| acc.checked_mul(self.dims[i]))
         };
-        if largest > MAX_ELEMENTS {
+        let largest = match op {
+            KernelOp::Matmul | KernelOp::Qmatmul => [prod(&[0, 2]), prod(&[1, 2]), prod(&[0, 1])]
+                .into_iter()
+                .try_fold(0u64, |m, p| p.map(|p| m.max(p))),
+            KernelOp::Softmax | KernelOp::Rmsnorm => prod(&[0, 1]),
+            KernelOp::Rope => prod(&[0, 1, 2, 3]),
+            // The score matrix batch x heads x seq x seq.
+            KernelOp::Attention => prod(&[0, 1, 2]).and_then(|p| p.checked_mul(d(2).max(d(3)))),
+        };
+        if largest.is_none_or(|l| l > MAX_ELEMENTS) {
             return Err(format!(
-                "shape `{self}`: a tensor of {largest} elements exceeds the limit of {MAX_ELEMENTS}"
+                "shape `{self}`: a tensor of {} elements exceeds the limit of {MAX_ELEMENTS}",
+                largest.map_or_else(|| "more than 2^64".to_owned(), |l| l.to_string())
             ));
         }
         if matches!(op, KernelOp::Rope) && d(3) % 2 != 0 {
@@ -413,10 +422,14 @@ impl FromStr for Shape {
             dims,
             rank: parts.len(),
         };
-        let elements: u64 = shape.dims().iter().product();
-        if shape.rank != 3 && elements > MAX_ELEMENTS {
+        let elements = shape
+            .dims()
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d));
+        if shape.rank != 3 && elements.is_none_or(|e| e > MAX_ELEMENTS) {
             return Err(format!(
-                "shape `{s}`: {elements} elements exceeds the limit of {MAX_ELEMENTS}"
+                "shape `{s}`: {} elements exceeds the limit of {MAX_ELEMENTS}",
+                elements.map_or_else(|| "more than 2^64".to_owned(), |e| e.to_string())
             ));
         }
         if shape.rank == 3 {
@@ -461,4 +474,26 @@ pub fn param_rank(name: &str) -> usize {
         "threads",
     ];
     ORDER.iter().position(|n| *n == name).unwrap_or(ORDER.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_products_are_checked_not_wrapped() {
+        let max = MAX_DIM.to_string();
+        let four = [max.as_str(); 4].join(",");
+        // 2^80 elements: refused in debug and release alike (no overflow panic, no wrap to 0).
+        let e = four.parse::<Shape>().unwrap_err();
+        assert!(e.contains("exceeds the limit"), "{e}");
+        let rope: Shape = "1,2,4,8".parse().unwrap();
+        rope.check_for(KernelOp::Rope).unwrap();
+        let attention = Shape {
+            dims: [MAX_DIM; 4],
+            rank: 4,
+        };
+        assert!(attention.check_for(KernelOp::Attention).is_err());
+        assert!(attention.check_for(KernelOp::Rope).is_err());
+    }
 }

@@ -10,6 +10,7 @@ pub mod compare;
 pub mod cost;
 pub mod device;
 pub mod diff;
+pub mod identity;
 pub mod ids;
 pub mod metrics;
 pub mod models;
@@ -18,6 +19,7 @@ pub mod results;
 pub mod search;
 pub mod spec;
 pub mod telemetry;
+pub mod wire;
 
 pub use ids::{AgentId, SweepId, TrialId};
 pub use params::{ParamValue, Params};

@@ -89,9 +89,23 @@ pub struct Fingerprint {
     pub extra: BTreeMap<String, String>,
 }
 
-impl From<proto::Fingerprint> for Fingerprint {
-    fn from(f: proto::Fingerprint) -> Self {
-        Fingerprint {
+impl TryFrom<proto::Fingerprint> for Fingerprint {
+    type Error = String;
+    /// Checks every field against the wire limits ([`crate::wire`]).
+    fn try_from(f: proto::Fingerprint) -> Result<Self, String> {
+        use crate::wire::{check_map, check_text, MAX_NAME, MAX_VERSION};
+        for (field, value, max) in [
+            ("fingerprint.agent_version", &f.agent_version, MAX_VERSION),
+            ("fingerprint.agent_git_sha", &f.agent_git_sha, MAX_VERSION),
+            ("fingerprint.candle_version", &f.candle_version, MAX_VERSION),
+            ("fingerprint.rustc_version", &f.rustc_version, MAX_VERSION),
+            ("fingerprint.cpu_model", &f.cpu_model, MAX_NAME),
+            ("fingerprint.os", &f.os, MAX_VERSION),
+        ] {
+            check_text(field, value, max)?;
+        }
+        check_map("fingerprint.extra", f.extra.iter())?;
+        Ok(Fingerprint {
             agent_version: f.agent_version,
             agent_git_sha: f.agent_git_sha,
             candle_version: f.candle_version,
@@ -100,7 +114,7 @@ impl From<proto::Fingerprint> for Fingerprint {
             threads: f.threads,
             os: f.os,
             extra: f.extra.into_iter().collect(),
-        }
+        })
     }
 }
 
@@ -246,7 +260,7 @@ impl TryFrom<proto::Trial> for TrialRecord {
             agent: nonempty(t.agent),
             device_id: nonempty(t.device_id),
             metrics: t.metrics.into_iter().collect(),
-            fingerprint: t.fingerprint.map(Into::into),
+            fingerprint: t.fingerprint.map(Fingerprint::try_from).transpose()?,
             error: nonempty(t.error),
             wall_ms: (t.wall_ms > 0.0).then_some(t.wall_ms),
             detail,

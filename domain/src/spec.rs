@@ -18,6 +18,28 @@ use std::fmt;
 pub const SPEC_VERSION: u32 = 1;
 /// Most configurations one sweep may expand into (before repeats and classes).
 pub const MAX_CONFIGS: usize = 100_000;
+/// Most trials one sweep may hold, by default (configurations x repeats x
+/// device classes, and an eval sweep's references); the controller's
+/// `--max-trials-per-sweep` sets it.
+pub const MAX_TRIALS: u64 = 100_000;
+/// Deepest nesting of YAML collections (block or flow) a spec may use; real
+/// specs use about 5. Deeper documents are refused before they are parsed.
+pub const MAX_NESTING: usize = 32;
+
+/// Limits a spec is parsed under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most trials the sweep may expand into (see [`MAX_TRIALS`]).
+    pub max_trials: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_trials: MAX_TRIALS,
+        }
+    }
+}
 
 /// Why a spec was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -295,7 +317,8 @@ impl NumRange {
                 None if ints => 1.0,
                 None => return Err("range: a range of reals needs `step`".into()),
             };
-            let n = ((max - min) / step + 1e-9).floor() as usize + 1;
+            // `as` saturates a huge quotient; the add must not overflow.
+            let n = (((max - min) / step + 1e-9).floor() as usize).saturating_add(1);
             if n > MAX_RANGE_VALUES {
                 return Err(format!("range: {n} values; at most {MAX_RANGE_VALUES}"));
             }
@@ -652,8 +675,18 @@ pub struct ParsedSweep {
     pub conditions: Vec<Option<Target>>,
 }
 
-/// Parses YAML text into a spec and expands it; every error names field and line.
+/// Parses YAML text into a spec and expands it under the default
+/// [`Limits`]; every error names field and line.
 pub fn parse(source: &str) -> Result<ParsedSweep, SpecError> {
+    parse_with(source, &Limits::default())
+}
+
+/// Parses YAML text into a spec and expands it; every error names field and
+/// line. The document's nesting is checked before it is parsed, and the
+/// number of configurations and trials is counted (checked arithmetic)
+/// before any is built, so a small spec cannot make a huge expansion.
+pub fn parse_with(source: &str, limits: &Limits) -> Result<ParsedSweep, SpecError> {
+    check_nesting(source)?;
     let de = serde_yaml_ng::Deserializer::from_str(source);
     let spec: SweepSpec = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -751,6 +784,25 @@ pub fn parse(source: &str) -> Result<ParsedSweep, SpecError> {
             ),
         ));
     }
+    // Grid and random sweeps create every configuration's trials at once,
+    // on at least one class: refuse what cannot fit before building trials.
+    if !spec.search.is_adaptive() {
+        let trials = (configs.len() as u64).checked_mul(u64::from(spec.repeats));
+        if trials.is_none_or(|t| t > limits.max_trials) {
+            return Err(SpecError::at(
+                source,
+                "repeats",
+                "repeats",
+                None,
+                format!(
+                    "{} configurations x {} repeats is more than the limit of {} trials per sweep",
+                    configs.len(),
+                    spec.repeats,
+                    limits.max_trials
+                ),
+            ));
+        }
+    }
     if let Some(goal) = spec.search.goal() {
         for (field, m) in std::iter::once(("objective", goal.objective.metric.as_str())).chain(
             goal.constraints
@@ -807,6 +859,26 @@ pub fn expand(spec: &SweepSpec, source: &str) -> Result<Vec<(Params, Option<Targ
             .map(|(i, v)| (format!("variants[{i}]"), merge(&spec.params, v)))
             .collect()
     };
+    // Count first (checked), build after: a space of 10^12 configurations is
+    // refused without allocating one.
+    let mut count: u64 = 0;
+    for (path, space) in &variants {
+        let n = match space {
+            Space::Kernel(k) => count_kernel(k),
+            Space::Model(m) => count_model(m),
+        };
+        count = n
+            .and_then(|n| count.checked_add(n))
+            .filter(|&c| c <= MAX_CONFIGS as u64)
+            .ok_or_else(|| SpecError {
+                path: path.clone(),
+                line: None,
+                message: format!(
+                    "the sweep expands into more than {MAX_CONFIGS} configurations{}",
+                    n.map(|n| format!(" ({n} from {path})")).unwrap_or_default()
+                ),
+            })?;
+    }
     let mut out = Vec::new();
     let mut conditions = Vec::new();
     for (path, space) in variants {
@@ -828,6 +900,147 @@ pub fn expand(spec: &SweepSpec, source: &str) -> Result<Vec<(Params, Option<Targ
         }
     }
     Ok(out.into_iter().zip(conditions).collect())
+}
+
+/// How many configurations a kernel space crosses into; `None` past `u64`.
+fn count_kernel(k: &KernelSpace) -> Option<u64> {
+    fn len<T>(v: &Option<OneOrMany<T>>) -> u64 {
+        v.as_ref().map_or(1, |l| l.0.len() as u64)
+    }
+    let Some(OneOrMany(ops)) = &k.op else {
+        return Some(0);
+    };
+    let mut total: u64 = 0;
+    for op in ops {
+        let (dtypes, formats) = match op {
+            KernelOp::Qmatmul => (1, len(&k.format)),
+            _ => (len(&k.dtype), 1),
+        };
+        let variants = if op.has_variants() { len(&k.variant) } else { 1 };
+        let n = [dtypes, formats, len(&k.shape), len(&k.threads)]
+            .into_iter()
+            .try_fold(variants, u64::checked_mul)?;
+        total = total.checked_add(n)?;
+    }
+    Some(total)
+}
+
+/// How many configurations a model space crosses into; `None` past `u64`.
+fn count_model(m: &ModelSpace) -> Option<u64> {
+    m.0.values()
+        .try_fold(1u64, |n, v| n.checked_mul(v.0.len() as u64))
+}
+
+/// Refuses, before the YAML parser sees it, a document nested deeper than
+/// [`MAX_NESTING`] (deep flow collections cost the parser quadratic time)
+/// or using an alias (`*name`: a few aliases of aliases expand a small
+/// document into billions of values). A conservative scan: flow brackets
+/// outside quotes and comments, block indentation levels, `- ` entries
+/// opened on one line, and `*` where a value starts.
+pub fn check_nesting(source: &str) -> Result<(), SpecError> {
+    let deepest = nesting_depth(source);
+    if let Some(line) = deepest.alias_line {
+        return Err(SpecError {
+            path: String::new(),
+            line: Some(line),
+            message: "aliases (`*name`) are not accepted in a sweep spec: write the values out, or share them through `params` and `variants`".to_owned(),
+        });
+    }
+    if deepest.depth > MAX_NESTING {
+        return Err(SpecError {
+            path: String::new(),
+            line: Some(deepest.line),
+            message: format!(
+                "the document nests collections more than {MAX_NESTING} deep; a sweep spec needs about 5"
+            ),
+        });
+    }
+    Ok(())
+}
+
+struct Deepest {
+    depth: usize,
+    line: usize,
+    /// The first line with an alias, if any.
+    alias_line: Option<usize>,
+}
+
+fn nesting_depth(source: &str) -> Deepest {
+    let mut deepest = Deepest {
+        depth: 0,
+        line: 1,
+        alias_line: None,
+    };
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    // Quote state carries across lines (a quoted scalar may span lines).
+    let mut quote: Option<char> = None;
+    for (i, line) in source.lines().enumerate() {
+        let mut block = indents.len();
+        if flow == 0 && quote.is_none() {
+            let body = line.trim_start_matches(' ');
+            if body.is_empty() || body.starts_with('#') {
+                continue;
+            }
+            let indent = line.len() - body.len();
+            while indents.last().is_some_and(|&top| top >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+            // `- - - x` opens a sequence per dash on one line.
+            let dashes = body
+                .split(' ')
+                .take_while(|t| *t == "-" || t.is_empty())
+                .filter(|t| *t == "-")
+                .count();
+            block = indents.len() + dashes;
+        }
+        let mut prev = ' ';
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match quote {
+                Some('"') if c == '\\' => {
+                    chars.next();
+                }
+                Some(q) if c == q => {
+                    if q == '\'' && chars.peek() == Some(&'\'') {
+                        chars.next();
+                    } else {
+                        quote = None;
+                    }
+                }
+                Some(_) => {}
+                None => match c {
+                    '#' if prev == ' ' || prev == '\t' => break,
+                    // A quote opens a scalar only where one may start (`it's`
+                    // in a plain scalar is an apostrophe).
+                    '"' | '\'' if matches!(prev, ' ' | '\t' | '[' | '{' | ',' | ':' | '-') => {
+                        quote = Some(c)
+                    }
+                    '*' if matches!(prev, ' ' | '\t' | '[' | '{' | ',' | ':' | '-')
+                        && chars.peek().is_some_and(|n| n.is_alphanumeric() || "_-".contains(*n)) =>
+                    {
+                        deepest.alias_line.get_or_insert(i + 1);
+                    }
+                    '[' | '{' => {
+                        flow += 1;
+                        if block + flow > deepest.depth {
+                            deepest.depth = block + flow;
+                            deepest.line = i + 1;
+                        }
+                    }
+                    ']' | '}' => flow = flow.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            prev = c;
+        }
+        if block > deepest.depth {
+            deepest.depth = block;
+            deepest.line = i + 1;
+        }
+    }
+    deepest
 }
 
 fn merge(base: &Space, over: &Space) -> Space {
@@ -1413,6 +1626,69 @@ variants:
         assert!(KernelTrial::from_params(&bad)
             .unwrap_err()
             .contains("shape"));
+    }
+
+    #[test]
+    fn a_huge_expansion_is_counted_and_refused_before_it_is_built() {
+        // 300 x 300 x 256 prompt/new/batch values: 23 million configurations.
+        let src = "name: t\nworkload: generate\nparams:\n  model: m.gguf\n  format: q8_0\n  prompt_tokens: {min: 1, max: 300}\n  new_tokens: {min: 1, max: 300}\n  batch: {min: 1, max: 256}\n";
+        let e = err(src);
+        assert!(e.message.contains("more than 100000 configurations"), "{e}");
+        // A count past u64 is refused, not wrapped.
+        let shapes: Vec<String> = (1..=4096).map(|i| format!("\"{i},64,64\"")).collect();
+        let list = format!("[{}]", shapes.join(","));
+        let src = format!(
+            "name: t\nworkload: kernel\nparams:\n  op: matmul\n  shape: {list}\n  threads: {{min: 1, max: 1024}}\n"
+        );
+        assert!(err(&src).message.contains("more than 100000"));
+        // Within the configuration cap, repeats still count: 4096 x 1000 trials.
+        let src = format!(
+            "name: t\nworkload: kernel\nrepeats: 1000\nparams:\n  op: matmul\n  shape: {list}\n"
+        );
+        let e = err(&src);
+        assert_eq!(e.path, "repeats");
+        assert!(e.message.contains("4096 configurations x 1000 repeats"), "{e}");
+        let tight = super::parse_with(GOOD, &super::Limits { max_trials: 3 }).unwrap_err();
+        assert!(tight.message.contains("limit of 3 trials"), "{tight}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = format!("name: t\nworkload: kernel\nparams: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let e = err(&deep);
+        assert!(e.message.contains("more than 32 deep"), "{e}");
+        assert_eq!(e.line, Some(3));
+        let mut block = String::from("name: t\n");
+        for i in 0..40 {
+            block.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
+        }
+        assert!(err(&block).message.contains("deep"));
+        let dashes = format!("name: t\nx:\n  {}a\n", "- ".repeat(40));
+        assert!(err(&dashes).message.contains("deep"));
+        // Brackets and quotes inside scalars and comments do not count.
+        let fine = format!(
+            "{GOOD}description: \"{}\" # {}\nx: it's [fine\n",
+            "[".repeat(100),
+            "{".repeat(100)
+        );
+        assert!(super::nesting_depth(&fine).depth < 10);
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded() {
+        // "Billion laughs": nine levels of aliases, each ten times the last.
+        let mut src = String::from("name: t\nworkload: kernel\nx0: &a0 [\"lol\"]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(",");
+            src.push_str(&format!("x{i}: &a{i} [{refs}]\n"));
+        }
+        src.push_str("params: {op: matmul, shape: *a9}\n");
+        let e = err(&src);
+        assert!(e.message.contains("aliases"), "{e}");
+        assert_eq!(e.line, Some(4));
+        // `*` inside text is no alias.
+        let fine = format!("{GOOD}description: \"*not an alias\" # *nor this\n");
+        assert!(super::parse(&fine).is_ok());
     }
 }
 

@@ -100,16 +100,37 @@ impl From<&Sample> for chimera_proto::v1::TelemetrySample {
     }
 }
 
-impl From<chimera_proto::v1::TelemetrySample> for Sample {
-    fn from(s: chimera_proto::v1::TelemetrySample) -> Self {
-        Sample {
+impl TryFrom<chimera_proto::v1::TelemetrySample> for Sample {
+    type Error = String;
+    /// Checks the sample against the wire limits ([`crate::wire`]): a device
+    /// id by the id rule, field and throttle names by the metric-name rule,
+    /// finite values, a trial label of at most 200 bytes.
+    fn try_from(s: chimera_proto::v1::TelemetrySample) -> Result<Self, String> {
+        use crate::wire::{
+            check_count, check_len, check_metric_name, MAX_SAMPLE_FIELDS, MAX_THROTTLE_REASONS,
+        };
+        crate::ids::check_device_id("sample.device_id", &s.device_id)?;
+        check_count("sample.fields", s.fields.len(), MAX_SAMPLE_FIELDS)?;
+        for (k, v) in &s.fields {
+            check_metric_name("sample.fields", k)?;
+            if !v.is_finite() {
+                return Err(format!("sample.fields[{k}] = {v} is not a finite number"));
+            }
+        }
+        check_count("sample.throttle", s.throttle.len(), MAX_THROTTLE_REASONS)?;
+        for t in &s.throttle {
+            check_metric_name("sample.throttle", t)?;
+        }
+        check_len("sample.trial", &s.trial, 200)?;
+        check_len("sample.phase", &s.phase, 16)?;
+        Ok(Sample {
             t_ms: s.t_unix_ms,
             device_id: s.device_id,
             phase: Phase::parse(&s.phase),
             trial: (!s.trial.is_empty()).then_some(s.trial),
             fields: s.fields.into_iter().collect(),
             throttle: s.throttle,
-        }
+        })
     }
 }
 

@@ -13,6 +13,7 @@
 //! the request).
 
 pub mod systemd;
+pub mod tls;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;

@@ -9,6 +9,9 @@
 pub mod fetch;
 pub mod llama;
 pub mod quant;
+pub mod redact;
+
+pub use redact::public_reason;
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -117,6 +120,19 @@ fn err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> String + '_ {
     move |e| format!("model file `{}`: {e}", path.display())
 }
 
+/// The error for a file that is not what it should be. A parser's message
+/// may quote the bytes it choked on (candle's `unknown magic 0x…`, serde's
+/// `invalid type: string "…"`), and a trial's error is read by every operator:
+/// the error says what was `expected`, the parser's message goes to this
+/// agent's log only (inside the trial's span, so with its ids).
+fn malformed(path: &Path, expected: &str, parser: &dyn std::fmt::Display) -> String {
+    tracing::warn!(file = %path.display(), error = %parser, "model file rejected: {expected}");
+    format!("model file `{}`: {expected}", path.display())
+}
+
+/// What a GGUF file starts with (candle also reads the byte-swapped form).
+const GGUF_MAGIC: [&[u8; 4]; 2] = [b"GGUF", b"FUGG"];
+
 fn stored_summary(tensors: &BTreeMap<String, QTensor>) -> String {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for t in tensors.values() {
@@ -189,18 +205,46 @@ pub fn load(path: &Path) -> Result<Weights, String> {
 }
 
 fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<u32, String> {
-    ct.metadata
+    let v = ct
+        .metadata
         .get(key)
-        .ok_or_else(|| format!("metadata `{key}` is missing"))?
-        .to_u32()
-        .map_err(|e| format!("metadata `{key}`: {e}"))
+        .ok_or_else(|| format!("metadata `{key}` is missing"))?;
+    // candle's message would print the value; the type says enough.
+    v.to_u32().map_err(|_| {
+        format!(
+            "metadata `{key}` should be a u32, it is a {:?}",
+            v.value_type()
+        )
+    })
 }
 
 fn load_gguf(path: &Path) -> Result<Weights, String> {
     let e = |x: &dyn std::fmt::Display| format!("model file `{}`: {x}", path.display());
     let mut file = std::fs::File::open(path).map_err(|x| e(&x))?;
-    let ct = gguf_file::Content::read(&mut file)
-        .map_err(|x| e(&format!("not a readable GGUF file ({x})")))?;
+    let mut magic = [0u8; 4];
+    {
+        use std::io::{Read, Seek};
+        match file.read_exact(&mut magic) {
+            Err(x) if x.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(x) => return Err(e(&x)),
+            Ok(()) => {}
+        }
+        // Never echo what the file starts with: it may be any file in the
+        // model directories, and the error is public.
+        if !GGUF_MAGIC.contains(&&magic) {
+            return Err(e(
+                &"not a GGUF file (a GGUF file starts with the bytes `GGUF`)",
+            ));
+        }
+        file.rewind().map_err(|x| e(&x))?;
+    }
+    let ct = gguf_file::Content::read(&mut file).map_err(|x| {
+        malformed(
+            path,
+            "not a readable GGUF file (it starts like one, but its header or metadata is malformed)",
+            &x,
+        )
+    })?;
     let arch = ct
         .metadata
         .get("general.architecture")
@@ -320,7 +364,7 @@ fn load_safetensors(dir: &Path) -> Result<Weights, String> {
     let config_path = dir.join("config.json");
     let e = |x: &dyn std::fmt::Display| format!("model file `{}`: {x}", config_path.display());
     let text = std::fs::read_to_string(&config_path).map_err(|x| e(&x))?;
-    let hf: HfConfig = serde_json::from_str(&text).map_err(|x| e(&x))?;
+    let hf: HfConfig = serde_json::from_str(&text).map_err(|x| config_error(&config_path, &x))?;
     let llama = hf.model_type.as_deref() == Some("llama")
         || hf
             .architectures
@@ -404,6 +448,32 @@ fn load_safetensors(dir: &Path) -> Result<Weights, String> {
     })
 }
 
+/// The error for a `config.json` serde cannot read as a llama config. serde's
+/// messages about syntax, and about missing or repeated fields, name only
+/// positions and this loader's field names; its messages about a wrong value
+/// quote the value, so those say what was expected instead.
+fn config_error(path: &Path, x: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let text = x.to_string();
+    let names_only = match x.classify() {
+        Category::Io | Category::Syntax | Category::Eof => true,
+        Category::Data => text.starts_with("missing field") || text.starts_with("duplicate field"),
+    };
+    if names_only {
+        return format!("model file `{}`: {text}", path.display());
+    }
+    malformed(
+        path,
+        &format!(
+            "a field at line {} column {} has the wrong type or value for a llama config.json \
+             (numbers for hidden_size, num_attention_heads, num_hidden_layers, rms_norm_eps, ...)",
+            x.line(),
+            x.column()
+        ),
+        x,
+    )
+}
+
 /// GGUF metadata describing a llama config.
 fn llama_metadata(c: &LlamaConfig) -> BTreeMap<String, gguf_file::Value> {
     use gguf_file::Value as V;
@@ -479,12 +549,38 @@ pub fn unpermute_for_rope(w: &Tensor, heads: usize) -> candle_core::Result<Tenso
 }
 
 impl Weights {
-    /// Writes the tensors (as they are now) and metadata as a GGUF file.
+    /// Writes the tensors (as they are now) and metadata as a GGUF file at
+    /// `path`, atomically: the file appears whole or not at all; its size is
+    /// returned.
+    ///
+    /// The bytes go to a new temporary file in the same directory, created
+    /// with `O_EXCL` under a random name (`.NAME.XXXXXX.partial`), so a
+    /// symlink planted at a predictable name is never followed and two trials
+    /// saving the same file never write into one another's. It is synced,
+    /// then renamed onto `path`; on any error it is removed. rename(2) does
+    /// not follow a symlink at `path` either: it replaces the link itself, and
+    /// whatever the link pointed at stays as it was.
     pub fn write_gguf(&self, path: &Path) -> Result<u64, String> {
+        use std::io::Write;
         let e = |x: &dyn std::fmt::Display| format!("model file `{}`: {x}", path.display());
-        let tmp = path.with_extension("gguf.partial");
+        let name = path
+            .file_name()
+            .ok_or_else(|| e(&"the path names no file"))?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".partial")
+            // As `File::create` would: the umask decides, not tempfile's 0600.
+            .permissions(
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o666),
+            )
+            .tempfile_in(dir)
+            .map_err(|x| e(&format!("create a temporary file in its directory: {x}")))?;
         {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|x| e(&x))?);
+            let mut f = std::io::BufWriter::new(tmp.as_file_mut());
             let md: Vec<(&str, &gguf_file::Value)> = self
                 .metadata
                 .iter()
@@ -494,11 +590,13 @@ impl Weights {
             let ts: Vec<(&str, &QTensor)> =
                 self.tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
             gguf_file::write(&mut f, &md, &ts).map_err(|x| e(&x))?;
-            use std::io::Write;
             f.flush().map_err(|x| e(&x))?;
         }
-        std::fs::rename(&tmp, path).map_err(|x| e(&x))?;
-        Ok(std::fs::metadata(path).map_err(|x| e(&x))?.len())
+        tmp.as_file().sync_all().map_err(|x| e(&x))?;
+        // On failure the error holds the temporary file, and drops (removes) it.
+        let file = tmp.persist(path).map_err(|x| e(&x.error))?;
+        // The size of what was written, through the open file, not the path.
+        Ok(file.metadata().map_err(|x| e(&x))?.len())
     }
 
     /// Tokenizes text without special tokens.
@@ -533,5 +631,177 @@ mod tests {
             Some("blk.3.attn_k.weight")
         );
         assert_eq!(gguf_name("model.layers.x.mlp.up_proj.weight"), None);
+    }
+
+    /// A tiny model to write: one tensor, one metadata key.
+    fn tiny() -> Weights {
+        let t = Tensor::arange(0f32, 64.0, &Device::Cpu)
+            .and_then(|t| t.reshape((2, 32)))
+            .and_then(|t| QTensor::quantize(&t, GgmlDType::F32))
+            .expect("tensor");
+        let config = LlamaConfig {
+            n_layer: 0,
+            n_head: 1,
+            n_kv_head: 1,
+            hidden: 32,
+            head_dim: 32,
+            rope_base: 10_000.0,
+            rms_eps: 1e-5,
+            context_length: 16,
+        };
+        Weights {
+            metadata: llama_metadata(&config),
+            config,
+            tensors: BTreeMap::from([("token_embd.weight".to_owned(), t)]),
+            tokenizer: Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default()),
+            stored: String::new(),
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|d| d.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    fn is_gguf(path: &Path) -> bool {
+        let mut f = std::fs::File::open(path).expect("open");
+        gguf_file::Content::read(&mut f)
+            .map(|c| c.tensor_infos.contains_key("token_embd.weight"))
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn two_saves_of_one_file_do_not_clash_and_leave_no_partial_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("m.q8_0.gguf");
+        let w = tiny();
+        let barrier = std::sync::Barrier::new(2);
+        let sizes: Vec<Result<u64, String>> = std::thread::scope(|s| {
+            let save = || {
+                barrier.wait();
+                w.write_gguf(&target)
+            };
+            let a = s.spawn(save);
+            let b = s.spawn(save);
+            vec![a.join().expect("thread a"), b.join().expect("thread b")]
+        });
+        let len = std::fs::metadata(&target).expect("written").len();
+        for size in sizes {
+            assert_eq!(size, Ok(len));
+        }
+        assert!(is_gguf(&target));
+        assert_eq!(names(dir.path()), ["m.q8_0.gguf"]);
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_old_partial_name_or_the_target_is_not_followed() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let models = root.path().join("models");
+        std::fs::create_dir(&models).expect("mkdir");
+        let victim = root.path().join("victim");
+        std::fs::write(&victim, b"precious").expect("write");
+        let target = models.join("m.q8_0.gguf");
+        // The name the old code wrote through, unconditionally.
+        std::os::unix::fs::symlink(&victim, models.join("m.q8_0.gguf.partial")).expect("symlink");
+        tiny().write_gguf(&target).expect("save");
+        assert_eq!(std::fs::read(&victim).expect("read"), b"precious");
+        assert!(is_gguf(&target));
+        // A link at the final name is replaced, not written through.
+        let linked = models.join("n.q8_0.gguf");
+        std::os::unix::fs::symlink(&victim, &linked).expect("symlink");
+        tiny().write_gguf(&linked).expect("save over the link");
+        assert_eq!(std::fs::read(&victim).expect("read"), b"precious");
+        assert!(!std::fs::symlink_metadata(&linked)
+            .expect("stat")
+            .file_type()
+            .is_symlink());
+        assert!(is_gguf(&linked));
+        assert_eq!(
+            names(&models),
+            ["m.q8_0.gguf", "m.q8_0.gguf.partial", "n.q8_0.gguf"]
+        );
+    }
+
+    #[test]
+    fn a_failed_save_removes_its_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A directory where the file should go: the final rename fails.
+        let target = dir.path().join("m.q8_0.gguf");
+        std::fs::create_dir(&target).expect("mkdir");
+        std::fs::write(target.join("keep"), b"x").expect("write");
+        let e = tiny()
+            .write_gguf(&target)
+            .expect_err("cannot replace a directory");
+        assert!(e.contains("m.q8_0.gguf"), "{e}");
+        assert_eq!(names(dir.path()), ["m.q8_0.gguf"]);
+    }
+
+    #[test]
+    fn a_file_that_is_not_gguf_is_refused_without_echoing_its_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, bytes) in [
+            ("key.gguf", &b"SECRET-TOKEN-1234"[..]),
+            ("short.gguf", &b"SE"[..]),
+            ("empty.gguf", &b""[..]),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("write");
+            let e = load(&path).err().expect("not GGUF");
+            assert!(e.contains(name) && e.contains("not a GGUF file"), "{e}");
+            // Neither as text nor as the number candle would print
+            // (`unknown magic 0x43455253`).
+            let rest = e.replace(&*path.to_string_lossy(), "");
+            assert!(!rest.contains("SE") && !rest.contains("0x"), "{e}");
+        }
+        // It starts like GGUF, then the version is text.
+        let path = dir.path().join("fake.gguf");
+        std::fs::write(&path, b"GGUFSECRET-TOKEN").expect("write");
+        let e = load(&path).err().expect("not readable");
+        assert!(e.contains("fake.gguf") && e.contains("GGUF"), "{e}");
+        let rest = e.replace(&*path.to_string_lossy(), "");
+        let version = u32::from_le_bytes(*b"SECR").to_string();
+        assert!(!rest.contains("SECR") && !rest.contains(&version), "{e}");
+    }
+
+    #[test]
+    fn a_config_json_with_a_wrong_value_is_refused_without_echoing_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"model_type":"llama","hidden_size":"hunter2","num_attention_heads":1,
+                "num_hidden_layers":1,"rms_norm_eps":1e-5}"#,
+        )
+        .expect("write");
+        let e = load(dir.path()).err().expect("bad value");
+        assert!(e.contains("config.json") && e.contains("line 1"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        // What names only this loader's fields is kept.
+        std::fs::write(dir.path().join("config.json"), r#"{"model_type":"llama"}"#).expect("write");
+        let e = load(dir.path()).err().expect("missing field");
+        assert!(e.contains("missing field `hidden_size`"), "{e}");
+    }
+
+    #[test]
+    fn a_metadata_value_of_the_wrong_type_is_named_by_its_type() {
+        let mut ct = gguf_file::Content {
+            magic: gguf_file::VersionedMagic::GgufV3,
+            metadata: Default::default(),
+            tensor_infos: Default::default(),
+            tensor_data_offset: 0,
+        };
+        ct.metadata.insert(
+            "llama.block_count".into(),
+            gguf_file::Value::String("hunter2".into()),
+        );
+        let e = md_u32(&ct, "llama.block_count").expect_err("a string");
+        assert!(
+            e.contains("`llama.block_count`") && e.contains("String"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
     }
 }

@@ -136,6 +136,15 @@ impl EmbeddedStore {
     }
 
     fn range_blocking(&self, prefix: &[u8]) -> Result<Range, StoreError> {
+        self.range_page_blocking(prefix, None, usize::MAX)
+    }
+
+    fn range_page_blocking(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Range, StoreError> {
         let rtx = self.inner.db.begin_read().map_err(backend)?;
         let revision = match rtx.open_table(META) {
             Ok(t) => t
@@ -157,7 +166,14 @@ impl EmbeddedStore {
             Err(e) => return Err(backend(e)),
         };
         let mut kvs = Vec::new();
-        for item in kv.range(prefix..).map_err(backend)? {
+        let start = match after {
+            Some(a) if a >= prefix => super::key_after(a),
+            _ => prefix.to_vec(),
+        };
+        for item in kv.range(start.as_slice()..).map_err(backend)? {
+            if kvs.len() >= limit {
+                break;
+            }
             let (k, v) = item.map_err(backend)?;
             if !k.value().starts_with(prefix) {
                 break;
@@ -297,6 +313,17 @@ impl Store for EmbeddedStore {
     fn range(&self, prefix: &[u8]) -> BoxFuture<'_, Result<Range, StoreError>> {
         let prefix = prefix.to_vec();
         self.blocking(move |s| s.range_blocking(&prefix)).boxed()
+    }
+
+    fn range_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Range, StoreError>> {
+        let (prefix, after) = (prefix.to_vec(), after.map(<[u8]>::to_vec));
+        self.blocking(move |s| s.range_page_blocking(&prefix, after.as_deref(), limit))
+            .boxed()
     }
 
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResult, StoreError>> {

@@ -488,6 +488,44 @@ impl Store for EtcdStore {
         .boxed()
     }
 
+    fn range_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Range, StoreError>> {
+        let full_prefix = self.full(prefix);
+        let start = match after {
+            Some(a) if a >= prefix => self.full(&super::key_after(a)),
+            _ => full_prefix.clone(),
+        };
+        let end = super::prefix_end(&full_prefix);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        async move {
+            let resp = idempotent(READ_TRIES, || {
+                let (mut c, start, end) = (self.client.clone(), start.clone(), end.clone());
+                async move {
+                    c.get(
+                        start,
+                        Some(
+                            etcd_client::GetOptions::new()
+                                .with_range(end)
+                                .with_limit(limit),
+                        ),
+                    )
+                    .await
+                }
+            })
+            .await
+            .map_err(backend)?;
+            Ok(Range {
+                kvs: resp.kvs().iter().map(|kv| self.kv(kv)).collect(),
+                revision: resp.header().map_or(0, |h| h.revision()),
+            })
+        }
+        .boxed()
+    }
+
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResult, StoreError>> {
         async move {
             for o in txn.success.iter().chain(&txn.failure) {

@@ -135,6 +135,14 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> BoxFuture<'_, Result<Option<KeyValue>, StoreError>>;
     /// Every key starting with `prefix`, in key order.
     fn range(&self, prefix: &[u8]) -> BoxFuture<'_, Result<Range, StoreError>>;
+    /// At most `limit` keys starting with `prefix` and sorting after
+    /// `after` (from the first when `None`), in key order: a page.
+    fn range_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Range, StoreError>>;
     /// An atomic compare-and-swap transaction.
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResult, StoreError>>;
     /// A lease that expires `ttl` after its last keep-alive; its keys go with it.
@@ -143,6 +151,26 @@ pub trait Store: Send + Sync + 'static {
     fn lease_keep_alive(&self, id: LeaseId) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Ends a lease now, deleting its keys.
     fn lease_revoke(&self, id: LeaseId) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// The first key after every key that starts with `prefix` (etcd's
+/// `range_end` of a prefix); empty when there is none (all `0xff`).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    Vec::new()
+}
+
+/// The first key sorting after `key`.
+pub fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut k = key.to_vec();
+    k.push(0);
+    k
 }
 
 /// A store whose every transaction also requires `guard` (a leader's
@@ -159,6 +187,14 @@ impl Store for Guarded {
     }
     fn range(&self, prefix: &[u8]) -> BoxFuture<'_, Result<Range, StoreError>> {
         self.inner.range(prefix)
+    }
+    fn range_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Range, StoreError>> {
+        self.inner.range_page(prefix, after, limit)
     }
     fn txn(&self, mut txn: Txn) -> BoxFuture<'_, Result<TxnResult, StoreError>> {
         txn.compare.push(self.guard.clone());

@@ -1,0 +1,250 @@
+//! Talking to a controller: how to connect (TLS, a bearer token, the leader
+//! among several controllers), and the calls several commands share
+//! (submit, fetching a sweep's results, listing every page).
+//!
+//! The connection settings come from the global flags and the environment
+//! once, in `main`, and are kept for the process ([`configure`]);
+//! `chimera run` talks to its in-process controller without them
+//! ([`connect_with`] and [`Connection::default`]).
+
+use anyhow::Context;
+use chimera_domain::results::{ResultsFile, SweepSummary, TrialRecord};
+use chimera_proto::v1 as proto;
+use chimera_proto::v1::operator_service_client::OperatorServiceClient;
+use std::sync::OnceLock;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tracing::Instrument;
+
+/// How to reach the controller.
+#[derive(Clone, Debug, Default)]
+pub struct Connection {
+    /// TLS files (`--tls-ca`, `--tls-cert`, `--tls-key`).
+    pub tls: chimera_observe::tls::ClientTls,
+    /// A bearer token (`CHIMERA_TOKEN`).
+    pub token: Option<String>,
+}
+
+static CONNECTION: OnceLock<Connection> = OnceLock::new();
+
+/// Sets the process's connection settings (once, from `main`).
+pub fn configure(c: Connection) {
+    let _ = CONNECTION.set(c);
+}
+
+/// Adds `authorization: Bearer TOKEN` to every call when a token is set.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A client of the operator API.
+pub type Client = OperatorServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Connects with the process's settings (see [`configure`]).
+pub async fn connect(urls: &str) -> anyhow::Result<Client> {
+    let default = Connection::default();
+    connect_with(urls, CONNECTION.get().unwrap_or(&default)).await
+}
+
+/// Connects to the leading controller among `urls` (comma-separated). A
+/// standby names the leader; it is followed only when it is one of `urls`
+/// (a hint from a controller is not a reason to send a token elsewhere).
+pub async fn connect_with(urls: &str, conn: &Connection) -> anyhow::Result<Client> {
+    let list: Vec<String> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if list.len() == 1 {
+        // One controller: no leader to look for.
+        return connect_one(&list[0], conn).await;
+    }
+    let mut todo: std::collections::VecDeque<String> = list.iter().cloned().collect();
+    let mut tried = Vec::new();
+    let mut why = Vec::new();
+    while let Some(url) = todo.pop_front() {
+        if tried.contains(&url) {
+            continue;
+        }
+        tried.push(url.clone());
+        let mut client = match connect_one(&url, conn).await {
+            Ok(c) => c,
+            Err(e) => {
+                why.push(format!("{e:#}"));
+                continue;
+            }
+        };
+        // Only the leader answers; a standby names it.
+        match client
+            .list_agents(proto::ListAgentsRequest {
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(_) => return Ok(client),
+            Err(s) => {
+                let leader = s
+                    .metadata()
+                    .get("chimera-leader")
+                    .and_then(|v| v.to_str().ok());
+                match leader {
+                    Some(l) if list.iter().any(|u| u == l) => todo.push_front(l.to_owned()),
+                    Some(l) => why.push(format!(
+                        "{url} names {} as the leader, which is not in --controller; not followed",
+                        chimera_domain::wire::quote(l)
+                    )),
+                    None => {}
+                }
+                why.push(format!("{url}: {}", s.message()));
+            }
+        }
+    }
+    anyhow::bail!("no leading controller among {urls}: {}", why.join("; "))
+}
+
+async fn connect_one(url: &str, conn: &Connection) -> anyhow::Result<Client> {
+    let endpoint = conn.tls.endpoint(url).map_err(anyhow::Error::msg)?;
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("reach the controller at {url}"))?;
+    let bearer = match &conn.token {
+        Some(t) => Some(
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| anyhow::anyhow!("CHIMERA_TOKEN holds characters a header cannot carry"))?,
+        ),
+        None => None,
+    };
+    Ok(OperatorServiceClient::with_interceptor(channel, Bearer(bearer))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(4 << 20))
+}
+
+/// A gRPC status as an error that says what the controller said.
+pub fn status(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
+    move |s| anyhow::anyhow!("{what}: {}", s.message())
+}
+
+/// Submits a spec. The span is the root of the sweep's trace: the
+/// controller's submit, every assignment and every agent run descend from it.
+pub async fn submit(
+    client: &mut Client,
+    spec: String,
+    source_name: &str,
+) -> anyhow::Result<proto::SubmitSweepResponse> {
+    let span = tracing::info_span!("chimera.cli.submit", file = %source_name);
+    let mut req = tonic::Request::new(proto::SubmitSweepRequest {
+        spec_yaml: spec,
+        source_name: source_name.to_owned(),
+    });
+    chimera_observe::inject_metadata(&span, req.metadata_mut());
+    Ok(client
+        .submit_sweep(req)
+        .instrument(span)
+        .await
+        .map_err(status("submit the sweep"))?
+        .into_inner())
+}
+
+/// Every trial of a sweep, page by page.
+pub async fn all_trials(client: &mut Client, sweep: &str) -> anyhow::Result<Vec<proto::Trial>> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_trials(proto::ListTrialsRequest {
+                sweep_id: sweep.to_owned(),
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(status("list the sweep's trials"))?
+            .into_inner();
+        out.extend(page.trials);
+        if page.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Every sweep, newest first, page by page.
+pub async fn all_sweeps(client: &mut Client) -> anyhow::Result<Vec<proto::Sweep>> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_sweeps(proto::ListSweepsRequest {
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(status("list sweeps"))?
+            .into_inner();
+        out.extend(page.sweeps);
+        if page.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Every connected agent, by name, page by page.
+pub async fn all_agents(client: &mut Client) -> anyhow::Result<Vec<proto::Agent>> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_agents(proto::ListAgentsRequest {
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(status("list agents"))?
+            .into_inner();
+        out.extend(page.agents);
+        if page.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// The results of a sweep held by a controller.
+pub async fn fetch_results(client: &mut Client, sweep: &str) -> anyhow::Result<ResultsFile> {
+    let s = client
+        .get_sweep(proto::GetSweepRequest {
+            sweep_id: sweep.to_owned(),
+        })
+        .await
+        .map_err(status("get the sweep"))?
+        .into_inner();
+    let trials = all_trials(client, sweep)
+        .await?
+        .into_iter()
+        .map(TrialRecord::try_from)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("read the controller's answer: {e}"))?;
+    Ok(ResultsFile::new(
+        SweepSummary {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            workload: s.workload.clone(),
+            state: crate::output::sweep_state(s.state).to_owned(),
+            created_unix_ms: s.created_unix_ms,
+        },
+        trials,
+    ))
+}
