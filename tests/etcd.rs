@@ -103,7 +103,10 @@ async fn the_store_contract_holds_on_etcd() {
         .kvs;
     assert_eq!(keys(&next[..1]), ["t/0100"]);
     assert_eq!(next.len(), 200);
-    assert_eq!(keys(&s.range_page(b"b/", Some(b"b/1"), 10).await.unwrap().kvs), ["b/2"]);
+    assert_eq!(
+        keys(&s.range_page(b"b/", Some(b"b/1"), 10).await.unwrap().kvs),
+        ["b/2"]
+    );
 
     // An oversized value is refused and writes nothing.
     let err = s
@@ -485,6 +488,18 @@ fn etcd_with_a_user_and_password() {
         let _ = admin.role_add("root").await; // built in on some versions
         admin.user_add("root", "s3cret-pw", None).await.unwrap();
         admin.user_grant_role("root", "root").await.unwrap();
+        // Chimera's least-privilege user (docs/operations.md): readwrite on
+        // /chimera/ and nothing else.
+        admin.role_add("chimera").await.unwrap();
+        admin
+            .role_grant_permission(
+                "chimera",
+                etcd_client::Permission::read_write("/chimera/").with_prefix(),
+            )
+            .await
+            .unwrap();
+        admin.user_add("chimera", "chimera-pw", None).await.unwrap();
+        admin.user_grant_role("chimera", "chimera").await.unwrap();
         admin.auth_enable().await.unwrap();
 
         let s = EtcdStore::connect(&eps, "/auth/", &as_root("s3cret-pw"))
@@ -559,6 +574,43 @@ fn etcd_with_a_user_and_password() {
     let err = controller(&["--store", "embedded"], Some("s3cret-pw"));
     assert!(
         err.contains("CHIMERA_ETCD_PASSWORD is for an etcd store"),
+        "{err}"
+    );
+
+    // The least-privilege user leads and serves under /chimera/ ...
+    drop(c);
+    let env = [
+        ("CHIMERA_STORE", etcd.url.as_str()),
+        ("CHIMERA_ETCD_USER", "chimera"),
+        ("CHIMERA_ETCD_PASSWORD", "chimera-pw"),
+    ];
+    let c = start_controller_env(&dir.path().join("least"), "127.0.0.1:0", "3s", &env);
+    wait_for(
+        "the controller as etcd user chimera to lead",
+        Duration::from_secs(20),
+        || {
+            chimera(&c.url, &["sweep", "list"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    drop(c);
+    // ... and under a prefix it has no grant for, it stops, saying what to grant.
+    let err = controller(
+        &[
+            "--store",
+            &etcd.url,
+            "--etcd-user",
+            "chimera",
+            "--store-prefix",
+            "/lab-a",
+        ],
+        Some("chimera-pw"),
+    );
+    assert!(
+        err.contains("etcd refused the election key /lab-a/chimera/v1/leader: permission denied for etcd user chimera")
+            && err.contains("--prefix=true /lab-a/chimera/"),
         "{err}"
     );
 }

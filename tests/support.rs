@@ -106,7 +106,10 @@ pub fn start_controller_env(
         .strip_prefix("chimera-controller listening on ")
         .unwrap_or_else(|| panic!("unexpected first line from the controller: {line:?}"))
         .to_owned();
-    let addr = url.trim_start_matches("http://").to_owned();
+    let addr = url
+        .split_once("://")
+        .map_or(url.as_str(), |(_, a)| a)
+        .to_owned();
     Controller {
         proc: Proc::new(child, "controller"),
         url,

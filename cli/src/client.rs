@@ -120,16 +120,16 @@ async fn connect_one(url: &str, conn: &Connection) -> anyhow::Result<Client> {
         .await
         .with_context(|| format!("reach the controller at {url}"))?;
     let bearer = match &conn.token {
-        Some(t) => Some(
-            format!("Bearer {t}")
-                .parse()
-                .map_err(|_| anyhow::anyhow!("CHIMERA_TOKEN holds characters a header cannot carry"))?,
-        ),
+        Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
+            anyhow::anyhow!("CHIMERA_TOKEN holds characters a header cannot carry")
+        })?),
         None => None,
     };
-    Ok(OperatorServiceClient::with_interceptor(channel, Bearer(bearer))
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(4 << 20))
+    Ok(
+        OperatorServiceClient::with_interceptor(channel, Bearer(bearer))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(4 << 20),
+    )
 }
 
 /// A gRPC status as an error that says what the controller said.

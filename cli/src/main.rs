@@ -9,10 +9,10 @@ mod table;
 mod watch;
 
 use anyhow::{bail, Context};
-pub use client::{connect, fetch_results, status, submit, Client};
 use chimera_domain::results::ResultsFile;
 use chimera_proto::v1 as proto;
 use clap::{Parser, Subcommand, ValueEnum};
+pub use client::{connect, fetch_results, status, submit, Client};
 use output::Format;
 use std::path::{Path, PathBuf};
 
@@ -257,7 +257,6 @@ pub fn read_spec(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("read sweep spec {}", path.display()))
 }
 
-
 fn prices_name(p: &Path) -> String {
     p.display().to_string()
 }
@@ -314,7 +313,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             key: cli.tls_key.clone(),
         },
         // From the environment only: a flag would show in `ps`.
-        token: std::env::var("CHIMERA_TOKEN").ok().filter(|t| !t.is_empty()),
+        token: std::env::var("CHIMERA_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
     });
     let fmt = match cli.output {
         OutputArg::Table => Format::Table,

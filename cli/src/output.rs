@@ -166,6 +166,7 @@ pub fn sweeps(list: &[proto::Sweep], fmt: Format) -> anyhow::Result<()> {
             json!({
                 "id": s.id, "name": s.name, "workload": s.workload, "state": sweep_state(s.state),
                 "created_unix_ms": s.created_unix_ms,
+                "submitted_by": s.submitted_by, "cancelled_by": (!s.cancelled_by.is_empty()).then_some(&s.cancelled_by),
                 "trials": {"total": s.trials_total, "pending": s.trials_pending, "running": s.trials_running,
                            "succeeded": s.trials_succeeded, "failed": s.trials_failed, "cancelled": s.trials_cancelled},
             })
@@ -227,6 +228,8 @@ pub fn agents(list: &[proto::Agent], fmt: Format) -> anyhow::Result<()> {
             json!({
                 "name": a.name, "hostname": a.hostname, "version": a.version, "features": a.features,
                 "connected": a.connected, "draining": a.draining, "last_seen_ms_ago": a.last_seen_ms_ago,
+                "labels": a.labels, "registered_by": a.registered_by,
+                "drained_by": (!a.drained_by.is_empty()).then_some(&a.drained_by),
                 "running": a.running.iter().map(|r| json!({"sweep_id": r.sweep_id, "trial_id": r.trial_id, "attempt": r.attempt})).collect::<Vec<_>>(),
                 "devices": a.devices.iter().map(|d| json!({
                     "id": d.id, "kind": d.kind, "vendor": d.vendor, "model": d.model, "device_class": d.device_class,

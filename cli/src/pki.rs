@@ -106,7 +106,10 @@ pub fn tls(cmd: TlsCmd) -> anyhow::Result<i32> {
             let (cert, key) = tls::init_ca(&dir, days, force)?;
             println!("{}", cert.display());
             println!("{}", key.display());
-            eprintln!("CA made; issue certificates with `chimera tls issue --dir {}`", dir.display());
+            eprintln!(
+                "CA made; issue certificates with `chimera tls issue --dir {}`",
+                dir.display()
+            );
         }
         TlsCmd::Issue { dir, days, what } => {
             let subject = match what {
@@ -131,26 +134,38 @@ fn read_tokens(path: &Path) -> anyhow::Result<TokensFile> {
     }
 }
 
+/// Replaces the tokens file atomically. A new file gets mode 0600; an
+/// existing one keeps its mode (at most 0640) and group, so a controller
+/// running as a service user in that group still reads it.
 fn write_tokens(path: &Path, file: &TokensFile) -> anyhow::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let text = format!(
         "# Chimera operators' tokens: name, role and SHA-256 (never the token).\n\
          # Managed by `chimera token create|revoke|list`; read by `chimera-controller --tokens-file`.\n\n{}",
         toml::to_string(file).context("write the tokens file")?
     );
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let existing = std::fs::metadata(path).ok();
+    let mode = existing.as_ref().map_or(0o600, |m| m.mode() & 0o640);
     let mut tmp = tempfile::Builder::new()
         .prefix(".tokens.")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .permissions(std::fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
         .with_context(|| format!("create a temporary file in {}", dir.display()))?;
+    if let Some(m) = &existing {
+        std::os::unix::fs::fchown(tmp.as_file(), None, Some(m.gid()))
+            .with_context(|| format!("give the new {} its group", path.display()))?;
+    }
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.write_all(text.as_bytes())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path)
         .with_context(|| format!("replace {}", path.display()))?;
-    // A file that existed keeps no looser mode than 0600.
-    let _ = std::fs::OpenOptions::new().mode(0o600).open(path);
     Ok(())
 }
 
@@ -180,7 +195,9 @@ pub fn token(cmd: TokenCmd) -> anyhow::Result<i32> {
                 name: name.clone(),
                 role: role.name().to_owned(),
                 sha256: token_hash(&token),
-                created: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
+                created: Some(
+                    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                ),
             });
             write_tokens(&tokens_file, &file)?;
             println!("{token}");

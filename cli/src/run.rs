@@ -137,10 +137,7 @@ async fn sweep(
 /// (each sweep with the metric a report selects its trials by): after the
 /// agents' last samples have had time to arrive. A failure to read them is
 /// reported and leaves the file without them; it does not fail the run.
-async fn telemetry(
-    client: &mut crate::Client,
-    runs: &[(&ResultsFile, &str)],
-) -> Vec<TrialSample> {
+async fn telemetry(client: &mut crate::Client, runs: &[(&ResultsFile, &str)]) -> Vec<TrialSample> {
     tokio::time::sleep(report::TELEMETRY_FLUSH).await;
     let mut budget = report::SAVED_SAMPLES_BUDGET;
     let mut out = Vec::new();

@@ -171,10 +171,7 @@ async fn resubscribe(
     sweep: &str,
     lost: &str,
     bar: &ProgressBar,
-) -> anyhow::Result<(
-    crate::Client,
-    tonic::Streaming<proto::SweepEvent>,
-)> {
+) -> anyhow::Result<(crate::Client, tonic::Streaming<proto::SweepEvent>)> {
     bar.println(format!(
         "lost the controller ({lost}); following the leader among {urls}"
     ));

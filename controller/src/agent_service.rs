@@ -71,9 +71,7 @@ fn trial_ref(r: Option<proto::TrialRef>, what: &str) -> Result<TrialRef, Status>
 
 fn trial_refs(list: Vec<proto::TrialRef>, what: &str) -> Result<Vec<TrialRef>, Status> {
     wire::check_count(what, list.len(), wire::MAX_RUNNING).map_err(invalid)?;
-    list.into_iter()
-        .map(|r| trial_ref(Some(r), what))
-        .collect()
+    list.into_iter().map(|r| trial_ref(Some(r), what)).collect()
 }
 
 /// Checks one declared device against the wire limits.
@@ -367,23 +365,38 @@ impl AgentService for AgentApi {
                     msg,
                     proto::agent_message::Msg::Finished(_) | proto::agent_message::Msg::Failed(_)
                 );
-                match event(msg) {
-                    Ok(event) => {
-                        let cmd = Command::Agent {
-                            agent: name.clone(),
-                            session,
-                            event,
-                        };
-                        if commands.send(cmd).await.is_err() {
-                            return;
-                        }
-                    }
+                // A result that breaks the rules still ends its trial (as
+                // failed, with why), so the agent is answered and nothing waits.
+                let refused_trial = match &msg {
+                    proto::agent_message::Msg::Finished(f) => f.trial.clone(),
+                    _ => None,
+                };
+                let event = match event(msg) {
+                    Ok(event) => event,
                     Err(e) => {
                         if is_result {
                             metrics.result_refused(Refusal::Invalid);
                         }
                         warn!(agent = %name, error = %e.message(), "refused agent message");
+                        match refused_trial.and_then(|t| trial_ref(Some(t), "finished").ok()) {
+                            Some(trial) => AgentEvent::Failed {
+                                trial,
+                                reason: reason(format!(
+                                    "the agent's result was refused: {}",
+                                    e.message()
+                                )),
+                            },
+                            None => continue,
+                        }
                     }
+                };
+                let cmd = Command::Agent {
+                    agent: name.clone(),
+                    session,
+                    event,
+                };
+                if commands.send(cmd).await.is_err() {
+                    return;
                 }
             }
             let _ = commands
@@ -436,7 +449,10 @@ mod tests {
         let mut h = hello();
         h.hostname = "h".repeat(2 << 20);
         let e = refused(h);
-        assert!(e.starts_with("hello.hostname: 2097152 bytes exceeds the limit of 253"), "{e}");
+        assert!(
+            e.starts_with("hello.hostname: 2097152 bytes exceeds the limit of 253"),
+            "{e}"
+        );
         assert!(e.len() < 300, "the value is not echoed whole");
         let mut h = hello();
         h.devices[0].id = "x\"} 1\nchimera_controller_leader 0".into();
@@ -471,18 +487,189 @@ mod tests {
         assert!(finished(good()).is_ok());
         let mut f = good();
         f.metrics.insert("x\ninjected".into(), 1.0);
-        assert!(finished(f).unwrap_err().message().starts_with("finished.metrics: name"));
+        assert!(finished(f)
+            .unwrap_err()
+            .message()
+            .starts_with("finished.metrics: name"));
         let mut f = good();
-        f.fingerprint.as_mut().unwrap().extra =
-            [("k".to_owned(), "v".repeat(2 << 20))].into();
-        assert!(finished(f).unwrap_err().message().starts_with("fingerprint.extra[k]: "));
+        f.fingerprint.as_mut().unwrap().extra = [("k".to_owned(), "v".repeat(2 << 20))].into();
+        assert!(finished(f)
+            .unwrap_err()
+            .message()
+            .starts_with("fingerprint.extra[k]: "));
         let mut f = good();
         f.wall_ms = f64::NAN;
-        assert!(finished(f).unwrap_err().message().starts_with("finished.wall_ms"));
+        assert!(finished(f)
+            .unwrap_err()
+            .message()
+            .starts_with("finished.wall_ms"));
         let mut f = good();
         f.fingerprint = None;
         assert!(finished(f).is_err());
         let r = reason(format!("bad\nline\u{1b}[2J{}", "é".repeat(5000)));
-        assert!(r.len() <= wire::MAX_TEXT && !r.chars().any(char::is_control), "{r}");
+        assert!(
+            r.len() <= wire::MAX_TEXT && !r.chars().any(char::is_control),
+            "{r}"
+        );
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-zA-Z0-9_.:-]{0,12}",
+                any::<String>(),
+                (0usize..3000).prop_map(|n| "x".repeat(n)),
+                Just("x\"} 1\nchimera_controller_leader 0".to_owned()),
+            ]
+        }
+
+        fn trial_ref() -> impl Strategy<Value = proto::TrialRef> {
+            (text(), text(), any::<u32>()).prop_map(|(sweep_id, trial_id, attempt)| {
+                proto::TrialRef {
+                    sweep_id,
+                    trial_id,
+                    attempt,
+                }
+            })
+        }
+
+        fn device() -> impl Strategy<Value = proto::Device> {
+            (
+                (
+                    text(),
+                    prop::sample::select(vec!["cpu", "gpu", "tpu", ""]),
+                    text(),
+                ),
+                (text(), text(), text()),
+                prop::collection::vec(text(), 0..4),
+            )
+                .prop_map(|((id, kind, class), (vendor, model, cc), capabilities)| {
+                    proto::Device {
+                        id,
+                        kind: kind.to_owned(),
+                        device_class: class,
+                        vendor,
+                        model,
+                        compute_capability: cc,
+                        capabilities,
+                        ..Default::default()
+                    }
+                })
+        }
+
+        fn hello() -> impl Strategy<Value = proto::Hello> {
+            (
+                (text(), text(), text()),
+                prop::collection::vec(device(), 0..4),
+                prop::collection::vec(text(), 0..4),
+                prop::collection::vec(trial_ref(), 0..4),
+                prop::collection::hash_map(text(), text(), 0..4),
+            )
+                .prop_map(
+                    |(
+                        (agent_name, agent_version, hostname),
+                        devices,
+                        features,
+                        running,
+                        labels,
+                    )| {
+                        proto::Hello {
+                            agent_name,
+                            agent_version,
+                            hostname,
+                            devices,
+                            features,
+                            running,
+                            labels,
+                        }
+                    },
+                )
+        }
+
+        fn message() -> impl Strategy<Value = proto::agent_message::Msg> {
+            use proto::agent_message::Msg;
+            prop_oneof![
+                prop::collection::vec(trial_ref(), 0..4)
+                    .prop_map(|running| Msg::Heartbeat(proto::Heartbeat { running })),
+                prop::option::of(trial_ref())
+                    .prop_map(|trial| Msg::Started(proto::TrialStarted { trial })),
+                (
+                    prop::option::of(trial_ref()),
+                    prop::collection::hash_map(text(), any::<f64>(), 0..6),
+                    prop::option::of(Just(proto::Fingerprint::default())),
+                    any::<f64>(),
+                    prop_oneof![Just(String::new()), text(), Just("{\"a\":1}".to_owned())],
+                )
+                    .prop_map(
+                        |(trial, metrics, fingerprint, wall_ms, detail_json)| {
+                            Msg::Finished(proto::TrialFinished {
+                                trial,
+                                metrics,
+                                fingerprint,
+                                wall_ms,
+                                detail_json,
+                                artifact: vec![],
+                            })
+                        }
+                    ),
+                (prop::option::of(trial_ref()), text())
+                    .prop_map(|(trial, reason)| Msg::Failed(proto::TrialFailed { trial, reason })),
+            ]
+        }
+
+        /// Fields named by the errors of the agent messages.
+        const FIELDS: &[&str] = &[
+            "hello.",
+            "heartbeat.",
+            "started.",
+            "finished",
+            "failed.",
+            "fingerprint.",
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 10_000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn a_hello_converts_within_its_limits_or_names_the_field(h in hello()) {
+                match Hello::try_from(h) {
+                    Ok(ok) => {
+                        chimera_domain::ids::check_id("n", ok.name.as_str()).unwrap();
+                        prop_assert!(ok.hostname.len() <= wire::MAX_HOSTNAME);
+                        for d in &ok.devices {
+                            chimera_domain::ids::check_device_id("d", &d.id).unwrap();
+                        }
+                    }
+                    Err(e) => prop_assert!(e.message().starts_with("hello."), "{}", e.message()),
+                }
+            }
+
+            #[test]
+            fn an_agent_message_converts_within_its_limits_or_names_the_field(m in message()) {
+                match event(m) {
+                    Ok(AgentEvent::Failed { reason, .. }) => {
+                        prop_assert!(reason.len() <= wire::MAX_TEXT);
+                        prop_assert!(!reason.chars().any(char::is_control));
+                    }
+                    Ok(AgentEvent::Finished { metrics, wall_ms, .. }) => {
+                        prop_assert!(wall_ms.is_finite());
+                        prop_assert!(metrics.values().all(|v| v.is_finite()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => prop_assert!(
+                        FIELDS.iter().any(|f| e.message().starts_with(f)),
+                        "{}",
+                        e.message()
+                    ),
+                }
+            }
+        }
     }
 }

@@ -173,9 +173,7 @@ impl Tokens {
     }
 
     fn read(path: &Path) -> anyhow::Result<Known> {
-        let modified = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok();
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("read the tokens file {}: {e}", path.display()))?;
         let file = TokensFile::parse(&text)
@@ -446,7 +444,10 @@ mod tests {
         assert_eq!(need(DRAIN), Need::Role(Role::Admin));
         assert_eq!(need(SESSION), Need::Agent);
         assert_eq!(need(HEALTH), Need::Open);
-        assert_eq!(need("/chimera.v1.OperatorService/NewThing"), Need::Role(Role::Admin));
+        assert_eq!(
+            need("/chimera.v1.OperatorService/NewThing"),
+            Need::Role(Role::Admin)
+        );
         assert_eq!(need("garbage"), Need::Role(Role::Admin));
     }
 
@@ -472,7 +473,10 @@ mod tests {
         assert!(p.decide(LIST, Some("chm_v"), None).is_ok());
         let e = p.decide(CANCEL, Some("chm_v"), None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
-        assert_eq!(e.message(), "token:v has role viewer; CancelSweep needs operator");
+        assert_eq!(
+            e.message(),
+            "token:v has role viewer; CancelSweep needs operator"
+        );
         assert!(p.decide(SUBMIT, Some("chm_o"), None).is_ok());
         let e = p.decide(DRAIN, Some("chm_o"), None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
@@ -533,14 +537,24 @@ mod tests {
         };
         std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
         let f = std::fs::File::options().append(true).open(&path).unwrap();
-        f.set_modified(SystemTime::now() + Duration::from_secs(5)).unwrap();
+        f.set_modified(SystemTime::now() + Duration::from_secs(5))
+            .unwrap();
         t.reload().unwrap();
         assert_eq!(t.check("chm_1"), None);
         assert_eq!(t.check("chm_2"), Some(("ci2".into(), Role::Viewer)));
         for (bad, what) in [
-            ("[[tokens]]\nname = \"a b\"\nrole = \"admin\"\nsha256 = \"00\"\n", "tokens[0].name"),
-            ("[[tokens]]\nname = \"a\"\nrole = \"root\"\nsha256 = \"00\"\n", "tokens[0].role"),
-            ("[[tokens]]\nname = \"a\"\nrole = \"admin\"\nsha256 = \"00\"\n", "tokens[0].sha256"),
+            (
+                "[[tokens]]\nname = \"a b\"\nrole = \"admin\"\nsha256 = \"00\"\n",
+                "tokens[0].name",
+            ),
+            (
+                "[[tokens]]\nname = \"a\"\nrole = \"root\"\nsha256 = \"00\"\n",
+                "tokens[0].role",
+            ),
+            (
+                "[[tokens]]\nname = \"a\"\nrole = \"admin\"\nsha256 = \"00\"\n",
+                "tokens[0].sha256",
+            ),
         ] {
             let e = TokensFile::parse(bad).unwrap_err();
             assert!(e.contains(what), "{e}");

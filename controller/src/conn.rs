@@ -69,28 +69,25 @@ pub fn incoming(
     max: usize,
 ) -> impl futures::Stream<Item = io::Result<Limited>> {
     let permits = Arc::new(Semaphore::new(max.max(1)));
-    futures::stream::unfold(
-        (listener, permits),
-        |(listener, permits)| async move {
-            let permit = match permits.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => return None,
-            };
-            let item = match listener.accept().await {
-                Ok((io, _)) => {
-                    let _ = io.set_nodelay(true);
-                    Ok(Limited {
-                        io,
-                        _permit: permit,
-                    })
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; pausing");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    Err(e)
-                }
-            };
-            Some((item, (listener, permits)))
-        },
-    )
+    futures::stream::unfold((listener, permits), |(listener, permits)| async move {
+        let permit = match permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return None,
+        };
+        let item = match listener.accept().await {
+            Ok((io, _)) => {
+                let _ = io.set_nodelay(true);
+                Ok(Limited {
+                    io,
+                    _permit: permit,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; pausing");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(e)
+            }
+        };
+        Some((item, (listener, permits)))
+    })
 }

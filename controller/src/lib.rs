@@ -246,7 +246,8 @@ pub async fn serve(
     let tokens = match &config.tokens_file {
         Some(path) => {
             let t = Arc::new(auth::Tokens::load(path).context("--tokens-file")?);
-            t.clone().watch(Duration::from_secs(5), shutdown.child_token());
+            t.clone()
+                .watch(Duration::from_secs(5), shutdown.child_token());
             Some(t)
         }
         None => None,
@@ -290,7 +291,9 @@ pub async fn serve(
         events,
         telemetry: telemetry.clone(),
         limits: config.limits,
-        parses: Arc::new(tokio::sync::Semaphore::new(config.limits.spec_parses.max(1))),
+        parses: Arc::new(tokio::sync::Semaphore::new(
+            config.limits.spec_parses.max(1),
+        )),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -454,11 +457,23 @@ pub async fn serve(
             let campaign = async {
                 loop {
                     match etcd.campaign(ELECTION.as_bytes(), &me, session).await {
-                        Ok(k) => return k,
+                        Ok(k) => return Ok(k),
                         Err(e) => {
                             // The client's request timeout ends a long
                             // campaign now and then: that is no news.
                             let msg = e.to_string();
+                            if msg.contains("permission denied") {
+                                // Campaigning again cannot help: say what to grant.
+                                return Err(anyhow::anyhow!(
+                                    "etcd refused the election key {}{ELECTION}: permission denied for etcd user {}. \
+                                     Grant it readwrite on the key prefix {}/chimera/ \
+                                     (etcdctl role grant-permission ROLE readwrite --prefix=true {}/chimera/; docs/operations.md)",
+                                    config.store_prefix,
+                                    config.etcd.auth.as_ref().map_or("(none: no --etcd-user)", |a| a.user.as_str()),
+                                    config.store_prefix,
+                                    config.store_prefix,
+                                ));
+                            }
                             if msg.contains("Timeout expired") {
                                 tracing::debug!(error = %msg, "campaign timed out; campaigning again");
                             } else {
@@ -470,7 +485,14 @@ pub async fn serve(
                 }
             };
             let key = tokio::select! {
-                k = campaign => k,
+                k = campaign => match k {
+                    Ok(k) => k,
+                    Err(e) => {
+                        shutdown.cancel();
+                        let _ = server.await;
+                        return Err(e);
+                    }
+                },
                 _ = shutdown.cancelled() => {
                     let _ = server.await;
                     return if lost.load(std::sync::atomic::Ordering::SeqCst) {
@@ -480,7 +502,7 @@ pub async fn serve(
                     };
                 }
             };
-            info!(key = %String::from_utf8_lossy(&key), "elected leader");
+            info!(key = %format!("{}{}", config.store_prefix, String::from_utf8_lossy(&key)), "elected leader");
             let guarded: Arc<dyn Store> = Arc::new(store::Guarded {
                 inner: store.clone(),
                 guard: store::Compare::Version(key, store::CmpOp::Greater, 0),

@@ -71,10 +71,7 @@ impl OperatorApi {
     /// cannot stall the runtime's workers (which serve every other RPC and
     /// the systemd watchdog). A parse past its time is refused; its thread
     /// finishes in the background, still holding its permit.
-    async fn parse(
-        &self,
-        source: String,
-    ) -> Result<chimera_domain::spec::ParsedSweep, String> {
+    async fn parse(&self, source: String) -> Result<chimera_domain::spec::ParsedSweep, String> {
         let permit = tokio::time::timeout(
             self.limits.spec_parse_timeout,
             self.parses.clone().acquire_owned(),
@@ -267,6 +264,10 @@ impl OperatorService for OperatorApi {
         &self,
         _request: Request<proto::LiveTelemetryRequest>,
     ) -> Result<Response<proto::LiveTelemetryResponse>, Status> {
+        use prost::Message;
+        // Bounded like a page: a fleet too big for one answer is cut (by
+        // agent and device name) rather than failing the call.
+        let mut bytes = 0usize;
         let samples = self
             .telemetry
             .latest()
@@ -274,6 +275,10 @@ impl OperatorService for OperatorApi {
             .map(|(agent, s)| proto::AgentSample {
                 agent: agent.clone(),
                 sample: Some(s.into()),
+            })
+            .take_while(|s| {
+                bytes += s.encoded_len() + 8;
+                bytes <= PAGE_BYTES
             })
             .collect();
         Ok(Response::new(proto::LiveTelemetryResponse { samples }))
@@ -306,10 +311,7 @@ impl OperatorService for OperatorApi {
             let t = serde_json::from_slice::<TrialRecord>(&kv.value)
                 .map(|t| proto::Trial::from(&t))
                 .map_err(|e| {
-                    Status::internal(format!(
-                        "decode {}: {e}",
-                        String::from_utf8_lossy(&kv.key)
-                    ))
+                    Status::internal(format!("decode {}: {e}", String::from_utf8_lossy(&kv.key)))
                 })?;
             let size = t.encoded_len();
             if !trials.is_empty() && bytes + size > PAGE_BYTES {

@@ -38,7 +38,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_bytes: 2 << 30,
-            trial_bytes: 16 << 20,
+            // What one GetTelemetry answer can carry under the 4 MiB message
+            // limit: about 9,000 samples, 15 minutes at the default 100 ms.
+            trial_bytes: 3 << 20,
             latest: 16_384,
         }
     }
@@ -353,7 +355,11 @@ mod tests {
             s.device_id = (*d).into();
             store.record("a", vec![s], 0);
         }
-        let live: Vec<String> = store.latest().into_iter().map(|(_, s)| s.device_id).collect();
+        let live: Vec<String> = store
+            .latest()
+            .into_iter()
+            .map(|(_, s)| s.device_id)
+            .collect();
         assert_eq!(live.len(), 3);
         assert!(!live.contains(&"cpu".to_owned()) && live.contains(&"d4".to_owned()));
     }

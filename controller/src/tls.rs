@@ -120,7 +120,9 @@ pub fn init_ca(dir: &Path, days: u32, force: bool) -> anyhow::Result<(PathBuf, P
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     validity(&mut params, days);
     let key = KeyPair::generate().context("generate the CA key")?;
-    let cert = params.self_signed(&key).context("sign the CA certificate")?;
+    let cert = params
+        .self_signed(&key)
+        .context("sign the CA certificate")?;
     write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
     write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
     Ok((cert_path, key_path))
@@ -252,7 +254,9 @@ mod tests {
         assert!(format!("{e:#}").contains("already holds a CA"), "{e:#}");
         for (subject, id) in [
             (
-                Subject::Agent { name: "gpu-1".into() },
+                Subject::Agent {
+                    name: "gpu-1".into(),
+                },
                 Identity::Agent("gpu-1".into()),
             ),
             (

@@ -135,7 +135,12 @@ mod tests {
             },
             Identity::Controller("c1".into()),
         ] {
-            assert_eq!(Identity::from_uri(&id.uri()), Some(id.clone()), "{}", id.uri());
+            assert_eq!(
+                Identity::from_uri(&id.uri()),
+                Some(id.clone()),
+                "{}",
+                id.uri()
+            );
         }
         for bad in [
             "spiffe://other/agent/a",

@@ -66,7 +66,12 @@ pub const MAX_ID_LEN: usize = 64;
 /// never breaks out of a log line, a Prometheus label or a CSV cell). The
 /// error names `field` and quotes the value.
 pub fn check_id(field: &str, value: &str) -> Result<(), String> {
-    check_chars(field, value, |c| matches!(c, '.' | '_' | '-'), "`.`, `_`, `-`")
+    check_chars(
+        field,
+        value,
+        |c| matches!(c, '.' | '_' | '-'),
+        "`.`, `_`, `-`",
+    )
 }
 
 /// Checks a device id (`cpu`, `gpu:0`): the id rule of [`check_id`] with `:`

@@ -750,6 +750,30 @@ pub fn parse_with(source: &str, limits: &Limits) -> Result<ParsedSweep, SpecErro
                 .to_owned(),
         ));
     }
+    // Grid and random sweeps create every configuration's trials at once,
+    // on at least one class: refuse what cannot fit before building anything.
+    if !spec.search.is_adaptive() {
+        let mut n = count_spaces(&spaces(&spec))?;
+        if let Search::Random { samples, .. } = spec.search {
+            n = n.min(u64::from(samples));
+        }
+        if let Some(max) = spec.budget.max_trials {
+            n = n.min(u64::from(max / spec.repeats.max(1)));
+        }
+        let trials = n.checked_mul(u64::from(spec.repeats));
+        if trials.is_none_or(|t| t > limits.max_trials) {
+            return Err(SpecError::at(
+                source,
+                "repeats",
+                "repeats",
+                None,
+                format!(
+                    "{n} configurations x {} repeats is more than the limit of {} trials per sweep",
+                    spec.repeats, limits.max_trials
+                ),
+            ));
+        }
+    }
     let mut configs = expand(&spec, source)?;
     if let Search::Random { samples, seed } = spec.search {
         configs = sample(configs, samples as usize, seed);
@@ -783,25 +807,6 @@ pub fn parse_with(source: &str, limits: &Limits) -> Result<ParsedSweep, SpecErro
                 spec.search.name()
             ),
         ));
-    }
-    // Grid and random sweeps create every configuration's trials at once,
-    // on at least one class: refuse what cannot fit before building trials.
-    if !spec.search.is_adaptive() {
-        let trials = (configs.len() as u64).checked_mul(u64::from(spec.repeats));
-        if trials.is_none_or(|t| t > limits.max_trials) {
-            return Err(SpecError::at(
-                source,
-                "repeats",
-                "repeats",
-                None,
-                format!(
-                    "{} configurations x {} repeats is more than the limit of {} trials per sweep",
-                    configs.len(),
-                    spec.repeats,
-                    limits.max_trials
-                ),
-            ));
-        }
     }
     if let Some(goal) = spec.search.goal() {
         for (field, m) in std::iter::once(("objective", goal.objective.metric.as_str())).chain(
@@ -850,35 +855,10 @@ fn sample<T>(all: Vec<T>, n: usize, seed: u64) -> Vec<T> {
 /// Expands the spec's space into concrete configurations, checking each, with
 /// the `when` of the variant each came from.
 pub fn expand(spec: &SweepSpec, source: &str) -> Result<Vec<(Params, Option<Target>)>, SpecError> {
-    let variants: Vec<(String, Space)> = if spec.variants.is_empty() {
-        vec![("params".to_owned(), spec.params.clone())]
-    } else {
-        spec.variants
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (format!("variants[{i}]"), merge(&spec.params, v)))
-            .collect()
-    };
+    let variants = spaces(spec);
     // Count first (checked), build after: a space of 10^12 configurations is
     // refused without allocating one.
-    let mut count: u64 = 0;
-    for (path, space) in &variants {
-        let n = match space {
-            Space::Kernel(k) => count_kernel(k),
-            Space::Model(m) => count_model(m),
-        };
-        count = n
-            .and_then(|n| count.checked_add(n))
-            .filter(|&c| c <= MAX_CONFIGS as u64)
-            .ok_or_else(|| SpecError {
-                path: path.clone(),
-                line: None,
-                message: format!(
-                    "the sweep expands into more than {MAX_CONFIGS} configurations{}",
-                    n.map(|n| format!(" ({n} from {path})")).unwrap_or_default()
-                ),
-            })?;
-    }
+    count_spaces(&variants)?;
     let mut out = Vec::new();
     let mut conditions = Vec::new();
     for (path, space) in variants {
@@ -902,6 +882,44 @@ pub fn expand(spec: &SweepSpec, source: &str) -> Result<Vec<(Params, Option<Targ
     Ok(out.into_iter().zip(conditions).collect())
 }
 
+/// The spaces a spec crosses, with their paths: `params`, or each variant
+/// merged over it.
+fn spaces(spec: &SweepSpec) -> Vec<(String, Space)> {
+    if spec.variants.is_empty() {
+        vec![("params".to_owned(), spec.params.clone())]
+    } else {
+        spec.variants
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("variants[{i}]"), merge(&spec.params, v)))
+            .collect()
+    }
+}
+
+/// How many configurations a spec's spaces expand into, counted with
+/// checked arithmetic; more than [`MAX_CONFIGS`] is an error naming the space.
+fn count_spaces(variants: &[(String, Space)]) -> Result<u64, SpecError> {
+    let mut count: u64 = 0;
+    for (path, space) in variants {
+        let n = match space {
+            Space::Kernel(k) => count_kernel(k),
+            Space::Model(m) => count_model(m),
+        };
+        count = n
+            .and_then(|n| count.checked_add(n))
+            .filter(|&c| c <= MAX_CONFIGS as u64)
+            .ok_or_else(|| SpecError {
+                path: path.clone(),
+                line: None,
+                message: format!(
+                    "the sweep expands into more than {MAX_CONFIGS} configurations{}",
+                    n.map(|n| format!(" ({n} from {path})")).unwrap_or_default()
+                ),
+            })?;
+    }
+    Ok(count)
+}
+
 /// How many configurations a kernel space crosses into; `None` past `u64`.
 fn count_kernel(k: &KernelSpace) -> Option<u64> {
     fn len<T>(v: &Option<OneOrMany<T>>) -> u64 {
@@ -916,7 +934,11 @@ fn count_kernel(k: &KernelSpace) -> Option<u64> {
             KernelOp::Qmatmul => (1, len(&k.format)),
             _ => (len(&k.dtype), 1),
         };
-        let variants = if op.has_variants() { len(&k.variant) } else { 1 };
+        let variants = if op.has_variants() {
+            len(&k.variant)
+        } else {
+            1
+        };
         let n = [dtypes, formats, len(&k.shape), len(&k.threads)]
             .into_iter()
             .try_fold(variants, u64::checked_mul)?;
@@ -1018,7 +1040,9 @@ fn nesting_depth(source: &str) -> Deepest {
                         quote = Some(c)
                     }
                     '*' if matches!(prev, ' ' | '\t' | '[' | '{' | ',' | ':' | '-')
-                        && chars.peek().is_some_and(|n| n.is_alphanumeric() || "_-".contains(*n)) =>
+                        && chars
+                            .peek()
+                            .is_some_and(|n| n.is_alphanumeric() || "_-".contains(*n)) =>
                     {
                         deepest.alias_line.get_or_insert(i + 1);
                     }
@@ -1647,14 +1671,21 @@ variants:
         );
         let e = err(&src);
         assert_eq!(e.path, "repeats");
-        assert!(e.message.contains("4096 configurations x 1000 repeats"), "{e}");
+        assert!(
+            e.message.contains("4096 configurations x 1000 repeats"),
+            "{e}"
+        );
         let tight = super::parse_with(GOOD, &super::Limits { max_trials: 3 }).unwrap_err();
         assert!(tight.message.contains("limit of 3 trials"), "{tight}");
     }
 
     #[test]
     fn deep_nesting_is_refused_before_parsing() {
-        let deep = format!("name: t\nworkload: kernel\nparams: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let deep = format!(
+            "name: t\nworkload: kernel\nparams: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
         let e = err(&deep);
         assert!(e.message.contains("more than 32 deep"), "{e}");
         assert_eq!(e.line, Some(3));

@@ -70,10 +70,7 @@ pub fn check_len(field: &str, value: &str, max: usize) -> Result<(), String> {
 pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
     check_len(field, value, max)?;
     if value.chars().any(char::is_control) {
-        return Err(format!(
-            "{field} {} holds control characters",
-            quote(value)
-        ));
+        return Err(format!("{field} {} holds control characters", quote(value)));
     }
     Ok(())
 }
@@ -144,7 +141,10 @@ mod tests {
     #[test]
     fn checks_name_the_field_and_limit() {
         let e = check_len("hello.hostname", &"h".repeat(2 << 20), MAX_HOSTNAME).unwrap_err();
-        assert!(e.starts_with("hello.hostname: 2097152 bytes exceeds the limit of 253"), "{e}");
+        assert!(
+            e.starts_with("hello.hostname: 2097152 bytes exceeds the limit of 253"),
+            "{e}"
+        );
         assert!(e.len() < 200, "the value is cut: {e}");
         let e = check_metric_name("finished.metrics", "x\ninjected").unwrap_err();
         assert!(e.contains("finished.metrics") && !e.contains('\n'), "{e}");
@@ -153,6 +153,8 @@ mod tests {
         assert!(check_text("reason", "bad\u{1b}[2J", 100).is_err());
         let m: std::collections::BTreeMap<String, String> =
             [("k\n".to_owned(), "v".to_owned())].into();
-        assert!(check_map("fingerprint.extra", m.iter()).unwrap_err().contains("fingerprint.extra"));
+        assert!(check_map("fingerprint.extra", m.iter())
+            .unwrap_err()
+            .contains("fingerprint.extra"));
     }
 }

@@ -1,7 +1,7 @@
 //! Wire types and service stubs generated from `proto/chimera/v1/*.proto`.
 //!
 //! This crate holds the generated code and nothing else: domain types and
-//! validation live in `chimera-spec` and in the services that receive messages.
+//! validation live in `chimera-domain` and in the services that receive messages.
 #![allow(clippy::all)]
 
 /// Package `chimera.v1`.

@@ -161,13 +161,25 @@ async fn pages_of_a_prefix_are_bounded_and_ordered() {
     let first = s.range_page(b"p/", None, 10).await.unwrap().kvs;
     assert_eq!(first.len(), 10);
     assert_eq!(first[0].key, b"p/000");
-    let rest = s.range_page(b"p/", Some(&first[9].key), 100).await.unwrap().kvs;
+    let rest = s
+        .range_page(b"p/", Some(&first[9].key), 100)
+        .await
+        .unwrap()
+        .kvs;
     assert_eq!(rest.len(), 15);
     assert_eq!(rest[0].key, b"p/010");
     assert_eq!(rest[14].key, b"p/024");
     // A token before the prefix starts at the prefix; after it, nothing.
-    assert_eq!(s.range_page(b"p/", Some(b"a"), 1).await.unwrap().kvs[0].key, b"p/000");
-    assert!(s.range_page(b"p/", Some(b"q"), 5).await.unwrap().kvs.is_empty());
+    assert_eq!(
+        s.range_page(b"p/", Some(b"a"), 1).await.unwrap().kvs[0].key,
+        b"p/000"
+    );
+    assert!(s
+        .range_page(b"p/", Some(b"q"), 5)
+        .await
+        .unwrap()
+        .kvs
+        .is_empty());
     assert_eq!(prefix_end(b"p/"), b"p0");
     assert_eq!(prefix_end(&[0xff, 0xff]), Vec::<u8>::new());
 }
