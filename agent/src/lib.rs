@@ -148,13 +148,20 @@ fn trial_key(r: &proto::TrialRef) -> TrialKey {
     (r.sweep_id.clone(), r.trial_id.clone())
 }
 
+/// One attempt of a trial: a trial can be held at two attempts at once (the
+/// controller gave up on one and sent the next to this same agent), and a
+/// cancel or an outcome concerns exactly one of them.
+fn attempt_key(r: &proto::TrialRef) -> (TrialKey, u32) {
+    (trial_key(r), r.attempt)
+}
+
 /// Everything the agent knows, owned by the loop.
 struct State {
     devices: Vec<proto::Device>,
     workers: HashMap<String, Worker>,
     /// Trials accepted and not yet finished: running, or queued behind another
     /// trial on the same device's worker (which runs them one at a time).
-    running: HashMap<TrialKey, Running>,
+    running: HashMap<(TrialKey, u32), Running>,
     outbox: outbox::Outbox,
     draining: bool,
     model_dirs: Arc<models::ModelDirs>,
@@ -183,7 +190,7 @@ impl State {
 
     /// Records a finished trial and returns the message that reports it.
     fn absorb(&mut self, o: Outcome) -> proto::AgentMessage {
-        self.running.remove(&trial_key(o.trial()));
+        self.running.remove(&attempt_key(o.trial()));
         let msg = match o {
             Outcome::Finished {
                 trial,
@@ -280,7 +287,7 @@ impl State {
         }
         info!(sweep = %trial.sweep_id, trial = %trial.trial_id, attempt = trial.attempt, device = %a.device_id, "trial started");
         self.running.insert(
-            trial_key(&trial),
+            attempt_key(&trial),
             Running {
                 trial: trial.clone(),
                 cancel,
@@ -290,7 +297,7 @@ impl State {
     }
 
     fn cancel(&mut self, r: &proto::TrialRef) {
-        if let Some(run) = self.running.get(&trial_key(r)) {
+        if let Some(run) = self.running.get(&attempt_key(r)) {
             info!(trial = %r.trial_id, "cancelling trial");
             run.cancel.store(true, Ordering::Relaxed);
         }
@@ -614,5 +621,56 @@ mod leader_tests {
             Some("http://10.0.0.5:50051".to_owned())
         );
         assert_eq!(leader_named("connection refused"), None);
+    }
+}
+
+#[cfg(test)]
+mod attempt_tests {
+    use super::*;
+
+    fn attempt(n: u32) -> proto::TrialRef {
+        proto::TrialRef {
+            sweep_id: "S".into(),
+            trial_id: "t00013".into(),
+            attempt: n,
+        }
+    }
+
+    /// The controller gave up on attempt 1 and sent attempt 2 to this same
+    /// agent: cancelling the stale attempt 1 must not cancel attempt 2, and
+    /// attempt 1's outcome must not forget attempt 2.
+    #[test]
+    fn two_attempts_of_one_trial_are_kept_apart() {
+        let mut state = State {
+            devices: vec![],
+            workers: HashMap::new(),
+            running: HashMap::new(),
+            outbox: outbox::Outbox::in_memory(16),
+            draining: false,
+            model_dirs: Arc::new(models::ModelDirs::new(&[]).unwrap()),
+            telemetry: vec![],
+        };
+        let flags: Vec<Arc<AtomicBool>> = (1..=2)
+            .map(|n| {
+                let cancel = Arc::new(AtomicBool::new(false));
+                state.running.insert(
+                    attempt_key(&attempt(n)),
+                    Running {
+                        trial: attempt(n),
+                        cancel: cancel.clone(),
+                    },
+                );
+                cancel
+            })
+            .collect();
+        state.cancel(&attempt(1));
+        assert!(flags[0].load(Ordering::Relaxed));
+        assert!(!flags[1].load(Ordering::Relaxed), "attempt 2 was cancelled");
+        state.absorb(worker::Outcome::Failed {
+            trial: attempt(1),
+            reason: "cancelled".into(),
+        });
+        let held: Vec<u32> = state.running.values().map(|r| r.trial.attempt).collect();
+        assert_eq!(held, [2]);
     }
 }

@@ -294,6 +294,7 @@ pub async fn serve(
         parses: Arc::new(tokio::sync::Semaphore::new(
             config.limits.spec_parses.max(1),
         )),
+        watches: Arc::new(tokio::sync::Semaphore::new(operator_service::MAX_WATCHES)),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);

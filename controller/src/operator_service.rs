@@ -36,7 +36,12 @@ pub struct OperatorApi {
     pub limits: crate::Limits,
     /// Specs parsed at once (on blocking threads).
     pub parses: Arc<tokio::sync::Semaphore>,
+    /// `WatchSweep` streams open at once ([`MAX_WATCHES`]).
+    pub watches: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most `WatchSweep` streams open at once, over every connection.
+pub const MAX_WATCHES: usize = 1024;
 
 /// A request's page size: 0 is the default; more than [`PAGE_SIZE`] is cut to it.
 fn page_size(n: u32) -> usize {
@@ -384,12 +389,18 @@ impl OperatorService for OperatorApi {
         request: Request<proto::WatchSweepRequest>,
     ) -> Result<Response<Self::WatchSweepStream>, Status> {
         let id = request.into_inner().sweep_id;
+        let permit = self.watches.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{MAX_WATCHES} sweeps are being watched, the most at once; try again later"
+            ))
+        })?;
         // Subscribe before the snapshot so no change falls between them.
         let mut events = self.events.subscribe();
         let snapshot = self.sweep(&id).await?;
         let (tx, rx) = mpsc::channel(64);
         let this_commands = self.commands.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let done = finished(&snapshot);
             if tx
                 .send(Ok(proto::SweepEvent {
