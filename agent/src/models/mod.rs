@@ -360,8 +360,30 @@ struct HfConfig {
     max_position_embeddings: Option<usize>,
 }
 
+/// `file` inside the model directory `dir`, with symlinks resolved: a file
+/// that a symlink takes out of the directory is refused (the model-dir guard
+/// checks the directory a trial names; this checks each file read from it).
+fn contained(dir: &Path, file: &Path) -> Result<PathBuf, String> {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("model directory: {e}"))?;
+    let real = file
+        .canonicalize()
+        .map_err(|e| format!("model file `{name}`: {e}"))?;
+    if !real.starts_with(&dir) {
+        return Err(format!(
+            "model file `{name}` is a symlink out of its model directory; refused"
+        ));
+    }
+    Ok(real)
+}
+
 fn load_safetensors(dir: &Path) -> Result<Weights, String> {
-    let config_path = dir.join("config.json");
+    let config_path = contained(dir, &dir.join("config.json"))?;
     let e = |x: &dyn std::fmt::Display| format!("model file `{}`: {x}", config_path.display());
     let text = std::fs::read_to_string(&config_path).map_err(|x| e(&x))?;
     let hf: HfConfig = serde_json::from_str(&text).map_err(|x| config_error(&config_path, &x))?;
@@ -391,14 +413,15 @@ fn load_safetensors(dir: &Path) -> Result<Weights, String> {
         rms_eps: hf.rms_norm_eps,
         context_length: hf.max_position_embeddings.unwrap_or(2048),
     };
-    let tok_path = dir.join("tokenizer.json");
+    let tok_path = contained(dir, &dir.join("tokenizer.json"))?;
     let tok_json = std::fs::read_to_string(&tok_path).map_err(err(&tok_path))?;
     let tokenizer: Tokenizer = tok_json.parse().map_err(err(&tok_path))?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(err(dir))?
         .filter_map(|d| d.ok().map(|d| d.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
+        .map(|p| contained(dir, &p))
+        .collect::<Result<_, _>>()?;
     files.sort();
     if files.is_empty() {
         return Err(format!(
@@ -803,5 +826,20 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_file_of_a_safetensors_model_that_links_out_of_its_directory_is_refused() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let secret = root.path().join("secret.json");
+        std::fs::write(&secret, r#"{"model_type":"llama"}"#).expect("write");
+        let model = root.path().join("models").join("m");
+        std::fs::create_dir_all(&model).expect("mkdir");
+        std::os::unix::fs::symlink(&secret, model.join("config.json")).expect("symlink");
+        let e = load(&model)
+            .err()
+            .expect("a link out of the directory was followed");
+        assert!(e.contains("symlink out of its model directory"), "{e}");
+        assert!(!e.contains(&root.path().display().to_string()), "{e}");
     }
 }
