@@ -15,11 +15,11 @@
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Refusal};
-use crate::scheduler::{AgentEvent, Command, Hello, TrialKey, TrialRef};
+use crate::scheduler::{AgentEvent, Command, Hello};
 use chimera_domain::identity::Identity;
 use chimera_domain::ids::{check_device_id, check_id};
 use chimera_domain::wire::{self, quote};
-use chimera_domain::{AgentId, SweepId, TrialId};
+use chimera_domain::{AgentId, SweepId, TrialId, TrialKey, TrialRef};
 use chimera_proto::v1 as proto;
 use chimera_proto::v1::agent_service_server::AgentService;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -137,7 +137,7 @@ impl TryFrom<proto::Hello> for Hello {
             name: AgentId(h.agent_name),
             version: h.agent_version,
             hostname: h.hostname,
-            devices: h.devices,
+            devices: h.devices.into_iter().map(Into::into).collect(),
             features: h.features,
             running,
             labels: h.labels.into_iter().collect(),

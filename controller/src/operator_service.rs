@@ -111,7 +111,8 @@ impl OperatorApi {
         let sweep = SweepId(id.to_owned());
         Ok(self
             .ask(|reply| Command::GetSweep { sweep, reply })
-            .await??)
+            .await??
+            .into())
     }
 }
 
@@ -201,7 +202,10 @@ impl OperatorService for OperatorApi {
                 limit,
                 reply,
             })
-            .await?;
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect();
         let next_page_token = if sweeps.len() == limit {
             sweeps.last().map(|s| s.id.clone()).unwrap_or_default()
         } else {
@@ -230,7 +234,7 @@ impl OperatorService for OperatorApi {
             })
             .await??;
         info!(target: "audit", action = "cancel", caller = %by, sweep = %id, "sweep cancelled");
-        Ok(Response::new(r))
+        Ok(Response::new(r.into()))
     }
 
     async fn get_telemetry(
@@ -350,7 +354,10 @@ impl OperatorService for OperatorApi {
                 limit,
                 reply,
             })
-            .await?;
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect();
         let next_page_token = if agents.len() == limit {
             agents.last().map(|a| a.name.clone()).unwrap_or_default()
         } else {
@@ -379,7 +386,7 @@ impl OperatorService for OperatorApi {
             })
             .await??;
         info!(target: "audit", action = "drain", caller = %by, agent = %name, "agent drained");
-        Ok(Response::new(r))
+        Ok(Response::new(r.into()))
     }
 
     type WatchSweepStream = EventStream;
@@ -429,7 +436,7 @@ impl OperatorService for OperatorApi {
                         }
                         match answer.await {
                             Ok(Ok(s)) => proto::SweepEvent {
-                                sweep: Some(s),
+                                sweep: Some(s.into()),
                                 trial: None,
                             },
                             _ => return,

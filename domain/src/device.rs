@@ -310,3 +310,89 @@ mod tests {
         }
     }
 }
+
+/// A device as an agent declared it in its hello (checked at the wire).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// Stable within the agent: `cpu` or `gpu:<index>`.
+    pub id: String,
+    /// `cpu` or `gpu`.
+    pub kind: String,
+    pub vendor: String,
+    pub model: String,
+    /// Device memory (GPU) or host memory (CPU), bytes.
+    pub memory_bytes: u64,
+    /// Logical cores (CPU) or streaming multiprocessors (GPU, 0 when unknown).
+    pub cores: u32,
+    /// CUDA `major.minor`; empty for a CPU.
+    pub compute_capability: String,
+    /// NVIDIA driver version; empty for a CPU.
+    pub driver_version: String,
+    /// Devices that should measure the same.
+    pub class: String,
+    /// The workload ops the agent can run on it (`kernel/matmul`); none: it
+    /// is reported but never scheduled.
+    pub capabilities: Vec<String>,
+}
+
+impl Device {
+    /// The device as sweep targets see it, on agent `agent` of host `host`.
+    pub fn view<'a>(
+        &'a self,
+        agent: &'a str,
+        host: &'a str,
+        labels: &'a BTreeMap<String, String>,
+    ) -> DeviceView<'a> {
+        DeviceView {
+            kind: &self.kind,
+            class: &self.class,
+            model: &self.model,
+            vendor: &self.vendor,
+            memory_bytes: self.memory_bytes,
+            cores: self.cores,
+            compute_capability: &self.compute_capability,
+            agent,
+            host,
+            labels,
+        }
+    }
+
+    /// Whether the agent can run anything on it.
+    pub fn usable(&self) -> bool {
+        !self.capabilities.is_empty()
+    }
+}
+
+impl From<chimera_proto::v1::Device> for Device {
+    fn from(d: chimera_proto::v1::Device) -> Self {
+        Device {
+            id: d.id,
+            kind: d.kind,
+            vendor: d.vendor,
+            model: d.model,
+            memory_bytes: d.memory_bytes,
+            cores: d.cores,
+            compute_capability: d.compute_capability,
+            driver_version: d.driver_version,
+            class: d.device_class,
+            capabilities: d.capabilities,
+        }
+    }
+}
+
+impl From<&Device> for chimera_proto::v1::Device {
+    fn from(d: &Device) -> Self {
+        chimera_proto::v1::Device {
+            id: d.id.clone(),
+            kind: d.kind.clone(),
+            vendor: d.vendor.clone(),
+            model: d.model.clone(),
+            memory_bytes: d.memory_bytes,
+            cores: d.cores,
+            compute_capability: d.compute_capability.clone(),
+            driver_version: d.driver_version.clone(),
+            device_class: d.class.clone(),
+            capabilities: d.capabilities.clone(),
+        }
+    }
+}

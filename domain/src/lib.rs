@@ -5,6 +5,7 @@
 //! the workload catalogue (ops, formats, block sizes), metric names, device
 //! classes, the results file format and the comparison over results.
 
+pub mod attempt;
 pub mod catalog;
 pub mod compare;
 pub mod cost;
@@ -21,5 +22,6 @@ pub mod spec;
 pub mod telemetry;
 pub mod wire;
 
+pub use attempt::{TrialKey, TrialRef};
 pub use ids::{AgentId, SweepId, TrialId};
 pub use params::{ParamValue, Params};

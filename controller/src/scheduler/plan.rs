@@ -1,0 +1,435 @@
+//! Sweep planning: which trials a submitted sweep becomes on the fleet that
+//! is connected now (a pure function, [`plan_sweep`]), and submitting and
+//! cancelling sweeps.
+
+use super::core::{Core, SweepMeta, SweepSummary};
+use super::effects::{Effects, SweepEvent, ToAgent, Write};
+use super::records::{checked_size, pin_of, SweepRecord, SweepState, ANY_CLASS};
+use super::search_run::{ClassSearch, SearchRun};
+use crate::error::ApiError;
+use chimera_domain::catalog::Workload;
+use chimera_domain::device::Device;
+use chimera_domain::models::EvalTrial;
+use chimera_domain::params::Params;
+use chimera_domain::results::{TrialRecord, TrialState};
+use chimera_domain::search::Proposal;
+use chimera_domain::spec::{find_line, ParsedSweep, Placement, SpecError};
+use chimera_domain::{AgentId, SweepId, TrialId, TrialKey, TrialRef};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use tracing::info;
+
+/// A device of the fleet, as planning sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct FleetDevice<'a> {
+    /// Usable, on a connected agent that is not draining: trials may be
+    /// planned on it (the others only name their class in errors).
+    pub schedulable: bool,
+    pub agent: &'a AgentId,
+    pub host: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub device: &'a Device,
+}
+
+impl FleetDevice<'_> {
+    fn view(&self) -> chimera_domain::device::DeviceView<'_> {
+        self.device.view(&self.agent.0, self.host, self.labels)
+    }
+
+    fn pin(&self) -> String {
+        pin_of(&self.agent.0, &self.device.id)
+    }
+}
+
+/// What a sweep becomes: its trials (eval references first), the
+/// configurations each class may run, and, for adaptive sweeps, the search
+/// that adds later generations.
+pub(super) struct Plan {
+    pub trials: Vec<TrialRecord>,
+    pub class_configs: BTreeMap<String, Vec<u32>>,
+    pub search: Option<SearchRun>,
+    /// Classes (or devices) the sweep runs on.
+    pub targets: usize,
+}
+
+/// For an eval sweep: one reference trial per distinct (model, text,
+/// context, reference format), numbered in order of first use (reference
+/// `i` is trial [`TrialId::nth`]`(i)`), and per configuration the reference
+/// it is scored against. Other workloads: none.
+pub(super) fn eval_references(
+    workload: Workload,
+    configs: &[Params],
+) -> (Vec<Params>, Vec<Option<String>>) {
+    if workload != Workload::Eval {
+        return (Vec::new(), vec![None; configs.len()]);
+    }
+    let mut refs: Vec<Params> = Vec::new();
+    let depends = configs
+        .iter()
+        .map(|c| {
+            let r = EvalTrial::reference_params(c);
+            let i = refs.iter().position(|p| *p == r).unwrap_or_else(|| {
+                refs.push(r);
+                refs.len() - 1
+            });
+            Some(TrialId::nth(i).0)
+        })
+        .collect();
+    (refs, depends)
+}
+
+fn at_line(source: &str, key: &str) -> String {
+    find_line(source, key, None)
+        .map(|l| format!("line {l}: "))
+        .unwrap_or_default()
+}
+
+/// Plans sweep `id` on `fleet`. `source` is the spec's text (errors name
+/// its lines); `max_trials` the cap on trials per sweep. Refuses, naming
+/// the field, a sweep no device matches, an op a class cannot run, or one
+/// that expands past the cap (counted as it grows, before it is built).
+pub(super) fn plan_sweep(
+    id: &SweepId,
+    parsed: &ParsedSweep,
+    source: &str,
+    fleet: &[FleetDevice],
+    max_trials: u64,
+) -> Result<Plan, ApiError> {
+    let spec = &parsed.spec;
+    let workload = spec.workload.name();
+    // Device classes that match the target, with what each can run.
+    let mut classes: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    // Every matching device, as (class, pin), for placement `all`.
+    let mut devices: Vec<(String, String)> = Vec::new();
+    // Conditional configurations (a variant's `when`) by the classes and
+    // devices they are for.
+    let conditional: Vec<usize> = (0..parsed.configs.len())
+        .filter(|&i| parsed.conditions.get(i).is_some_and(Option::is_some))
+        .collect();
+    let mut applies: HashMap<String, HashSet<usize>> = HashMap::new();
+    for d in fleet
+        .iter()
+        .filter(|d| d.schedulable && spec.target.matches(&d.view()))
+    {
+        let class = &d.device.class;
+        classes
+            .entry(class.clone())
+            .or_default()
+            .extend(d.device.capabilities.iter().cloned());
+        let pin = d.pin();
+        for &ci in &conditional {
+            if let Some(Some(when)) = parsed.conditions.get(ci) {
+                if when.matches(&d.view()) {
+                    for key in [class, &pin] {
+                        applies.entry(key.clone()).or_default().insert(ci);
+                    }
+                }
+            }
+        }
+        devices.push((class.clone(), pin));
+    }
+    if classes.is_empty() {
+        let known: BTreeSet<&str> = fleet.iter().map(|d| d.device.class.as_str()).collect();
+        return Err(ApiError::InvalidArgument(format!(
+            "{}target: no connected agent has a device matching {}; connected device classes: [{}]",
+            at_line(source, "target"),
+            serde_json::to_string(&spec.target).unwrap_or_else(|e| format!("(unprintable: {e})")),
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let applicable = |key: &str, ci: usize| {
+        !conditional.contains(&ci) || applies.get(key).is_some_and(|s| s.contains(&ci))
+    };
+    for (ci, config) in parsed.configs.iter().enumerate() {
+        let op = config.get("op").map(|v| v.to_string()).unwrap_or_default();
+        let cap = chimera_domain::catalog::capability(workload, config);
+        let lacking: Vec<&String> = classes
+            .iter()
+            .filter(|(c, caps)| applicable(c, ci) && !caps.contains(&cap))
+            .map(|(c, _)| c)
+            .collect();
+        let refuse = match spec.placement {
+            Placement::EachClass | Placement::All => !lacking.is_empty(),
+            Placement::Any => lacking.len() == classes.len(),
+        };
+        if refuse {
+            let e = SpecError::at(
+                source,
+                "op",
+                "op",
+                Some(&op),
+                format!(
+                    "{} of workload {workload} is not supported by the agents of device class(es) {}",
+                    if op.is_empty() { "this configuration".to_owned() } else { format!("op `{op}`") },
+                    lacking.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+                ),
+            );
+            return Err(ApiError::InvalidArgument(e.to_string()));
+        }
+    }
+    // Where each configuration runs: (class, the device it is pinned to).
+    devices.sort();
+    let targets: Vec<(String, Option<String>)> = match spec.placement {
+        Placement::EachClass => classes.keys().map(|c| (c.clone(), None)).collect(),
+        Placement::Any => vec![(ANY_CLASS.to_owned(), None)],
+        Placement::All => devices.into_iter().map(|(c, pin)| (c, Some(pin))).collect(),
+    };
+    // Eval: every eval trial scored against a reference waits for it and
+    // consumes its output; references run once, on any target device.
+    let (references, depends) = eval_references(spec.workload, &parsed.configs);
+    let mut trials: Vec<TrialRecord> = references
+        .iter()
+        .enumerate()
+        .map(|(ri, params)| {
+            TrialRecord::pending(
+                TrialId::nth(ri).0,
+                id.0.clone(),
+                ANY_CLASS.to_owned(),
+                params.clone(),
+                (parsed.configs.len() + ri) as u32,
+                0,
+            )
+        })
+        .collect();
+    let mut search = spec
+        .search
+        .is_adaptive()
+        .then(|| SearchRun::new(parsed, depends.clone()));
+    // Grid and random: every configuration on every class now. Adaptive:
+    // each class's first generation; the rest follows its results.
+    let mut plan: Vec<((String, Option<String>), Proposal)> = Vec::new();
+    let mut class_configs: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    // Counted as the plan grows (checked): past the limit the submit is
+    // refused before more is built or any trial exists.
+    let over = |placements: usize| {
+        (placements as u64)
+            .checked_mul(u64::from(spec.repeats))
+            .and_then(|n| n.checked_add(references.len() as u64))
+            .is_none_or(|n| n > max_trials)
+    };
+    for target in &targets {
+        let class = &target.0;
+        // The class's (or pinned device's) own space when variants say
+        // which devices they are for.
+        let key = target.1.as_deref().unwrap_or(class);
+        let mine: Vec<usize> = (0..parsed.configs.len())
+            .filter(|&ci| applicable(key, ci))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        if !conditional.is_empty() && target.1.is_none() {
+            class_configs.insert(class.clone(), mine.iter().map(|&i| i as u32).collect());
+        }
+        match &mut search {
+            Some(run) => {
+                run.classes.insert(class.clone(), ClassSearch::default());
+                if let Some(subset) = class_configs.get(class) {
+                    run.subsets.insert(class.clone(), subset.clone());
+                }
+                plan.extend(run.propose(class).into_iter().map(|p| (target.clone(), p)));
+            }
+            None => plan.extend(
+                mine.into_iter()
+                    .map(|config| (target.clone(), Proposal { config, rung: None })),
+            ),
+        }
+        if over(plan.len()) {
+            return Err(ApiError::InvalidArgument(format!(
+                "{}the sweep expands into more than {max_trials} trials ({} or more configuration placements on the {} matching device class(es) or devices, x {} repeats); the limit is {max_trials} trials per sweep (--max-trials-per-sweep)",
+                at_line(source, "repeats"),
+                plan.len(),
+                targets.len(),
+                spec.repeats,
+            )));
+        }
+    }
+    if plan.is_empty() {
+        return Err(ApiError::InvalidArgument(format!(
+            "{}variants: no configuration is for a connected device (each variant's `when` matches none)",
+            at_line(source, "variants"),
+        )));
+    }
+    // Grid order: configuration, then class (and device), then repeat.
+    plan.sort_by(|(a, p), (b, q)| (p.config, a).cmp(&(q.config, b)));
+    for ((class, pinned), p) in plan {
+        let (Some(config), Some(depends_on)) =
+            (parsed.configs.get(p.config), depends.get(p.config))
+        else {
+            continue;
+        };
+        for repeat in 0..spec.repeats {
+            trials.push(TrialRecord {
+                depends_on: depends_on.clone(),
+                rung: p.rung,
+                pinned: pinned.clone(),
+                ..TrialRecord::pending(
+                    TrialId::nth(trials.len()).0,
+                    id.0.clone(),
+                    class.clone(),
+                    config.clone(),
+                    p.config as u32,
+                    repeat,
+                )
+            });
+            if let Some(c) = search.as_mut().and_then(|r| r.classes.get_mut(&class)) {
+                c.created += 1;
+                c.open += 1;
+            }
+        }
+    }
+    Ok(Plan {
+        trials,
+        class_configs,
+        search,
+        targets: targets.len(),
+    })
+}
+
+impl Core {
+    /// Plans, stores and queues sweep `id` (a fresh ULID from the shell):
+    /// the answer is its id and how many trials it starts with.
+    pub fn submit(
+        &mut self,
+        id: SweepId,
+        parsed: &ParsedSweep,
+        source: &str,
+        trace: BTreeMap<String, String>,
+        by: String,
+        fx: &mut Effects,
+    ) -> Result<(SweepId, u32), ApiError> {
+        let active = self.sweeps.values().filter(|m| m.running()).count();
+        if active >= self.config.limits.max_active_sweeps {
+            return Err(ApiError::ResourceExhausted(format!(
+                "{active} sweeps are running, the limit (--max-active-sweeps); wait for one to finish or cancel one"
+            )));
+        }
+        let fleet: Vec<FleetDevice> = self
+            .agents
+            .iter()
+            .flat_map(|(name, a)| {
+                a.devices.iter().map(move |d| FleetDevice {
+                    schedulable: a.connected && !a.draining && d.device.usable(),
+                    agent: name,
+                    host: &a.hostname,
+                    labels: &a.labels,
+                    device: &d.device,
+                })
+            })
+            .collect();
+        let plan = plan_sweep(
+            &id,
+            parsed,
+            source,
+            &fleet,
+            self.config.limits.max_trials_per_sweep,
+        )?;
+        let total = u32::try_from(plan.trials.len()).map_err(|_| {
+            ApiError::InvalidArgument(format!(
+                "the sweep expands into {} trials",
+                plan.trials.len()
+            ))
+        })?;
+        let spec = &parsed.spec;
+        let record = SweepRecord {
+            id: id.0.clone(),
+            name: spec.name.clone(),
+            workload: spec.workload.name().to_owned(),
+            spec_yaml: source.to_owned(),
+            created_unix_ms: self.now.unix_ms,
+            state: SweepState::Running,
+            trials_total: total,
+            harness: spec.harness,
+            placement: spec.placement,
+            target: spec.target.clone(),
+            search: spec.search.clone(),
+            budget: spec.budget,
+            class_configs: plan.class_configs,
+            trace,
+            submitted_by: Some(by),
+            cancelled_by: None,
+        };
+        // Sizes before anything changes: the spec (JSON-escaped in the
+        // record) and every trial record.
+        checked_size("the spec", &record)?;
+        for t in &plan.trials {
+            checked_size("a trial of the sweep", t)?;
+        }
+        self.sweeps.insert(
+            id.clone(),
+            SweepMeta {
+                record,
+                counts: HashMap::from([(TrialState::Pending, total)]),
+                search: plan.search,
+            },
+        );
+        // References first, so their dependents find them live.
+        for rec in plan.trials {
+            self.add_trial(&id, rec, fx);
+        }
+        // The sweep's record last: a store that applies a big batch in
+        // pieces (etcd) never shows a sweep without all its trials.
+        if let Some(meta) = self.sweeps.get(&id) {
+            fx.writes.push(Write::Sweep(meta.record.clone()));
+        }
+        info!(sweep = %id, trials = total, classes = plan.targets, "sweep submitted");
+        if let Ok(sweep) = self.sweep(&id, false) {
+            fx.events.push(SweepEvent { sweep, trial: None });
+        }
+        Ok((id, total))
+    }
+
+    /// Cancels a running sweep: pending trials end, running ones are told to
+    /// stop (their devices stay busy until the agent reports or its lease
+    /// ends). Cancelling an ended sweep changes nothing.
+    pub fn cancel(
+        &mut self,
+        id: &SweepId,
+        by: String,
+        fx: &mut Effects,
+    ) -> Result<SweepSummary, ApiError> {
+        let meta = self
+            .sweeps
+            .get_mut(id)
+            .ok_or_else(|| ApiError::NotFound(format!("sweep `{id}` not found")))?;
+        if !meta.running() {
+            return self.sweep(id, false);
+        }
+        meta.record.state = SweepState::Cancelled;
+        meta.record.cancelled_by = Some(by);
+        fx.writes.push(Write::Sweep(meta.record.clone()));
+        let mut keys: Vec<TrialKey> = self
+            .live
+            .keys()
+            .filter(|k| &k.sweep == id)
+            .cloned()
+            .collect();
+        keys.sort();
+        for key in keys {
+            let Some(rec) = self.live.get(&key) else {
+                continue;
+            };
+            if let (Some(agent), true) = (
+                &rec.agent,
+                matches!(rec.state, TrialState::Assigned | TrialState::Running),
+            ) {
+                let r = TrialRef {
+                    key: key.clone(),
+                    attempt: rec.attempt,
+                };
+                let agent = AgentId(agent.clone());
+                if let Some(a) = self.agents.get(&agent).filter(|a| a.connected) {
+                    fx.sends.push((agent, a.session, ToAgent::Cancel(r)));
+                }
+            }
+            self.update(&key, fx, |t| t.state = TrialState::Cancelled);
+        }
+        self.artifacts.retain(|k, _| &k.sweep != id);
+        info!(sweep = %id, "sweep cancelled");
+        let sweep = self.sweep(id, false)?;
+        fx.events.push(SweepEvent {
+            sweep: sweep.clone(),
+            trial: None,
+        });
+        Ok(sweep)
+    }
+}
