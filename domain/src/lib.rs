@@ -10,6 +10,7 @@ pub mod compare;
 pub mod cost;
 pub mod device;
 pub mod diff;
+pub mod harness;
 pub mod identity;
 pub mod ids;
 pub mod metrics;
