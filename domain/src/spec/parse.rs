@@ -14,6 +14,17 @@ pub struct ParsedSweep {
     pub configs: Vec<Params>,
     /// Per configuration: the devices its variant is for (`when`), if it says.
     pub conditions: Vec<Option<Target>>,
+    /// The YAML as submitted, for display and storage, and to locate fields
+    /// in ([`ParsedSweep::line_of`]).
+    pub source: String,
+}
+
+impl ParsedSweep {
+    /// The 1-based line of [`ParsedSweep::source`] that first sets `key`
+    /// (see [`find_line`]), to point an error found after parsing at the text.
+    pub fn line_of(&self, key: &str) -> Option<usize> {
+        find_line(&self.source, key, None)
+    }
 }
 
 /// Parses YAML text into a spec and expands it under the default
@@ -175,6 +186,7 @@ pub fn parse_with(source: &str, limits: &Limits) -> Result<ParsedSweep, SpecErro
         spec,
         configs,
         conditions,
+        source: source.to_owned(),
     })
 }
 

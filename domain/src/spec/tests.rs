@@ -359,3 +359,12 @@ mod examples {
         assert!(n >= 8, "{n} examples");
     }
 }
+
+#[test]
+fn a_parsed_sweep_keeps_its_text_and_finds_lines() {
+    let p = parse(GOOD).unwrap();
+    assert_eq!(p.source, GOOD);
+    assert_eq!(p.line_of("variants"), Some(7));
+    assert_eq!(p.line_of("threads"), find_line(GOOD, "threads", None));
+    assert_eq!(p.line_of("budget"), None);
+}
