@@ -19,6 +19,7 @@ pub mod params;
 pub mod results;
 pub mod search;
 pub mod spec;
+pub mod stats;
 pub mod telemetry;
 pub mod wire;
 

@@ -2,6 +2,7 @@
 
 use super::Goal;
 use crate::params::{ParamValue, Params};
+use crate::stats::median;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -57,13 +58,7 @@ pub fn best_per_class(goal: &Goal, trials: &[crate::results::TrialRecord]) -> Ve
         if values.is_empty() || top.get(&class).is_some_and(|t| rung < *t) {
             continue;
         }
-        values.sort_by(f64::total_cmp);
-        let n = values.len();
-        let value = if n % 2 == 1 {
-            values[n / 2]
-        } else {
-            (values[n / 2 - 1] + values[n / 2]) / 2.0
-        };
+        let value = median(&mut values);
         let better = out.get(&class).is_none_or(|b| goal.better(value, b.value));
         if better {
             out.insert(

@@ -1,6 +1,7 @@
 //! What the adaptive strategies share: seeded draws per class and generation, and per-rung medians.
 
 use super::Observed;
+use crate::stats::median;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
 
@@ -15,15 +16,7 @@ pub(super) fn aggregate(history: &[Observed], rung: u32) -> BTreeMap<usize, Opti
         }
     }
     by.into_iter()
-        .map(|(c, mut vs)| {
-            vs.sort_by(f64::total_cmp);
-            let m = match vs.len() {
-                0 => None,
-                n if n % 2 == 1 => Some(vs[n / 2]),
-                n => Some((vs[n / 2 - 1] + vs[n / 2]) / 2.0),
-            };
-            (c, m)
-        })
+        .map(|(c, mut vs)| (c, (!vs.is_empty()).then(|| median(&mut vs))))
         .collect()
 }
 
