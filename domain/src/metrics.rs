@@ -253,6 +253,12 @@ pub fn metric(name: &str) -> Option<&'static Metric> {
     METRICS.iter().find(|m| m.name == name)
 }
 
+/// The names of `names` that are not in [`METRICS`], in order: what a test
+/// of a metric producer expects to be empty.
+pub fn unlisted<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    names.into_iter().filter(|n| metric(n).is_none()).collect()
+}
+
 /// Whether a larger value of the metric is better (throughput) or worse
 /// (latency, variation, error), from [`METRICS`]. A name not in the table
 /// (a metric of a newer agent) is judged by its name as before the table
