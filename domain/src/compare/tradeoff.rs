@@ -7,7 +7,6 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// One weight format in a speed / accuracy trade-off.
-/// One weight format in a speed / accuracy trade-off.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TradeoffRow {
     pub device_class: String,

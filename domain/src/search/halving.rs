@@ -24,6 +24,7 @@ pub struct Rungs {
     pub max: u32,
 }
 
+/// Settings of the `halving` strategy (synchronous successive halving).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Halving {
     pub seed: u64,

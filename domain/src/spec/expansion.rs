@@ -107,10 +107,6 @@ fn count_model(m: &ModelSpace) -> Option<u64> {
         .try_fold(1u64, |n, v| n.checked_mul(v.0.len() as u64))
 }
 
-/// Refuses, before the YAML parser sees it, a document nested deeper than
-/// [`MAX_NESTING`] (deep flow collections cost the parser quadratic time)
-/// or using an alias (`*name`: a few aliases of aliases expand a small
-
 fn merge(base: &Space, over: &Space) -> Space {
     match (base, over) {
         (Space::Kernel(b), Space::Kernel(o)) => Space::Kernel(KernelSpace {

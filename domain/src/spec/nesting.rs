@@ -2,6 +2,10 @@
 
 use super::{SpecError, MAX_NESTING};
 
+/// Refuses, before the YAML parser sees it, a document nested deeper than
+/// [`MAX_NESTING`] (deep flow collections cost the parser quadratic time)
+/// or using an alias (`*name`: a few aliases of aliases expand a small
+/// document into billions of values). A conservative scan: flow brackets
 /// outside quotes and comments, block indentation levels, `- ` entries
 /// opened on one line, and `*` where a value starts.
 pub fn check_nesting(source: &str) -> Result<(), SpecError> {
