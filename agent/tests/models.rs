@@ -52,7 +52,15 @@ fn run_in(dirs: &ModelDirs, workload: &str, p: &Params, input: &[u8]) -> Result<
         model_dirs: dirs,
         input,
     };
-    workloads::run(workload, p, &ctx)
+    let out = workloads::run(workload, p, &ctx)?;
+    // Every metric name a model workload emits (and its energy-per-unit
+    // name) is in the domain's metrics table.
+    let unlisted = chimera_domain::metrics::unlisted(out.metric_names());
+    assert!(
+        unlisted.is_empty(),
+        "{workload} emits, not in METRICS: {unlisted:?}"
+    );
+    Ok(out)
 }
 
 fn run(workload: &str, p: &Params, input: &[u8]) -> Result<Output, String> {

@@ -43,10 +43,10 @@ impl Workload {
     /// The metric a comparison of this workload's results shows by default.
     pub fn primary_metric(self) -> &'static str {
         match self {
-            Workload::Kernel => "gflop_per_s",
-            Workload::Quantize => "rmse",
-            Workload::Generate => "decode_tokens_per_s",
-            Workload::Eval => "kl_mean",
+            Workload::Kernel => crate::metrics::GFLOP_PER_S,
+            Workload::Quantize => crate::metrics::RMSE,
+            Workload::Generate => crate::metrics::DECODE_TOKENS_PER_S,
+            Workload::Eval => crate::metrics::KL_MEAN,
         }
     }
 }

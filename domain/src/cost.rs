@@ -1,10 +1,16 @@
 //! What a token costs: measured throughput and energy per configuration and
 //! device class, priced with an operator's prices file.
 
-use crate::compare::{median, split};
+use crate::compare::split;
+use crate::metrics;
 use crate::results::{TrialRecord, TrialState};
+use crate::stats::median;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// The throughput a cost is computed from when none is asked for
+/// (`chimera cost --throughput`).
+pub const DEFAULT_THROUGHPUT: &str = metrics::DECODE_TOKENS_PER_S;
 
 /// Hours in the month the costs are quoted for (30 days).
 pub const HOURS_PER_MONTH: f64 = 720.0;
@@ -100,7 +106,11 @@ pub fn cost(
         {
             tps.entry(key.clone()).or_default().push(*v);
         }
-        if let Some(v) = t.metrics.get("joules_per_token").filter(|v| v.is_finite()) {
+        if let Some(v) = t
+            .metrics
+            .get(metrics::JOULES_PER_TOKEN)
+            .filter(|v| v.is_finite())
+        {
             jpt.entry(key).or_default().push(*v);
         }
     }

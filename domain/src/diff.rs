@@ -5,6 +5,7 @@
 use crate::compare::split;
 use crate::metrics;
 use crate::results::{TrialRecord, TrialState};
+use crate::stats;
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,25 +54,11 @@ impl Side {
         if v.is_empty() {
             return None;
         }
-        let n = v.len();
-        let mean = v.iter().sum::<f64>() / n as f64;
-        let var = if n > 1 {
-            v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64
-        } else {
-            0.0
-        };
-        let mut s = v.to_vec();
-        s.sort_by(f64::total_cmp);
-        let median = if n % 2 == 1 {
-            s[n / 2]
-        } else {
-            (s[n / 2 - 1] + s[n / 2]) / 2.0
-        };
         Some(Side {
-            n,
-            mean,
-            median,
-            stddev: var.sqrt(),
+            n: v.len(),
+            mean: stats::mean(v),
+            median: stats::median(&mut v.to_vec()),
+            stddev: stats::sample_sd(v),
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod compare;
 pub mod cost;
 pub mod device;
 pub mod diff;
+pub mod harness;
 pub mod identity;
 pub mod ids;
 pub mod metrics;
@@ -19,6 +20,7 @@ pub mod params;
 pub mod results;
 pub mod search;
 pub mod spec;
+pub mod stats;
 pub mod telemetry;
 pub mod wire;
 

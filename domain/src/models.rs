@@ -3,6 +3,7 @@
 //! agent checks what the wire carried with the same code before it runs.
 
 use crate::catalog::QuantFormat;
+use crate::ids::TrialId;
 use crate::params::{ParamValue, Params};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -362,6 +363,50 @@ impl EvalTrial {
     }
 }
 
+/// The reference trials of an `eval` sweep, and which one each configuration
+/// is scored against: what [`eval_references`] computes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EvalRefs {
+    /// One reference configuration per distinct
+    /// [`EvalTrial::reference_params`], in order of first use. Reference `i`
+    /// is the sweep's `i`-th trial: its id is [`TrialId::nth(i)`](TrialId::nth),
+    /// and the sweep's other trials are numbered after the references.
+    pub references: Vec<Params>,
+    /// Per configuration (in the order given): the index into
+    /// [`EvalRefs::references`] of the reference it depends on. `Some` for
+    /// every configuration; an `Option` so it lines up with the trials'
+    /// `depends_on`, which is `None` outside eval sweeps.
+    pub depends: Vec<Option<usize>>,
+}
+
+impl EvalRefs {
+    /// Per configuration: the id of the reference trial it depends on.
+    pub fn depends_on(&self) -> Vec<Option<TrialId>> {
+        self.depends.iter().map(|d| d.map(TrialId::nth)).collect()
+    }
+}
+
+/// The reference numbering of an `eval` sweep: one reference trial per
+/// distinct [`EvalTrial::reference_params`] of `configs`, in order of first
+/// use, reference `i` with trial id [`TrialId::nth(i)`](TrialId::nth), and
+/// each configuration's dependency on its reference. A pure function of the
+/// configurations, so a restarted controller numbers a stored sweep the same.
+pub fn eval_references(configs: &[Params]) -> EvalRefs {
+    let mut out = EvalRefs::default();
+    for config in configs {
+        let r = EvalTrial::reference_params(config);
+        let i = match out.references.iter().position(|p| *p == r) {
+            Some(i) => i,
+            None => {
+                out.references.push(r);
+                out.references.len() - 1
+            }
+        };
+        out.depends.push(Some(i));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,5 +471,39 @@ mod tests {
         assert_eq!(t.format, Some(WeightFormat::F32));
         assert_eq!(t.context, 128);
         assert_eq!(t.threads, None);
+    }
+
+    #[test]
+    fn eval_references_are_numbered_in_order_of_first_use() {
+        let eval = |model: &str, format: &str, context: i64| {
+            params(&[
+                ("model", ParamValue::Text(model.into())),
+                ("format", ParamValue::Text(format.into())),
+                ("context", ParamValue::Int(context)),
+            ])
+        };
+        let configs = [
+            eval("b.gguf", "q4k", 128),
+            eval("a.gguf", "q8_0", 128),
+            eval("b.gguf", "q8_0", 128), // b at 128 again: reference 0
+            eval("b.gguf", "q4k", 64),   // another context: its own reference
+        ];
+        let refs = eval_references(&configs);
+        assert_eq!(refs.references.len(), 3);
+        assert_eq!(refs.depends, [Some(0), Some(1), Some(0), Some(2)]);
+        for (i, c) in configs.iter().enumerate() {
+            let r = refs.depends[i].map(|d| &refs.references[d]);
+            assert_eq!(r, Some(&EvalTrial::reference_params(c)));
+        }
+        assert_eq!(
+            refs.depends_on(),
+            [
+                Some(TrialId::nth(0)),
+                Some(TrialId::nth(1)),
+                Some(TrialId::nth(0)),
+                Some(TrialId::nth(2))
+            ]
+        );
+        assert_eq!(eval_references(&[]), EvalRefs::default());
     }
 }

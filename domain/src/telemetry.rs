@@ -3,6 +3,7 @@
 //! throttling). Pure functions over recorded sequences, so they are tested
 //! on sequences, not on hardware.
 
+use crate::metrics;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -232,7 +233,7 @@ pub fn summarize(
     work: Option<(f64, &str)>,
 ) -> Summary {
     let mut m = BTreeMap::new();
-    m.insert("telemetry_samples".to_owned(), measure.len() as f64);
+    m.insert(metrics::TELEMETRY_SAMPLES.to_owned(), measure.len() as f64);
     let values = |f: &str| -> Vec<f64> {
         measure
             .iter()
@@ -245,25 +246,33 @@ pub fn summarize(
     let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let p = values(field::POWER_W);
     if !p.is_empty() {
-        m.insert("power_w_max".to_owned(), max(&p));
+        m.insert(metrics::POWER_W_MAX.to_owned(), max(&p));
     }
     let t = values(field::TEMP_C);
     if !t.is_empty() {
-        m.insert("temp_c_max".to_owned(), max(&t));
+        m.insert(metrics::TEMP_C_MAX.to_owned(), max(&t));
     }
-    for (f, name) in [
-        (field::SM_CLOCK_MHZ, "sm_clock_mhz"),
-        (field::CPU_MHZ_MEAN, "cpu_mhz"),
+    for (f, min_name, mean_name) in [
+        (
+            field::SM_CLOCK_MHZ,
+            metrics::SM_CLOCK_MHZ_MIN,
+            metrics::SM_CLOCK_MHZ_MEAN,
+        ),
+        (
+            field::CPU_MHZ_MEAN,
+            metrics::CPU_MHZ_MIN,
+            metrics::CPU_MHZ_MEAN,
+        ),
     ] {
         let v = values(f);
         if !v.is_empty() {
-            m.insert(format!("{name}_min"), min(&v));
-            m.insert(format!("{name}_mean"), mean(&v));
+            m.insert(min_name.to_owned(), min(&v));
+            m.insert(mean_name.to_owned(), mean(&v));
         }
     }
     for (f, name) in [
-        (field::CPU_UTIL_PCT, "cpu_util_pct_mean"),
-        (field::GPU_UTIL_PCT, "gpu_util_pct_mean"),
+        (field::CPU_UTIL_PCT, metrics::CPU_UTIL_PCT_MEAN),
+        (field::GPU_UTIL_PCT, metrics::GPU_UTIL_PCT_MEAN),
     ] {
         let v = values(f);
         if !v.is_empty() {
@@ -271,8 +280,8 @@ pub fn summarize(
         }
     }
     for (f, name) in [
-        (field::MEM_USED_BYTES, "device_mem_used_bytes_max"),
-        (field::RSS_BYTES, "rss_bytes_max"),
+        (field::MEM_USED_BYTES, metrics::DEVICE_MEM_USED_BYTES_MAX),
+        (field::RSS_BYTES, metrics::RSS_BYTES_MAX),
     ] {
         let v = values(f);
         if !v.is_empty() {
@@ -294,22 +303,25 @@ pub fn summarize(
     }
     if !measure.is_empty() {
         m.insert(
-            "throttled_frac".to_owned(),
+            metrics::THROTTLED_FRAC.to_owned(),
             throttled as f64 / measure.len() as f64,
         );
     }
     let mut energy_source = "none".to_owned();
     if let Some((w, source)) = mean_power_w(measure, counters) {
         energy_source = source;
-        m.insert("power_w_mean".to_owned(), w);
+        m.insert(metrics::POWER_W_MEAN.to_owned(), w);
         let energy = w * measure_s;
-        m.insert("energy_j".to_owned(), energy);
+        m.insert(metrics::ENERGY_J.to_owned(), energy);
         if let Some((units, name)) = work.filter(|(u, _)| *u > 0.0) {
             m.insert(name.to_owned(), energy / units);
         }
         if let Some((idle_w, _)) = mean_power_w(idle, counters) {
-            m.insert("idle_power_w".to_owned(), idle_w);
-            m.insert("energy_j_net".to_owned(), energy - idle_w * measure_s);
+            m.insert(metrics::IDLE_POWER_W.to_owned(), idle_w);
+            m.insert(
+                metrics::ENERGY_J_NET.to_owned(),
+                energy - idle_w * measure_s,
+            );
         }
     }
     Summary {
@@ -466,5 +478,45 @@ mod tests {
             assert!(!sum.metrics.contains_key(absent), "{absent}");
         }
         assert_eq!(sum.metrics["telemetry_samples"], 2.0);
+    }
+
+    /// Every name the summary can emit, with every sensor present, is in the
+    /// metrics table.
+    #[test]
+    fn every_summary_metric_is_in_the_table() {
+        let all = [
+            (field::GPU_ENERGY_MJ, 0.0),
+            (field::POWER_W, 100.0),
+            (field::TEMP_C, 60.0),
+            (field::SM_CLOCK_MHZ, 1500.0),
+            (field::CPU_MHZ_MEAN, 3000.0),
+            (field::CPU_UTIL_PCT, 50.0),
+            (field::GPU_UTIL_PCT, 80.0),
+            (field::MEM_USED_BYTES, 1e9),
+            (field::RSS_BYTES, 1e8),
+        ];
+        let at = |t: i64, phase: Phase, energy: f64| {
+            let mut f = all;
+            f[0].1 = energy;
+            s(t, phase, &f, &["sw_thermal_slowdown"])
+        };
+        let idle = [at(-200, Phase::Idle, 0.0), at(-100, Phase::Idle, 1000.0)];
+        let measure = [
+            at(0, Phase::Measure, 2000.0),
+            at(100, Phase::Measure, 4000.0),
+        ];
+        let (mi, me): (Vec<&Sample>, Vec<&Sample>) =
+            (idle.iter().collect(), measure.iter().collect());
+        for work in [
+            metrics::JOULES_PER_TOKEN,
+            metrics::JOULES_PER_OP,
+            metrics::JOULES_PER_WEIGHT,
+        ] {
+            let sum = summarize(&me, &mi, &[NVML], 0.1, Some((10.0, work)));
+            assert!(sum.metrics.contains_key(work), "{:?}", sum.metrics);
+            assert!(sum.metrics.contains_key(metrics::SM_CLOCK_MHZ_MEAN));
+            let unlisted = metrics::unlisted(sum.metrics.keys().map(String::as_str));
+            assert!(unlisted.is_empty(), "not in METRICS: {unlisted:?}");
+        }
     }
 }

@@ -9,6 +9,7 @@ use crate::harness::{self, HarnessError, Settings};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType as CDType, Device, Module, Tensor, D};
 use chimera_domain::catalog::{DType, KernelOp, QuantFormat, Variant};
+use chimera_domain::metrics;
 use chimera_domain::spec::KernelTrial;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -247,16 +248,22 @@ pub fn run(
     )?;
     let roof = crate::roofline::get(&device, device_id, threads, &pool)?;
     let mut metrics = measured.metrics(flops);
-    let p50_s = metrics.get("latency_ms_p50").copied().unwrap_or(0.0) * 1e-3;
+    let p50_s = metrics.get(metrics::LATENCY_MS_P50).copied().unwrap_or(0.0) * 1e-3;
     if p50_s > 0.0 {
-        metrics.insert("gb_per_s".into(), bytes / p50_s / 1e9);
+        metrics.insert(metrics::GB_PER_S.into(), bytes / p50_s / 1e9);
         metrics.insert(
-            "roofline_frac".into(),
+            metrics::ROOFLINE_FRAC.into(),
             roof.fraction(flops.unwrap_or(0.0), bytes, p50_s),
         );
     }
-    metrics.insert("roofline_bw_gb_per_s".into(), roof.bandwidth_gb_per_s);
-    metrics.insert("roofline_peak_gflop_per_s".into(), roof.peak_gflop_per_s);
+    metrics.insert(
+        metrics::ROOFLINE_BW_GB_PER_S.into(),
+        roof.bandwidth_gb_per_s,
+    );
+    metrics.insert(
+        metrics::ROOFLINE_PEAK_GFLOP_PER_S.into(),
+        roof.peak_gflop_per_s,
+    );
     Ok(Output {
         metrics,
         threads: threads as u32,
@@ -267,7 +274,7 @@ pub fn run(
         })),
         artifact: Vec::new(),
         measure_s: Some(measured.window.as_secs_f64()),
-        work: Some((measured.samples_ms.len() as f64, "joules_per_op")),
+        work: Some((measured.samples_ms.len() as f64, metrics::JOULES_PER_OP)),
     })
 }
 
@@ -298,11 +305,19 @@ mod tests {
         }
     }
 
+    /// Every metric name a kernel run emits (and its energy-per-op name) is
+    /// in the domain's metrics table.
+    fn assert_named_in_the_table(out: &Output) {
+        let unlisted = metrics::unlisted(out.metric_names());
+        assert!(unlisted.is_empty(), "emitted, not in METRICS: {unlisted:?}");
+    }
+
     #[test]
     fn every_dtype_and_format_measures() {
         let cancel = AtomicBool::new(false);
         for dt in DType::ALL {
             let out = run(&trial(KernelOp::Matmul, dt, None), "cpu", &quick(), &cancel).unwrap();
+            assert_named_in_the_table(&out);
             assert!(out.metrics["gflop_per_s"] > 0.0, "{dt:?}");
             assert_eq!(out.metrics["iterations"], 3.0);
         }
@@ -314,6 +329,7 @@ mod tests {
                 &cancel,
             )
             .unwrap_or_else(|e| panic!("{}: {e}", f.name()));
+            assert_named_in_the_table(&out);
             assert!(out.metrics["latency_ms_p50"] > 0.0, "{}", f.name());
             assert_eq!(out.threads, 1);
         }
@@ -339,6 +355,7 @@ mod tests {
                 };
                 match run(&t, "cpu", &quick(), &cancel) {
                     Ok(out) => {
+                        assert_named_in_the_table(&out);
                         let m = &out.metrics;
                         assert!(
                             m["gb_per_s"] > 0.0 && m["roofline_frac"] > 0.0,

@@ -32,6 +32,17 @@ pub struct Output {
     pub work: Option<(f64, &'static str)>,
 }
 
+impl Output {
+    /// Every metric name the run emits: its metrics and, when it did
+    /// countable work, the energy-per-unit metric the telemetry adds.
+    pub fn metric_names(&self) -> impl Iterator<Item = &str> {
+        self.metrics
+            .keys()
+            .map(String::as_str)
+            .chain(self.work.map(|w| w.1))
+    }
+}
+
 /// Everything a trial runs with besides its parameters.
 pub struct Context<'a> {
     pub device_id: &'a str,

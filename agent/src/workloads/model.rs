@@ -7,6 +7,7 @@ use crate::models::llama::{argmax_rows, Llama};
 use crate::models::quant::{self, TensorReport};
 use crate::models::{self, ggml_type, Weights};
 use candle_core::{Device, Tensor, D};
+use chimera_domain::metrics;
 use chimera_domain::models::{
     EvalTrial, GenerateTrial, ModelPath, QuantizeTrial, WeightFormat, REFERENCE_TOP_K,
 };
@@ -82,35 +83,38 @@ pub fn quantize(t: &QuantizeTrial, ctx: &Context) -> Result<Output, String> {
     let reports = with_errors(&src, &w, reports, &pool)?;
     let size_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
     let mut m = BTreeMap::new();
-    m.insert("size_bytes".into(), size_bytes as f64);
+    m.insert(metrics::SIZE_BYTES.into(), size_bytes as f64);
     m.insert(
-        "bits_per_weight".into(),
+        metrics::BITS_PER_WEIGHT.into(),
         size_bytes as f64 * 8.0 / elements.max(1) as f64,
     );
-    m.insert("quantize_s".into(), quantize_s);
+    m.insert(metrics::QUANTIZE_S.into(), quantize_s);
     m.insert(
-        "quantize_gb_per_s".into(),
+        metrics::QUANTIZE_GB_PER_S.into(),
         elements as f64 * 4.0 / quantize_s.max(1e-9) / 1e9,
     );
-    m.insert("parameters".into(), elements as f64);
+    m.insert(metrics::PARAMETERS.into(), elements as f64);
     let total_sq: f64 = reports
         .iter()
         .map(|r| r.rmse * r.rmse * r.shape.iter().product::<usize>() as f64)
         .sum();
-    m.insert("rmse".into(), (total_sq / elements.max(1) as f64).sqrt());
     m.insert(
-        "max_abs_err".into(),
+        metrics::RMSE.into(),
+        (total_sq / elements.max(1) as f64).sqrt(),
+    );
+    m.insert(
+        metrics::MAX_ABS_ERR.into(),
         reports.iter().map(|r| r.max_abs_err).fold(0.0, f64::max),
     );
     m.insert(
-        "cosine_min".into(),
+        metrics::COSINE_MIN.into(),
         reports.iter().map(|r| r.cosine).fold(1.0, f64::min),
     );
     let fallbacks = reports
         .iter()
         .filter(|r| r.shape.len() > 1 && r.to != t.format.name())
         .count();
-    m.insert("fallback_tensors".into(), fallbacks as f64);
+    m.insert(metrics::FALLBACK_TENSORS.into(), fallbacks as f64);
     let mut detail = serde_json::json!({
         "source": path.file_name().map(|n| n.to_string_lossy().into_owned()),
         "source_formats": stored,
@@ -129,7 +133,7 @@ pub fn quantize(t: &QuantizeTrial, ctx: &Context) -> Result<Output, String> {
             .unwrap_or(Path::new("."))
             .join(format!("{stem}.{}.gguf", t.format.name()));
         let file_bytes = w.write_gguf(&out)?;
-        m.insert("file_bytes".into(), file_bytes as f64);
+        m.insert(metrics::FILE_BYTES.into(), file_bytes as f64);
         let rel = ctx
             .model_dirs
             .dirs()
@@ -145,7 +149,7 @@ pub fn quantize(t: &QuantizeTrial, ctx: &Context) -> Result<Output, String> {
         detail: Some(detail),
         artifact: Vec::new(),
         measure_s: Some(quantize_s),
-        work: Some((elements as f64, "joules_per_weight")),
+        work: Some((elements as f64, metrics::JOULES_PER_WEIGHT)),
     })
 }
 
@@ -314,36 +318,39 @@ pub fn generate(t: &GenerateTrial, ctx: &Context) -> Result<Output, String> {
     let steps = harness::summarize(&steps_ms[(skip * per_iter_steps).min(steps_ms.len())..]);
     let mut out = measured.metrics(None);
     if let Some(s) = ttft {
-        out.insert("ttft_ms".into(), s.p50);
+        out.insert(metrics::TTFT_MS.into(), s.p50);
         out.insert(
-            "prefill_tokens_per_s".into(),
+            metrics::PREFILL_TOKENS_PER_S.into(),
             (b * t.prompt_tokens as usize) as f64 / (s.p50 * 1e-3),
         );
     }
     let roof = crate::roofline::get(&device, ctx.device_id, threads, &pool)?;
     if let (Some(d), true) = (dec, per_iter_steps > 0) {
         let steps_per_s = per_iter_steps as f64 / d.p50;
-        out.insert("decode_tokens_per_s".into(), b as f64 * steps_per_s);
+        out.insert(metrics::DECODE_TOKENS_PER_S.into(), b as f64 * steps_per_s);
         // Each decode step reads every weight once: the memory-bandwidth bound.
         out.insert(
-            "decode_roofline_frac".into(),
+            metrics::DECODE_ROOFLINE_FRAC.into(),
             steps_per_s * m.llama.weight_bytes as f64 / (roof.bandwidth_gb_per_s * 1e9),
         );
-        out.insert("roofline_bw_gb_per_s".into(), roof.bandwidth_gb_per_s);
+        out.insert(
+            metrics::ROOFLINE_BW_GB_PER_S.into(),
+            roof.bandwidth_gb_per_s,
+        );
     }
     if let Some(s) = steps {
-        out.insert("decode_ms_p50".into(), s.p50);
-        out.insert("decode_ms_p99".into(), s.p99);
+        out.insert(metrics::DECODE_MS_P50.into(), s.p50);
+        out.insert(metrics::DECODE_MS_P99.into(), s.p99);
     }
     if let Some(rss) = peak_rss_bytes() {
-        out.insert("peak_rss_bytes".into(), rss);
+        out.insert(metrics::PEAK_RSS_BYTES.into(), rss);
     }
-    out.insert("weight_bytes".into(), m.llama.weight_bytes as f64);
-    out.insert("load_s".into(), m.load_s);
+    out.insert(metrics::WEIGHT_BYTES.into(), m.llama.weight_bytes as f64);
+    out.insert(metrics::LOAD_S.into(), m.load_s);
     let iterations = measured.samples_ms.len() as f64;
     Ok(Output {
         measure_s: Some(measured.window.as_secs_f64()),
-        work: Some((iterations * (b * total) as f64, "joules_per_token")),
+        work: Some((iterations * (b * total) as f64, metrics::JOULES_PER_TOKEN)),
         metrics: out,
         threads: threads as u32,
         detail: Some(serde_json::json!({
@@ -575,15 +582,15 @@ pub fn eval(t: &EvalTrial, ctx: &Context) -> Result<Output, String> {
     ctx.settings.phases.mark(Phase::Cooldown);
     let mean_nll = nll.iter().sum::<f64>() / nll.len().max(1) as f64;
     let mut out = BTreeMap::new();
-    out.insert("perplexity".into(), mean_nll.exp());
-    out.insert("nll_mean".into(), mean_nll);
-    out.insert("scored_tokens".into(), nll.len() as f64);
-    out.insert("eval_s".into(), eval_s);
+    out.insert(metrics::PERPLEXITY.into(), mean_nll.exp());
+    out.insert(metrics::NLL_MEAN.into(), mean_nll);
+    out.insert(metrics::SCORED_TOKENS.into(), nll.len() as f64);
+    out.insert(metrics::EVAL_S.into(), eval_s);
     out.insert(
-        "eval_tokens_per_s".into(),
+        metrics::EVAL_TOKENS_PER_S.into(),
         tokens.len() as f64 / eval_s.max(1e-9),
     );
-    out.insert("weight_bytes".into(), m.llama.weight_bytes as f64);
+    out.insert(metrics::WEIGHT_BYTES.into(), m.llama.weight_bytes as f64);
     let mut artifact = Vec::new();
     if let Some(r) = &reference {
         if r.top.len() != kls.len() {
@@ -596,15 +603,18 @@ pub fn eval(t: &EvalTrial, ctx: &Context) -> Result<Output, String> {
         let mut sorted = kls.clone();
         sorted.sort_by(f64::total_cmp);
         out.insert(
-            "kl_mean".into(),
+            metrics::KL_MEAN.into(),
             kls.iter().sum::<f64>() / kls.len().max(1) as f64,
         );
         let rank = ((0.99 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
         out.insert(
-            "kl_p99".into(),
+            metrics::KL_P99.into(),
             sorted.get(rank - 1).copied().unwrap_or(0.0),
         );
-        out.insert("top1_agree".into(), agree as f64 / kls.len().max(1) as f64);
+        out.insert(
+            metrics::TOP1_AGREE.into(),
+            agree as f64 / kls.len().max(1) as f64,
+        );
     } else {
         artifact = Reference {
             tokens_hash,
@@ -612,7 +622,7 @@ pub fn eval(t: &EvalTrial, ctx: &Context) -> Result<Output, String> {
             top,
         }
         .encode();
-        out.insert("reference_bytes".into(), artifact.len() as f64);
+        out.insert(metrics::REFERENCE_BYTES.into(), artifact.len() as f64);
     }
     Ok(Output {
         metrics: out,
@@ -624,7 +634,7 @@ pub fn eval(t: &EvalTrial, ctx: &Context) -> Result<Output, String> {
         })),
         artifact,
         measure_s: Some(eval_s),
-        work: Some((tokens.len() as f64, "joules_per_token")),
+        work: Some((tokens.len() as f64, metrics::JOULES_PER_TOKEN)),
     })
 }
 

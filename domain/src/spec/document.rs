@@ -1,0 +1,184 @@
+//! The top-level mapping of a spec: [`SweepSpec`] and its field-by-field reader.
+
+use super::space::{KernelSpace, ModelSpace, OneOrMany, Space};
+use super::{Budget, Harness, Placement, Search, Target, SPEC_VERSION};
+use crate::catalog::Workload;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A parsed, validated sweep spec.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SweepSpec {
+    /// Spec format version (1).
+    pub version: u32,
+    /// Human name of the sweep.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// The workload every trial runs.
+    pub workload: Workload,
+    /// Parameters shared by every variant.
+    pub params: Space,
+    /// Alternatives, each merged over `params`; the sweep is their union.
+    pub variants: Vec<Space>,
+    /// How configurations are chosen from the space.
+    pub search: Search,
+    /// Where each configuration runs.
+    pub placement: Placement,
+    /// Which devices may run the trials.
+    pub target: Target,
+    /// Limits on the sweep's trials and time.
+    pub budget: Budget,
+    /// Times each configuration is run on each class.
+    pub repeats: u32,
+    /// Measurement settings.
+    pub harness: Harness,
+}
+
+const FIELDS: &[&str] = &[
+    "version",
+    "name",
+    "description",
+    "workload",
+    "params",
+    "variants",
+    "search",
+    "placement",
+    "target",
+    "repeats",
+    "harness",
+    "budget",
+];
+
+impl<'de> Deserialize<'de> for SweepSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(SpecVisitor)
+    }
+}
+
+struct SpecVisitor;
+
+pub(super) fn set_once<T, E: de::Error>(
+    slot: &mut Option<T>,
+    v: T,
+    key: &'static str,
+) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(key));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+impl<'de> Visitor<'de> for SpecVisitor {
+    type Value = SweepSpec;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a sweep spec (a mapping with `name`, `workload`, `params`, ...)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SweepSpec, A::Error> {
+        let mut version = None;
+        let mut name = None;
+        let mut description = None;
+        let mut workload: Option<Workload> = None;
+        let mut params = None;
+        let mut variants = None;
+        let mut search = None;
+        let mut placement = None;
+        let mut target = None;
+        let mut repeats = None;
+        let mut harness = None;
+        let mut budget = None;
+        let need_workload = |w: Option<Workload>, key: &str| {
+            w.ok_or_else(|| de::Error::custom(format!("`workload` must be given before `{key}`")))
+        };
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "version" => {
+                    let v: u32 = map.next_value()?;
+                    if v != SPEC_VERSION {
+                        return Err(de::Error::custom(format!(
+                            "version {v} is not supported; this build reads version {SPEC_VERSION}"
+                        )));
+                    }
+                    set_once(&mut version, v, "version")?
+                }
+                "name" => {
+                    let v: String = map.next_value()?;
+                    if v.trim().is_empty() || v.len() > 200 {
+                        return Err(de::Error::custom(format!(
+                            "name `{v}` must be 1 to 200 characters"
+                        )));
+                    }
+                    set_once(&mut name, v, "name")?
+                }
+                "description" => set_once(&mut description, map.next_value()?, "description")?,
+                "workload" => set_once(&mut workload, map.next_value()?, "workload")?,
+                "params" => {
+                    let space = match need_workload(workload, "params")? {
+                        Workload::Kernel => Space::Kernel(map.next_value()?),
+                        _ => Space::Model(map.next_value()?),
+                    };
+                    set_once(&mut params, space, "params")?
+                }
+                "variants" => {
+                    let list: Vec<Space> = match need_workload(workload, "variants")? {
+                        Workload::Kernel => {
+                            let v: OneOrMany<KernelSpace> = map.next_value()?;
+                            v.0.into_iter().map(Space::Kernel).collect()
+                        }
+                        _ => {
+                            let v: OneOrMany<ModelSpace> = map.next_value()?;
+                            v.0.into_iter().map(Space::Model).collect()
+                        }
+                    };
+                    set_once(&mut variants, list, "variants")?
+                }
+                "search" => set_once(&mut search, map.next_value()?, "search")?,
+                "placement" => set_once(&mut placement, map.next_value()?, "placement")?,
+                "target" => set_once(&mut target, map.next_value()?, "target")?,
+                "repeats" => {
+                    let v: u32 = map.next_value()?;
+                    if v == 0 || v > 1000 {
+                        return Err(de::Error::custom(format!(
+                            "repeats = {v} must be between 1 and 1000"
+                        )));
+                    }
+                    set_once(&mut repeats, v, "repeats")?
+                }
+                "harness" => {
+                    let h: Harness = map.next_value()?;
+                    if h.min_iters == 0 {
+                        return Err(de::Error::custom("harness.min_iters must be at least 1"));
+                    }
+                    if h.max_time_ms < h.min_time_ms {
+                        return Err(de::Error::custom(format!(
+                            "harness.max_time_ms = {} is less than min_time_ms = {}",
+                            h.max_time_ms, h.min_time_ms
+                        )));
+                    }
+                    set_once(&mut harness, h, "harness")?
+                }
+                "budget" => set_once(&mut budget, map.next_value()?, "budget")?,
+                other => return Err(de::Error::unknown_field(other, FIELDS)),
+            }
+        }
+        let workload = workload.ok_or_else(|| de::Error::missing_field("workload"))?;
+        Ok(SweepSpec {
+            version: version.unwrap_or(SPEC_VERSION),
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            description,
+            workload,
+            params: params.unwrap_or(Space::empty(workload)),
+            variants: variants.unwrap_or_default(),
+            search: search.unwrap_or_default(),
+            placement: placement.unwrap_or_default(),
+            target: target.unwrap_or_default(),
+            repeats: repeats.unwrap_or(1),
+            harness: harness.unwrap_or_default(),
+            budget: budget.unwrap_or_default(),
+        })
+    }
+}
