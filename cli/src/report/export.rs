@@ -2,102 +2,48 @@
 //! writing the three files into place all or nothing.
 
 use super::{Rendered, INDEX, TRIALS_CSV, TRIALS_FORMAT, TRIALS_JSON};
-use crate::output;
+use crate::output::{self, Column};
+use crate::table::Col;
 use anyhow::{anyhow, bail, Context};
 use chimera_domain::results::ResultsFile;
+use chimera_domain::Params;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// One trial as `trials.json` carries it (the CSV's columns, with the
-/// parameters and the metrics as objects).
+/// One trial as `trials.json` carries it, and the rows of `trials.csv`
+/// (the parameters and the metrics a column each there).
 #[derive(Serialize)]
 struct TrialRow<'a> {
+    // In alphabetical order, as trials.json has always had them.
+    agent: Option<&'a str>,
+    attempt: u32,
+    config_index: u32,
+    device_class: &'a str,
+    device_id: Option<&'a str>,
+    error: Option<&'a str>,
     id: &'a str,
+    metrics: &'a BTreeMap<String, f64>,
+    params: &'a Params,
+    repeat: u32,
+    state: &'a str,
     sweep_id: &'a str,
     sweep_name: &'a str,
-    workload: &'a str,
-    device_class: &'a str,
-    agent: Option<&'a str>,
-    device_id: Option<&'a str>,
-    config_index: u32,
-    params: &'a chimera_domain::Params,
-    repeat: u32,
-    attempt: u32,
-    state: &'a str,
-    error: Option<&'a str>,
-    metrics: &'a BTreeMap<String, f64>,
     wall_ms: Option<f64>,
+    workload: &'a str,
 }
 
-/// The fixed columns of `trials.csv`, before the parameters.
-pub const CSV_LEAD: &[&str] = &[
-    "id",
-    "sweep_id",
-    "sweep_name",
-    "workload",
-    "device_class",
-    "agent",
-    "device_id",
-    "config_index",
-];
-/// The fixed columns after the parameters, before the metrics.
-pub const CSV_MID: &[&str] = &["repeat", "attempt", "state", "error"];
-
-/// Every trial of these sweeps as CSV: the fixed columns, `param.NAME` per
-/// parameter, then one column per metric (both sorted by name), then
-/// `wall_ms`. Text that a spreadsheet would run as a formula is quoted
-/// ([`output::csv_cell`]).
-pub fn trials_csv(sweeps: &[&ResultsFile]) -> anyhow::Result<Vec<u8>> {
-    let trials = || {
-        sweeps
-            .iter()
-            .flat_map(|r| r.trials.iter().map(move |t| (&r.sweep, t)))
-    };
-    let params: BTreeSet<&String> = trials().flat_map(|(_, t)| t.params.keys()).collect();
-    let mets: BTreeSet<&String> = trials().flat_map(|(_, t)| t.metrics.keys()).collect();
-    let mut header: Vec<String> = CSV_LEAD.iter().map(|s| (*s).to_owned()).collect();
-    header.extend(params.iter().map(|p| format!("param.{p}")));
-    header.extend(CSV_MID.iter().map(|s| (*s).to_owned()));
-    header.extend(mets.iter().map(|m| (*m).clone()));
-    header.push("wall_ms".to_owned());
-    let mut w = csv::Writer::from_writer(Vec::new());
-    output::write_csv_row(&mut w, &header)?;
-    for (s, t) in trials() {
-        let mut row = vec![
-            t.id.clone(),
-            t.sweep_id.clone(),
-            s.name.clone(),
-            s.workload.clone(),
-            t.device_class.clone(),
-            t.agent.clone().unwrap_or_default(),
-            t.device_id.clone().unwrap_or_default(),
-            t.config_index.to_string(),
-        ];
-        row.extend(
-            params
-                .iter()
-                .map(|p| t.params.get(*p).map(|v| v.to_string()).unwrap_or_default()),
-        );
-        row.extend([
-            t.repeat.to_string(),
-            t.attempt.to_string(),
-            t.state.name().to_owned(),
-            t.error.clone().unwrap_or_default(),
-        ]);
-        row.extend(
-            mets.iter()
-                .map(|m| t.metrics.get(*m).map(|v| v.to_string()).unwrap_or_default()),
-        );
-        row.push(t.wall_ms.map(|v| v.to_string()).unwrap_or_default());
-        output::write_csv_row(&mut w, &row)?;
-    }
-    w.into_inner().map_err(|e| anyhow!("write CSV: {e}"))
+/// `trials.json`: the rows with the file's format and version.
+#[derive(Serialize)]
+struct TrialsFile<'a> {
+    format: &'static str,
+    trials: &'a [TrialRow<'a>],
+    version: u32,
 }
 
-/// Every trial of these sweeps as `trials.json`.
-pub fn trials_json(sweeps: &[&ResultsFile]) -> anyhow::Result<Vec<u8>> {
-    let rows: Vec<TrialRow> = sweeps
+/// Every trial of these sweeps, in order.
+fn rows<'a>(sweeps: &[&'a ResultsFile]) -> Vec<TrialRow<'a>> {
+    sweeps
         .iter()
         .flat_map(|r| {
             r.trials.iter().map(move |t| TrialRow {
@@ -118,12 +64,50 @@ pub fn trials_json(sweeps: &[&ResultsFile]) -> anyhow::Result<Vec<u8>> {
                 wall_ms: t.wall_ms,
             })
         })
-        .collect();
-    Ok(serde_json::to_vec_pretty(&serde_json::json!({
-        "format": TRIALS_FORMAT,
-        "version": 1,
-        "trials": rows,
-    }))?)
+        .collect()
+}
+
+/// Every trial of these sweeps as CSV: the fixed columns, `param.NAME` per
+/// parameter, then one column per metric (both sorted by name), then
+/// `wall_ms`. Text that a spreadsheet would run as a formula is quoted
+/// ([`output::csv_cell`]).
+pub fn trials_csv(sweeps: &[&ResultsFile]) -> anyhow::Result<Vec<u8>> {
+    let rows = rows(sweeps);
+    let text =
+        |name: &'static str, cell: fn(&TrialRow) -> String| Column::new(name, Col::key(), cell);
+    let mut columns = vec![
+        text("id", |t| t.id.to_owned()),
+        text("sweep_id", |t| t.sweep_id.to_owned()),
+        text("sweep_name", |t| t.sweep_name.to_owned()),
+        text("workload", |t| t.workload.to_owned()),
+        text("device_class", |t| t.device_class.to_owned()),
+        text("agent", |t| t.agent.unwrap_or_default().to_owned()),
+        text("device_id", |t| t.device_id.unwrap_or_default().to_owned()),
+        text("config_index", |t| t.config_index.to_string()),
+    ];
+    columns.extend(output::param_columns(&rows, |t| t.params));
+    columns.extend([
+        text("repeat", |t| t.repeat.to_string()),
+        text("attempt", |t| t.attempt.to_string()),
+        text("state", |t| t.state.to_owned()),
+        text("error", |t| t.error.unwrap_or_default().to_owned()),
+    ]);
+    columns.extend(output::metric_columns(&rows, |t| t.metrics));
+    columns.push(text("wall_ms", |t| {
+        t.wall_ms.map(|v| v.to_string()).unwrap_or_default()
+    }));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    output::write_csv(&mut w, &columns, &rows)?;
+    w.into_inner().map_err(|e| anyhow!("write CSV: {e}"))
+}
+
+/// Every trial of these sweeps as `trials.json`.
+pub fn trials_json(sweeps: &[&ResultsFile]) -> anyhow::Result<Vec<u8>> {
+    Ok(serde_json::to_vec_pretty(&TrialsFile {
+        format: TRIALS_FORMAT,
+        trials: &rows(sweeps),
+        version: 1,
+    })?)
 }
 
 /// Writes the report's files into `dir`, all or nothing: they are written
