@@ -160,68 +160,77 @@ pub async fn submit(
         .into_inner())
 }
 
-/// Every trial of a sweep, page by page.
-pub async fn all_trials(client: &mut Client, sweep: &str) -> anyhow::Result<Vec<proto::Trial>> {
+/// Every item of a paged list: `page(client, token)` asks for one page
+/// and answers its items and the next page's token (empty on the last).
+async fn all_pages<T, Fut>(
+    client: &Client,
+    mut page: impl FnMut(Client, String) -> Fut,
+) -> anyhow::Result<Vec<T>>
+where
+    Fut: std::future::Future<Output = anyhow::Result<(Vec<T>, String)>>,
+{
     let mut out = Vec::new();
-    let mut page_token = String::new();
+    let mut token = String::new();
     loop {
-        let page = client
-            .list_trials(proto::ListTrialsRequest {
-                sweep_id: sweep.to_owned(),
-                page_size: 0,
-                page_token,
-            })
-            .await
-            .map_err(status("list the sweep's trials"))?
-            .into_inner();
-        out.extend(page.trials);
-        if page.next_page_token.is_empty() {
+        let (items, next) = page(client.clone(), token).await?;
+        out.extend(items);
+        if next.is_empty() {
             return Ok(out);
         }
-        page_token = page.next_page_token;
+        token = next;
     }
+}
+
+/// Every trial of a sweep, page by page.
+pub async fn all_trials(client: &mut Client, sweep: &str) -> anyhow::Result<Vec<proto::Trial>> {
+    all_pages(client, |mut c, page_token| {
+        let sweep_id = sweep.to_owned();
+        async move {
+            let req = proto::ListTrialsRequest {
+                sweep_id,
+                page_size: 0,
+                page_token,
+            };
+            let what = "list the sweep's trials";
+            let page = c.list_trials(req).await.map_err(status(what))?.into_inner();
+            Ok((page.trials, page.next_page_token))
+        }
+    })
+    .await
 }
 
 /// Every sweep, newest first, page by page.
 pub async fn all_sweeps(client: &mut Client) -> anyhow::Result<Vec<proto::Sweep>> {
-    let mut out = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_sweeps(proto::ListSweepsRequest {
-                page_size: 0,
-                page_token,
-            })
+    all_pages(client, |mut c, page_token| async move {
+        let req = proto::ListSweepsRequest {
+            page_size: 0,
+            page_token,
+        };
+        let page = c
+            .list_sweeps(req)
             .await
             .map_err(status("list sweeps"))?
             .into_inner();
-        out.extend(page.sweeps);
-        if page.next_page_token.is_empty() {
-            return Ok(out);
-        }
-        page_token = page.next_page_token;
-    }
+        Ok((page.sweeps, page.next_page_token))
+    })
+    .await
 }
 
 /// Every connected agent, by name, page by page.
 pub async fn all_agents(client: &mut Client) -> anyhow::Result<Vec<proto::Agent>> {
-    let mut out = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_agents(proto::ListAgentsRequest {
-                page_size: 0,
-                page_token,
-            })
+    all_pages(client, |mut c, page_token| async move {
+        let req = proto::ListAgentsRequest {
+            page_size: 0,
+            page_token,
+        };
+        let page = c
+            .list_agents(req)
             .await
             .map_err(status("list agents"))?
             .into_inner();
-        out.extend(page.agents);
-        if page.next_page_token.is_empty() {
-            return Ok(out);
-        }
-        page_token = page.next_page_token;
-    }
+        Ok((page.agents, page.next_page_token))
+    })
+    .await
 }
 
 /// The results of a sweep held by a controller.

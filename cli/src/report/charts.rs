@@ -436,3 +436,30 @@ pub fn telemetry_chart(
     }
     Ok(Some((svg, used)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page puts a chart's SVG in as it is (see `html::svg`): this is
+    /// what makes that safe — the labels it draws, which come from the
+    /// results, are escaped by plotters.
+    #[test]
+    fn text_from_the_results_is_escaped_in_the_svg() {
+        let evil = "<script>alert(\"x\")</script> & co";
+        let point = |x: f64| ParetoPoint {
+            class: "cpu".into(),
+            config: evil.into(),
+            x,
+            y: 1.0 / x,
+        };
+        let points = [point(1.0), point(2.0)];
+        let svg =
+            pareto_chart(&points, &points, &["cpu".into()], "gflop_per_s", "cov").expect("a chart");
+        assert!(svg.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co"));
+        assert!(
+            !svg.contains("<script") && !svg.contains("\" & co"),
+            "{svg}"
+        );
+    }
+}
