@@ -274,3 +274,101 @@ pub fn telemetry(samples: &[proto::TelemetrySample], fmt: Format) -> anyhow::Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sweep(cancelled_by: &str) -> proto::Sweep {
+        proto::Sweep {
+            id: "01S".into(),
+            name: "quick \"start\"".into(),
+            workload: "kernel".into(),
+            state: proto::SweepState::Cancelled as i32,
+            created_unix_ms: 1_700_000_000_123,
+            trials_total: 6,
+            trials_pending: 1,
+            trials_running: 2,
+            trials_succeeded: 3,
+            trials_failed: 4,
+            trials_cancelled: 5,
+            submitted_by: "cert:operator/ada".into(),
+            cancelled_by: cancelled_by.into(),
+            ..Default::default()
+        }
+    }
+
+    fn agent(drained_by: &str) -> proto::Agent {
+        let device = |id: &str| proto::Device {
+            id: id.into(),
+            kind: "gpu".into(),
+            vendor: "NVIDIA".into(),
+            model: "H100".into(),
+            memory_bytes: 80 << 30,
+            cores: 132,
+            compute_capability: "9.0".into(),
+            driver_version: "550".into(),
+            device_class: "gpu: H100".into(),
+            capabilities: vec!["generate".into(), "kernel/matmul".into()],
+        };
+        proto::Agent {
+            name: "a1".into(),
+            hostname: "host-1".into(),
+            version: "0.1.0".into(),
+            devices: vec![device("gpu:0"), device("gpu:1")],
+            features: vec!["cpu".into(), "cuda".into()],
+            running: vec![proto::TrialRef {
+                sweep_id: "01S".into(),
+                trial_id: "t00001".into(),
+                attempt: 2,
+            }],
+            last_seen_ms_ago: 1500,
+            connected: true,
+            draining: !drained_by.is_empty(),
+            labels: [("site", "lab"), ("rack", "3"), ("zone", "b")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into_iter()
+                .collect(),
+            registered_by: "cert:agent/a1".into(),
+            drained_by: drained_by.into(),
+        }
+    }
+
+    /// The JSON the listings printed before their rows were types, built
+    /// the way it was then: the rows must print the same bytes.
+    #[test]
+    fn sweep_and_agent_rows_print_the_json_they_always_have() {
+        for by in ["", "cert:operator/bob"] {
+            let s = sweep(by);
+            let old = json!({
+                "id": s.id, "name": s.name, "workload": s.workload, "state": sweep_state(s.state),
+                "created_unix_ms": s.created_unix_ms,
+                "submitted_by": s.submitted_by, "cancelled_by": (!s.cancelled_by.is_empty()).then_some(&s.cancelled_by),
+                "trials": {"total": s.trials_total, "pending": s.trials_pending, "running": s.trials_running,
+                           "succeeded": s.trials_succeeded, "failed": s.trials_failed, "cancelled": s.trials_cancelled},
+            });
+            assert_eq!(
+                serde_json::to_string_pretty(&[SweepRow::from(&s)]).unwrap(),
+                serde_json::to_string_pretty(&[old]).unwrap()
+            );
+            let a = agent(by);
+            let old = json!({
+                "name": a.name, "hostname": a.hostname, "version": a.version, "features": a.features,
+                "connected": a.connected, "draining": a.draining, "last_seen_ms_ago": a.last_seen_ms_ago,
+                "labels": a.labels, "registered_by": a.registered_by,
+                "drained_by": (!a.drained_by.is_empty()).then_some(&a.drained_by),
+                "running": a.running.iter().map(|r| json!({"sweep_id": r.sweep_id, "trial_id": r.trial_id, "attempt": r.attempt})).collect::<Vec<_>>(),
+                "devices": a.devices.iter().map(|d| json!({
+                    "id": d.id, "kind": d.kind, "vendor": d.vendor, "model": d.model, "device_class": d.device_class,
+                    "memory_bytes": d.memory_bytes, "cores": d.cores, "compute_capability": d.compute_capability,
+                    "driver_version": d.driver_version, "capabilities": d.capabilities,
+                })).collect::<Vec<_>>(),
+            });
+            assert_eq!(
+                serde_json::to_string_pretty(&[AgentRow::from(&a)]).unwrap(),
+                serde_json::to_string_pretty(&[old]).unwrap()
+            );
+        }
+    }
+}
