@@ -9,6 +9,7 @@ use chimera_domain::compare::{self, Comparison, ParetoPoint};
 use chimera_domain::metrics;
 use chimera_domain::telemetry::{Phase, Sample};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::collections::BTreeSet;
@@ -251,6 +252,64 @@ pub fn metric_chart(c: &Comparison) -> anyhow::Result<Option<String>> {
     Ok(Some(svg))
 }
 
+/// A chart of numbers against numbers, in plotters' coordinates.
+type XyChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The frame of a chart of numbers against numbers: a white page, the
+/// axes with their ticks (see [`tick`]) and titles.
+struct Frame {
+    /// The chart's name in errors.
+    what: &'static str,
+    size: (u32, u32),
+    margin: u32,
+    /// Room for the x and the y axis's labels, px.
+    label_areas: (u32, u32),
+    /// How many ticks each axis has at most.
+    ticks: (usize, usize),
+    /// The x and the y axis's titles.
+    titles: (String, String),
+}
+
+impl Frame {
+    /// The SVG of the frame over `x` and `y` with what `series` draws in it.
+    fn draw(
+        self,
+        x: std::ops::Range<f64>,
+        y: std::ops::Range<f64>,
+        series: impl FnOnce(&mut XyChart<'_, '_>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<String> {
+        let what = self.what;
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, self.size).into_drawing_area();
+            root.fill(&WHITE).map_err(draw_err(what))?;
+            let mut chart = ChartBuilder::on(&root)
+                .margin(self.margin)
+                .x_label_area_size(self.label_areas.0)
+                .y_label_area_size(self.label_areas.1)
+                .build_cartesian_2d(x, y)
+                .map_err(draw_err(what))?;
+            let fmt = tick;
+            chart
+                .configure_mesh()
+                .x_labels(self.ticks.0)
+                .y_labels(self.ticks.1)
+                .x_label_formatter(&fmt)
+                .y_label_formatter(&fmt)
+                .x_desc(self.titles.0)
+                .y_desc(self.titles.1)
+                .label_style((FONT, 13))
+                .axis_desc_style((FONT, 14))
+                .draw()
+                .map_err(draw_err(what))?;
+            series(&mut chart)?;
+            root.present().map_err(draw_err(what))?;
+        }
+        Ok(svg)
+    }
+}
+
 /// Every configuration of each class at (x, y), the Pareto front filled and
 /// connected.
 pub fn pareto_chart(
@@ -270,29 +329,18 @@ pub fn pareto_chart(
         points.iter().map(|p| p.y).fold(f64::NEG_INFINITY, f64::max),
         0.1,
     );
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (960, 520)).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err("Pareto"))?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(90)
-            .build_cartesian_2d(xlo..xhi, ylo..yhi)
-            .map_err(draw_err("Pareto"))?;
-        let fmt = tick;
-        chart
-            .configure_mesh()
-            .x_labels(8)
-            .y_labels(8)
-            .x_label_formatter(&fmt)
-            .y_label_formatter(&fmt)
-            .x_desc(format!("{} ({})", axis_title(x), direction(x)))
-            .y_desc(format!("{} ({})", axis_title(y), direction(y)))
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .draw()
-            .map_err(draw_err("Pareto"))?;
+    let frame = Frame {
+        what: "Pareto",
+        size: (960, 520),
+        margin: 16,
+        label_areas: (48, 90),
+        ticks: (8, 8),
+        titles: (
+            format!("{} ({})", axis_title(x), direction(x)),
+            format!("{} ({})", axis_title(y), direction(y)),
+        ),
+    };
+    frame.draw(xlo..xhi, ylo..yhi, |chart| {
         let label_points = points.len() <= 24;
         for (ci, class) in classes.iter().enumerate() {
             let col = color(ci);
@@ -335,9 +383,8 @@ pub fn pareto_chart(
                 }
             }
         }
-        root.present().map_err(draw_err("Pareto"))?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// Sensors a telemetry chart groups: a title, the fields, their unit.
@@ -394,29 +441,18 @@ pub fn telemetry_chart(
         yhi = yhi.max(100.0);
     }
     let used: Vec<String> = used.into_iter().collect();
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (960, 300)).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err("telemetry"))?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(80)
-            .build_cartesian_2d(0f64..tmax * 1.02, ylo..yhi)
-            .map_err(draw_err("telemetry"))?;
-        let fmt = tick;
-        chart
-            .configure_mesh()
-            .x_labels(10)
-            .y_labels(6)
-            .x_label_formatter(&fmt)
-            .y_label_formatter(&fmt)
-            .x_desc("time since the trial's first sample [s]")
-            .y_desc(format!("{} [{unit}]", used.join(", ")))
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .draw()
-            .map_err(draw_err("telemetry"))?;
+    let frame = Frame {
+        what: "telemetry",
+        size: (960, 300),
+        margin: 12,
+        label_areas: (44, 80),
+        ticks: (10, 6),
+        titles: (
+            "time since the trial's first sample [s]".to_owned(),
+            format!("{} [{unit}]", used.join(", ")),
+        ),
+    };
+    let svg = frame.draw(0f64..tmax * 1.02, ylo..yhi, |chart| {
         for (col, pts) in &lines {
             chart
                 .draw_series(LineSeries::new(
@@ -432,8 +468,8 @@ pub fn telemetry_chart(
                 )
                 .map_err(draw_err("telemetry"))?;
         }
-        root.present().map_err(draw_err("telemetry"))?;
-    }
+        Ok(())
+    })?;
     Ok(Some((svg, used)))
 }
 
