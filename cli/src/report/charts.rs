@@ -71,6 +71,13 @@ fn padded(lo: f64, hi: f64, frac: f64) -> (f64, f64) {
     }
 }
 
+/// [`padded`] around the smallest and the largest of `values`.
+fn padded_span(values: impl Iterator<Item = f64> + Clone, frac: f64) -> (f64, f64) {
+    let lo = values.clone().fold(f64::INFINITY, f64::min);
+    let hi = values.fold(f64::NEG_INFINITY, f64::max);
+    padded(lo, hi, frac)
+}
+
 const FONT: &str = "sans-serif";
 
 /// An axis tick: [`num`] without trailing zeros (`8`, `0.05`, `2.5`).
@@ -319,16 +326,8 @@ pub fn pareto_chart(
     x: &str,
     y: &str,
 ) -> anyhow::Result<String> {
-    let (xlo, xhi) = padded(
-        points.iter().map(|p| p.x).fold(f64::INFINITY, f64::min),
-        points.iter().map(|p| p.x).fold(f64::NEG_INFINITY, f64::max),
-        0.12,
-    );
-    let (ylo, yhi) = padded(
-        points.iter().map(|p| p.y).fold(f64::INFINITY, f64::min),
-        points.iter().map(|p| p.y).fold(f64::NEG_INFINITY, f64::max),
-        0.1,
-    );
+    let (xlo, xhi) = padded_span(points.iter().map(|p| p.x), 0.12);
+    let (ylo, yhi) = padded_span(points.iter().map(|p| p.y), 0.1);
     let frame = Frame {
         what: "Pareto",
         size: (960, 520),
@@ -431,11 +430,7 @@ pub fn telemetry_chart(
     }
     let all = || lines.iter().flat_map(|(_, p)| p.iter());
     let tmax = all().map(|p| p.0).fold(0.0, f64::max).max(0.1);
-    let (mut ylo, mut yhi) = padded(
-        all().map(|p| p.1).fold(f64::INFINITY, f64::min),
-        all().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
-        0.1,
-    );
+    let (mut ylo, mut yhi) = padded_span(all().map(|p| p.1), 0.1);
     if unit == "%" {
         ylo = 0.0;
         yhi = yhi.max(100.0);
