@@ -1,16 +1,18 @@
 //! Talking to a controller: how to connect (TLS, a bearer token, the leader
 //! among several controllers), and the calls several commands share
-//! (submit, fetching a sweep's results, listing every page).
+//! (submit, fetching a sweep's results, listing every page); and what they
+//! read from files instead (a sweep spec, a results.json).
 //!
 //! The connection settings come from the global flags and the environment
 //! once, in `main`, and are kept for the process ([`configure`]);
 //! `chimera run` talks to its in-process controller without them
 //! ([`connect_with`] and [`Connection::default`]).
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use chimera_domain::results::{ResultsFile, SweepSummary, TrialRecord};
 use chimera_proto::v1 as proto;
 use chimera_proto::v1::operator_service_client::OperatorServiceClient;
+use std::path::Path;
 use std::sync::OnceLock;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -110,7 +112,7 @@ pub async fn connect_with(urls: &str, conn: &Connection) -> anyhow::Result<Clien
             }
         }
     }
-    anyhow::bail!("no leading controller among {urls}: {}", why.join("; "))
+    bail!("no leading controller among {urls}: {}", why.join("; "))
 }
 
 async fn connect_one(url: &str, conn: &Connection) -> anyhow::Result<Client> {
@@ -158,68 +160,77 @@ pub async fn submit(
         .into_inner())
 }
 
-/// Every trial of a sweep, page by page.
-pub async fn all_trials(client: &mut Client, sweep: &str) -> anyhow::Result<Vec<proto::Trial>> {
+/// Every item of a paged list: `page(client, token)` asks for one page
+/// and answers its items and the next page's token (empty on the last).
+async fn all_pages<T, Fut>(
+    client: &Client,
+    mut page: impl FnMut(Client, String) -> Fut,
+) -> anyhow::Result<Vec<T>>
+where
+    Fut: std::future::Future<Output = anyhow::Result<(Vec<T>, String)>>,
+{
     let mut out = Vec::new();
-    let mut page_token = String::new();
+    let mut token = String::new();
     loop {
-        let page = client
-            .list_trials(proto::ListTrialsRequest {
-                sweep_id: sweep.to_owned(),
-                page_size: 0,
-                page_token,
-            })
-            .await
-            .map_err(status("list the sweep's trials"))?
-            .into_inner();
-        out.extend(page.trials);
-        if page.next_page_token.is_empty() {
+        let (items, next) = page(client.clone(), token).await?;
+        out.extend(items);
+        if next.is_empty() {
             return Ok(out);
         }
-        page_token = page.next_page_token;
+        token = next;
     }
+}
+
+/// Every trial of a sweep, page by page.
+pub async fn all_trials(client: &mut Client, sweep: &str) -> anyhow::Result<Vec<proto::Trial>> {
+    all_pages(client, |mut c, page_token| {
+        let sweep_id = sweep.to_owned();
+        async move {
+            let req = proto::ListTrialsRequest {
+                sweep_id,
+                page_size: 0,
+                page_token,
+            };
+            let what = "list the sweep's trials";
+            let page = c.list_trials(req).await.map_err(status(what))?.into_inner();
+            Ok((page.trials, page.next_page_token))
+        }
+    })
+    .await
 }
 
 /// Every sweep, newest first, page by page.
 pub async fn all_sweeps(client: &mut Client) -> anyhow::Result<Vec<proto::Sweep>> {
-    let mut out = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_sweeps(proto::ListSweepsRequest {
-                page_size: 0,
-                page_token,
-            })
+    all_pages(client, |mut c, page_token| async move {
+        let req = proto::ListSweepsRequest {
+            page_size: 0,
+            page_token,
+        };
+        let page = c
+            .list_sweeps(req)
             .await
             .map_err(status("list sweeps"))?
             .into_inner();
-        out.extend(page.sweeps);
-        if page.next_page_token.is_empty() {
-            return Ok(out);
-        }
-        page_token = page.next_page_token;
-    }
+        Ok((page.sweeps, page.next_page_token))
+    })
+    .await
 }
 
 /// Every connected agent, by name, page by page.
 pub async fn all_agents(client: &mut Client) -> anyhow::Result<Vec<proto::Agent>> {
-    let mut out = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_agents(proto::ListAgentsRequest {
-                page_size: 0,
-                page_token,
-            })
+    all_pages(client, |mut c, page_token| async move {
+        let req = proto::ListAgentsRequest {
+            page_size: 0,
+            page_token,
+        };
+        let page = c
+            .list_agents(req)
             .await
             .map_err(status("list agents"))?
             .into_inner();
-        out.extend(page.agents);
-        if page.next_page_token.is_empty() {
-            return Ok(out);
-        }
-        page_token = page.next_page_token;
-    }
+        Ok((page.agents, page.next_page_token))
+    })
+    .await
 }
 
 /// The results of a sweep held by a controller.
@@ -247,4 +258,38 @@ pub async fn fetch_results(client: &mut Client, sweep: &str) -> anyhow::Result<R
         },
         trials,
     ))
+}
+
+/// Reads a spec file.
+pub fn read_spec(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("read sweep spec {}", path.display()))
+}
+
+/// A sweep's results from a results.json path, or from the controller by id.
+pub async fn load_results(url: &str, sweep_or_path: &str) -> anyhow::Result<ResultsFile> {
+    let path = Path::new(sweep_or_path);
+    if path.is_file() {
+        load_results_file(path)
+    } else {
+        let mut client = connect(url).await?;
+        fetch_results(&mut client, sweep_or_path).await
+    }
+}
+
+/// A results.json, refused when its format or version is not one this
+/// build reads.
+pub fn load_results_file(path: &Path) -> anyhow::Result<ResultsFile> {
+    use chimera_domain::results::{RESULTS_FORMAT, RESULTS_VERSION};
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let file: ResultsFile =
+        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    if file.format != RESULTS_FORMAT || file.version > RESULTS_VERSION {
+        bail!(
+            "{}: format `{}` version {} is not a results file this build reads ({RESULTS_FORMAT} version <= {RESULTS_VERSION})",
+            path.display(),
+            file.format,
+            file.version,
+        );
+    }
+    Ok(file)
 }

@@ -1,6 +1,8 @@
-//! `chimera`: the operator's command line.
+//! `chimera`: the operator's command line — its flags, and the dispatch of
+//! each command to the module that carries it out.
 
 mod client;
+mod commands;
 mod output;
 mod pki;
 mod report;
@@ -8,13 +10,9 @@ mod run;
 mod table;
 mod watch;
 
-use anyhow::{bail, Context};
-use chimera_domain::results::ResultsFile;
-use chimera_proto::v1 as proto;
 use clap::{Parser, Subcommand, ValueEnum};
-pub use client::{connect, fetch_results, status, submit, Client};
 use output::Format;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Chimera: a fleet-wide lab for LLM inference performance.
 #[derive(Parser, Debug)]
@@ -252,15 +250,6 @@ async fn main() {
     }
 }
 
-/// Reads a spec file.
-pub fn read_spec(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("read sweep spec {}", path.display()))
-}
-
-fn prices_name(p: &Path) -> String {
-    p.display().to_string()
-}
-
 fn positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
@@ -273,36 +262,6 @@ fn fraction(s: &str) -> Result<f64, String> {
         Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
         _ => Err(format!("`{s}` must be a fraction in (0, 1]")),
     }
-}
-
-/// A sweep's results from a results.json path, or from the controller by id.
-async fn load_results(url: &str, sweep_or_path: &str) -> anyhow::Result<ResultsFile> {
-    let path = Path::new(sweep_or_path);
-    if path.is_file() {
-        load_results_file(path)
-    } else {
-        let mut client = connect(url).await?;
-        fetch_results(&mut client, sweep_or_path).await
-    }
-}
-
-fn load_results_file(path: &Path) -> anyhow::Result<ResultsFile> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    let file: ResultsFile =
-        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
-    if file.format != chimera_domain::results::RESULTS_FORMAT
-        || file.version > chimera_domain::results::RESULTS_VERSION
-    {
-        bail!(
-            "{}: format `{}` version {} is not a results file this build reads ({} version <= {})",
-            path.display(),
-            file.format,
-            file.version,
-            chimera_domain::results::RESULTS_FORMAT,
-            chimera_domain::results::RESULTS_VERSION
-        );
-    }
-    Ok(file)
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
@@ -322,65 +281,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         OutputArg::Json => Format::Json,
         OutputArg::Csv => Format::Csv,
     };
-    let url = cli.controller;
+    let url = cli.controller.as_str();
     match cli.command {
         Command::Tls(cmd) => pki::tls(cmd),
         Command::Token(cmd) => pki::token(cmd),
-        Command::Sweep(cmd) => sweep(cmd, &url, fmt).await,
-        Command::Agents(AgentsCmd::List) => {
-            let mut client = connect(&url).await?;
-            let agents = client::all_agents(&mut client).await?;
-            output::agents(&agents, fmt)?;
-            Ok(0)
-        }
-        Command::Agents(AgentsCmd::Drain { name }) => {
-            let mut client = connect(&url).await?;
-            let agent = client
-                .drain_agent(proto::DrainAgentRequest { name })
-                .await
-                .map_err(status("drain the agent"))?
-                .into_inner();
-            output::agents(&[agent], fmt)?;
-            Ok(0)
-        }
-        Command::Results { sweep } => {
-            let mut client = connect(&url).await?;
-            let results = fetch_results(&mut client, &sweep).await?;
-            output::results(&results, fmt)?;
-            Ok(0)
-        }
+        Command::Sweep(SweepCmd::Submit { file, wait }) => commands::submit(url, &file, wait).await,
+        Command::Sweep(SweepCmd::List) => commands::sweeps(url, fmt).await,
+        Command::Sweep(SweepCmd::Status { sweep }) => commands::sweep_status(url, sweep, fmt).await,
+        Command::Sweep(SweepCmd::Watch { sweep }) => commands::watch(url, &sweep, fmt).await,
+        Command::Sweep(SweepCmd::Cancel { sweep }) => commands::cancel(url, sweep, fmt).await,
+        Command::Agents(AgentsCmd::List) => commands::agents(url, fmt).await,
+        Command::Agents(AgentsCmd::Drain { name }) => commands::drain(url, name, fmt).await,
+        Command::Results { sweep } => commands::results(url, &sweep, fmt).await,
         Command::Diff {
             a,
             b,
             metric,
             fail_on,
-        } => {
-            let ra = load_results(&url, &a).await?;
-            let rb = load_results(&url, &b).await?;
-            let metric = metric.unwrap_or_else(|| {
-                chimera_domain::compare::default_metric(&ra.sweep.workload, &ra.trials).to_owned()
-            });
-            let d = chimera_domain::diff::diff(&ra.trials, &rb.trials, &metric);
-            output::diff(&d, fmt)?;
-            if d.rows.is_empty() {
-                bail!(
-                    "diff {a} {b}: no configuration with `{metric}` is in both sweeps ({} unmatched)",
-                    d.unmatched
-                );
-            }
-            if let Some(rule) = fail_on {
-                let bad = rule.violations(&d);
-                if !bad.is_empty() {
-                    eprintln!(
-                        "{} configuration(s) regressed by more than {:.1}%",
-                        bad.len(),
-                        rule.threshold * 100.0
-                    );
-                    return Ok(1);
-                }
-            }
-            Ok(0)
-        }
+        } => commands::diff(url, &a, &b, metric, fail_on, fmt).await,
         Command::Cost {
             sweep,
             prices,
@@ -388,25 +306,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             utilization,
             metric,
         } => {
-            let text = std::fs::read_to_string(&prices)
-                .with_context(|| format!("read prices file {}", prices.display()))?;
-            let prices = chimera_domain::cost::Prices::parse(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", prices_name(&prices)))?;
-            let results = load_results(&url, &sweep).await?;
-            let rows = chimera_domain::cost::cost(
-                &results.trials,
-                &prices,
-                &metric,
+            let load = commands::CostLoad {
                 tokens_per_month,
                 utilization,
-            );
-            if rows.is_empty() {
-                bail!(
-                    "cost {sweep}: no succeeded trial reports `{metric}` (a generate sweep does)"
-                );
-            }
-            output::cost(&rows, tokens_per_month, utilization, fmt)?;
-            Ok(0)
+            };
+            commands::cost(url, &sweep, &prices, &metric, load, fmt).await
         }
         Command::Compare {
             sweep,
@@ -415,33 +319,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             with,
             baseline,
         } => {
-            let mut results = load_results(&url, &sweep).await?;
-            for other in &with {
-                results
-                    .trials
-                    .extend(load_results(&url, other).await?.trials);
-            }
-            if let Some(pair) = pareto {
-                let (x, y) = pair
-                    .split_once(',')
-                    .ok_or_else(|| anyhow::anyhow!("--pareto `{pair}`: give two metrics, `X,Y`"))?;
-                let front = chimera_domain::compare::pareto(&results.trials, x.trim(), y.trim());
-                if front.is_empty() {
-                    bail!("--pareto {pair}: no configuration reports both metrics");
-                }
-                output::pareto(&front, x.trim(), y.trim(), fmt)?;
-                return Ok(0);
-            }
-            let metric = metric.unwrap_or_else(|| {
-                chimera_domain::compare::default_metric(&results.sweep.workload, &results.trials)
-                    .to_owned()
-            });
-            let mut cmp = chimera_domain::compare::compare(&results.trials, &metric);
-            if let Some(b) = &baseline {
-                cmp = cmp.with_baseline(b).map_err(anyhow::Error::msg)?;
-            }
-            output::comparison(&cmp, fmt)?;
-            Ok(0)
+            let how = commands::CompareBy {
+                metric,
+                pareto,
+                baseline,
+            };
+            commands::compare(url, &sweep, &with, how, fmt).await
         }
         Command::Run {
             file,
@@ -449,10 +332,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             metric,
             model_dirs,
         } => {
-            let spec = read_spec(&file)?;
+            let spec = client::read_spec(&file)?;
+            let source_name = file.display().to_string();
             run::run(
                 &spec,
-                &file.display().to_string(),
+                &source_name,
                 &out,
                 metric.as_deref(),
                 model_dirs,
@@ -467,92 +351,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             pareto,
             out,
         } => {
-            report::command(
-                &url,
-                &sweeps,
-                &with,
-                metric.as_deref(),
-                pareto.as_deref(),
-                &out,
-            )
-            .await
+            let (metric, pareto) = (metric.as_deref(), pareto.as_deref());
+            report::command(url, &sweeps, &with, metric, pareto, &out).await
         }
         Command::Demo { out, model_dirs } => run::demo(&out, model_dirs, fmt).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "chimera",
-                &mut std::io::stdout(),
-            );
+            let mut out = std::io::stdout();
+            clap_complete::generate(shell, &mut Cli::command(), "chimera", &mut out);
             Ok(0)
         }
-        Command::Telemetry { sweep, trial } => {
-            let mut client = connect(&url).await?;
-            let samples = client
-                .get_telemetry(proto::GetTelemetryRequest {
-                    sweep_id: sweep,
-                    trial_id: trial,
-                })
-                .await
-                .map_err(status("get the trial's telemetry"))?
-                .into_inner()
-                .samples;
-            output::telemetry(&samples, fmt)?;
-            Ok(0)
-        }
-        Command::Models(ModelsCmd::Fetch { dir }) => {
-            use chimera_agent::models::fetch;
-            let dir = dir.unwrap_or_else(fetch::cache_dir);
-            let path = fetch::ensure(&fetch::SMOLLM2, &dir).map_err(anyhow::Error::msg)?;
-            println!("{}", path.display());
-            Ok(0)
-        }
-    }
-}
-
-async fn sweep(cmd: SweepCmd, url: &str, fmt: Format) -> anyhow::Result<i32> {
-    let mut client = connect(url).await?;
-    match cmd {
-        SweepCmd::Submit { file, wait } => {
-            let spec = read_spec(&file)?;
-            let resp = submit(&mut client, spec, &file.display().to_string()).await?;
-            println!("{}", resp.sweep_id);
-            eprintln!("submitted sweep {} ({} trials)", resp.sweep_id, resp.trials);
-            if wait {
-                let last = watch::watch(&mut client, &resp.sweep_id, Some(url)).await?;
-                return Ok(watch::exit_code(&last));
-            }
-            Ok(0)
-        }
-        SweepCmd::List => {
-            let sweeps = client::all_sweeps(&mut client).await?;
-            output::sweeps(&sweeps, fmt)?;
-            Ok(0)
-        }
-        SweepCmd::Status { sweep } => {
-            let s = client
-                .get_sweep(proto::GetSweepRequest { sweep_id: sweep })
-                .await
-                .map_err(status("get the sweep"))?
-                .into_inner();
-            output::sweeps(&[s], fmt)?;
-            Ok(0)
-        }
-        SweepCmd::Watch { sweep } => {
-            let last = watch::watch(&mut client, &sweep, Some(url)).await?;
-            output::sweeps(std::slice::from_ref(&last), fmt)?;
-            Ok(watch::exit_code(&last))
-        }
-        SweepCmd::Cancel { sweep } => {
-            let s = client
-                .cancel_sweep(proto::CancelSweepRequest { sweep_id: sweep })
-                .await
-                .map_err(status("cancel the sweep"))?
-                .into_inner();
-            output::sweeps(&[s], fmt)?;
-            Ok(0)
-        }
+        Command::Telemetry { sweep, trial } => commands::telemetry(url, sweep, trial, fmt).await,
+        Command::Models(ModelsCmd::Fetch { dir }) => commands::fetch_model(dir),
     }
 }

@@ -2,8 +2,9 @@
 //! process, on an embedded store in a temporary directory; sweeps run, the
 //! comparison prints, and the results are written to the output directory.
 
+use crate::client::{self, fetch_results, status, Client};
 use crate::output::{self, Format};
-use crate::{fetch_results, report, status, watch};
+use crate::{report, watch};
 use anyhow::Context;
 use chimera_domain::catalog::Workload;
 use chimera_domain::results::ResultsFile;
@@ -21,6 +22,17 @@ pub const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");
 pub const DEMO_GENERATE: &str = include_str!("../../examples/demo-generate.yaml");
 /// The demo's evaluation sweep (`examples/demo-eval.yaml`).
 pub const DEMO_EVAL: &str = include_str!("../../examples/demo-eval.yaml");
+
+/// How long the local agent may take to connect to the local controller.
+const AGENT_CONNECT_WITHIN: Duration = Duration::from_secs(30);
+
+/// A wall time as people read it: to a tenth of a second (`12s 300ms`).
+fn wall_time(started: Instant) -> humantime::FormattedDuration {
+    let tenths = started.elapsed().as_millis() / 100;
+    humantime::format_duration(Duration::from_millis(
+        u64::try_from(tenths * 100).unwrap_or(u64::MAX),
+    ))
+}
 
 /// An in-process controller and agent.
 struct Local {
@@ -67,11 +79,10 @@ impl Local {
     }
 
     /// A client, once the local agent has connected.
-    async fn client(&self) -> anyhow::Result<crate::Client> {
+    async fn client(&self) -> anyhow::Result<Client> {
         // The in-process controller: loopback, no TLS, no token.
-        let mut client =
-            crate::client::connect_with(&self.url, &crate::client::Connection::default()).await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut client = client::connect_with(&self.url, &client::Connection::default()).await?;
+        let deadline = Instant::now() + AGENT_CONNECT_WITHIN;
         loop {
             let agents = client
                 .list_agents(proto::ListAgentsRequest::default())
@@ -87,7 +98,8 @@ impl Local {
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "the local agent did not connect within 30 s"
+                "the local agent did not connect within {}",
+                humantime::format_duration(AGENT_CONNECT_WITHIN)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -112,11 +124,11 @@ fn parse(spec: &str, source_name: &str) -> anyhow::Result<ParsedSweep> {
 
 /// Submits a sweep, follows it to the end and returns its results and exit code.
 async fn sweep(
-    client: &mut crate::Client,
+    client: &mut Client,
     spec: &str,
     source_name: &str,
 ) -> anyhow::Result<(ResultsFile, i32)> {
-    let resp = crate::submit(client, spec.to_owned(), source_name).await?;
+    let resp = client::submit(client, spec.to_owned(), source_name).await?;
     eprintln!(
         "running sweep {} ({source_name}, {} trials) on the local agent",
         resp.sweep_id, resp.trials
@@ -137,7 +149,7 @@ async fn sweep(
 /// (each sweep with the metric a report selects its trials by): after the
 /// agents' last samples have had time to arrive. A failure to read them is
 /// reported and leaves the file without them; it does not fail the run.
-async fn telemetry(client: &mut crate::Client, runs: &[(&ResultsFile, &str)]) -> Vec<TrialSample> {
+async fn telemetry(client: &mut Client, runs: &[(&ResultsFile, &str)]) -> Vec<TrialSample> {
     tokio::time::sleep(report::TELEMETRY_FLUSH).await;
     let mut budget = report::SAVED_SAMPLES_BUDGET;
     let mut out = Vec::new();
@@ -154,9 +166,7 @@ async fn telemetry(client: &mut crate::Client, runs: &[(&ResultsFile, &str)]) ->
 }
 
 /// The names of the agents' hosts, for a report's header.
-async fn hosts(
-    client: &mut crate::Client,
-) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+async fn hosts(client: &mut Client) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     Ok(client
         .list_agents(proto::ListAgentsRequest::default())
         .await
@@ -245,10 +255,10 @@ pub async fn run(
         }
     }
     eprintln!(
-        "wrote {} and {TELEMETRY_FILE} ({} samples) ({:.1} s wall time)",
+        "wrote {} and {TELEMETRY_FILE} ({} samples) ({} wall time)",
         path.display(),
         samples.len(),
-        started.elapsed().as_secs_f64()
+        wall_time(started)
     );
     Ok(code)
 }
@@ -322,9 +332,9 @@ pub async fn demo(out: &Path, model_dirs_given: Vec<PathBuf>, fmt: Format) -> an
         report_dir.join(report::INDEX).display()
     );
     eprintln!(
-        "wrote results.json (kernels), generate.json, eval.json, {TELEMETRY_FILE} and report/ in {} ({:.1} s wall time)",
+        "wrote results.json (kernels), generate.json, eval.json, {TELEMETRY_FILE} and report/ in {} ({} wall time)",
         out.display(),
-        started.elapsed().as_secs_f64()
+        wall_time(started)
     );
     Ok(c1.max(c2).max(c3))
 }

@@ -1,7 +1,7 @@
 //! Following a sweep: a live progress bar on a terminal, one line per finished
 //! trial otherwise. Everything goes to stderr.
 
-use crate::status;
+use crate::client::{connect, status, Client};
 use chimera_domain::params::{label, params_from_proto};
 use chimera_proto::v1 as proto;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -16,7 +16,7 @@ fn done(s: &proto::Sweep) -> u64 {
 pub const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn subscribe(
-    client: &mut crate::Client,
+    client: &mut Client,
     sweep: &str,
 ) -> Result<tonic::Streaming<proto::SweepEvent>, tonic::Status> {
     Ok(client
@@ -42,7 +42,7 @@ fn retryable(s: &tonic::Status) -> bool {
 /// snapshot, so nothing is missed but the lines of trials that ended
 /// meanwhile.
 pub async fn watch(
-    client: &mut crate::Client,
+    client: &mut Client,
     sweep: &str,
     reconnect: Option<&str>,
 ) -> anyhow::Result<proto::Sweep> {
@@ -171,7 +171,7 @@ async fn resubscribe(
     sweep: &str,
     lost: &str,
     bar: &ProgressBar,
-) -> anyhow::Result<(crate::Client, tonic::Streaming<proto::SweepEvent>)> {
+) -> anyhow::Result<(Client, tonic::Streaming<proto::SweepEvent>)> {
     bar.println(format!(
         "lost the controller ({lost}); following the leader among {urls}"
     ));
@@ -182,7 +182,7 @@ async fn resubscribe(
     let mut why;
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        why = match crate::connect(urls).await {
+        why = match connect(urls).await {
             Ok(mut c) => match subscribe(&mut c, sweep).await {
                 Ok(st) => return Ok((c, st)),
                 Err(s) if !retryable(&s) => return Err(status("watch the sweep")(s)),
@@ -192,8 +192,8 @@ async fn resubscribe(
         };
         if tokio::time::Instant::now() >= deadline {
             anyhow::bail!(
-                "watch sweep {sweep}: no leading controller answered for {} s after the stream was lost ({lost}): {why}",
-                RECONNECT_FOR.as_secs()
+                "watch sweep {sweep}: no leading controller answered for {} after the stream was lost ({lost}): {why}",
+                humantime::format_duration(RECONNECT_FOR)
             );
         }
     }
@@ -201,7 +201,7 @@ async fn resubscribe(
 
 /// One line of the live telemetry of the devices running this sweep's trials:
 /// power, temperature, clock and utilisation, where the device reports them.
-async fn live_line(client: &mut crate::Client, sweep: &str) -> Option<String> {
+async fn live_line(client: &mut Client, sweep: &str) -> Option<String> {
     let samples = client
         .live_telemetry(proto::LiveTelemetryRequest {})
         .await

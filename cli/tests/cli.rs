@@ -1,14 +1,10 @@
 //! The `chimera` binary without a controller: offline commands and errors.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
+mod common;
 
-fn chimera(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_chimera"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::{chimera, repeats_file, results, trial, with, write};
+use serde_json::json;
 
 #[test]
 fn run_refuses_a_bad_spec_before_starting_anything() {
@@ -42,51 +38,21 @@ fn an_unreachable_controller_is_named_in_the_error() {
 #[test]
 fn compare_reads_a_results_file_offline_and_checks_its_format() {
     let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("results.json");
-    std::fs::write(&f, r#"{"format":"something-else","version":1,"sweep":{"id":"s","name":"n","workload":"kernel","state":"done","created_unix_ms":0},"trials":[]}"#).unwrap();
+    let file = with(
+        results("s", "n", vec![]),
+        json!({"format": "something-else"}),
+    );
+    let f = write(&dir.path().join("results.json"), &file);
     let out = chimera(&["compare", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("something-else"));
 }
 
-/// A results file of one configuration repeated, with these values.
-fn results_file(dir: &std::path::Path, name: &str, values: &[f64]) -> std::path::PathBuf {
-    results_file_of(dir, name, "gflop_per_s", values)
-}
-
-fn results_file_of(
-    dir: &std::path::Path,
-    name: &str,
-    metric: &str,
-    values: &[f64],
-) -> std::path::PathBuf {
-    let trials: Vec<serde_json::Value> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            serde_json::json!({
-                "id": format!("t{i:05}"), "sweep_id": "s", "state": "succeeded",
-                "device_class": "cpu: test x2", "config_index": 0, "repeat": i, "attempt": 1,
-                "params": {"op": "qmatmul", "format": "q8_0", "shape": "1,64,64"},
-                "metrics": {metric: v},
-            })
-        })
-        .collect();
-    let file = serde_json::json!({
-        "format": "chimera.results", "version": 1,
-        "sweep": {"id": name, "name": name, "workload": "kernel", "state": "done", "created_unix_ms": 0},
-        "trials": trials,
-    });
-    let path = dir.join(format!("{name}.json"));
-    std::fs::write(&path, file.to_string()).unwrap();
-    path
-}
-
 #[test]
 fn diff_gates_on_a_significant_regression_offline() {
     let dir = tempfile::tempdir().unwrap();
-    let a = results_file(dir.path(), "a", &[100.0, 101.0, 99.0]);
-    let b = results_file(dir.path(), "b", &[80.0, 81.0, 79.0]);
+    let a = repeats_file(dir.path(), "a", "gflop_per_s", &[100.0, 101.0, 99.0]);
+    let b = repeats_file(dir.path(), "b", "gflop_per_s", &[80.0, 81.0, 79.0]);
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
     let out = chimera(&["diff", a, b, "--output", "json"]);
     assert_eq!(out.status.code(), Some(0));
@@ -104,7 +70,7 @@ fn diff_gates_on_a_significant_regression_offline() {
 #[test]
 fn cost_prices_throughput_and_names_a_bad_prices_field() {
     let dir = tempfile::tempdir().unwrap();
-    let r = results_file_of(
+    let r = repeats_file(
         dir.path(),
         "g",
         "decode_tokens_per_s",
@@ -165,8 +131,8 @@ fn cost_prices_throughput_and_names_a_bad_prices_field() {
 #[test]
 fn compare_pareto_joins_two_results_files_by_setup() {
     let dir = tempfile::tempdir().unwrap();
-    let g = results_file_of(dir.path(), "g", "decode_tokens_per_s", &[60.0]);
-    let e = results_file_of(dir.path(), "e", "kl_mean", &[0.005]);
+    let g = repeats_file(dir.path(), "g", "decode_tokens_per_s", &[60.0]);
+    let e = repeats_file(dir.path(), "e", "kl_mean", &[0.005]);
     let out = chimera(&[
         "compare",
         g.to_str().unwrap(),
@@ -210,26 +176,16 @@ fn completions_are_generated_for_the_shells() {
 fn tables_fit_80_columns_and_csv_keeps_every_value_whole() {
     let dir = tempfile::tempdir().unwrap();
     let class = "cpu: AMD EPYC 7B13 64-Core Processor with a rather long name x64";
-    let trials: Vec<serde_json::Value> = ["q8_0", "q4_0"]
+    let trials = ["q8_0", "q4_0"]
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            serde_json::json!({
-                "id": format!("t{i:05}"), "sweep_id": "s", "state": "succeeded",
-                "device_class": class, "config_index": i, "repeat": 0, "attempt": 1,
-                "params": {"op": "qmatmul", "format": f, "shape": "64,11008,4096",
-                           "variant": "a-variant-with-a-long-descriptive-name"},
-                "metrics": {"gflop_per_s": 123456.125 + i as f64},
-            })
+            let t = trial("s", i, f, json!({"gflop_per_s": 123456.125 + i as f64}));
+            let params = json!({"shape": "64,11008,4096", "variant": "a-variant-with-a-long-descriptive-name"});
+            with(t, json!({"device_class": class, "params": params}))
         })
         .collect();
-    let file = serde_json::json!({
-        "format": "chimera.results", "version": 1,
-        "sweep": {"id": "s", "name": "s", "workload": "kernel", "state": "done", "created_unix_ms": 0},
-        "trials": trials,
-    });
-    let f = dir.path().join("results.json");
-    std::fs::write(&f, file.to_string()).unwrap();
+    let f = write(&dir.path().join("results.json"), &results("s", "s", trials));
     let out = chimera(&["compare", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);

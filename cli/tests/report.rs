@@ -9,26 +9,13 @@
 //! fails under `CI=true`.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{chimera, ok, results, trial, with, write};
+use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn chimera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_chimera"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
@@ -287,26 +274,12 @@ fn the_report_of_a_real_sweep_loads_in_chromium_without_console_errors() {
 
 /// A results file of three configurations with `gflop_per_s`.
 fn results_file(dir: &Path) -> PathBuf {
-    let trials: Vec<serde_json::Value> = ["q8_0", "q4_0", "q4k"]
+    let trials = ["q8_0", "q4_0", "q4k"]
         .iter()
         .enumerate()
-        .map(|(i, f)| {
-            serde_json::json!({
-                "id": format!("t{i:05}"), "sweep_id": "S", "state": "succeeded",
-                "device_class": "cpu: test x2", "config_index": i, "repeat": 0, "attempt": 1,
-                "params": {"op": "qmatmul", "format": f, "shape": "1,64,64"},
-                "metrics": {"gflop_per_s": 10.0 + i as f64},
-            })
-        })
+        .map(|(i, f)| trial("S", i, f, json!({"gflop_per_s": 10.0 + i as f64})))
         .collect();
-    let file = serde_json::json!({
-        "format": "chimera.results", "version": 1,
-        "sweep": {"id": "S", "name": "s", "workload": "kernel", "state": "done", "created_unix_ms": 0},
-        "trials": trials,
-    });
-    let path = dir.join("results.json");
-    std::fs::write(&path, file.to_string()).unwrap();
-    path
+    write(&dir.join("results.json"), &results("S", "s", trials))
 }
 
 #[test]
@@ -365,18 +338,12 @@ fn bad_input_is_named_and_nothing_is_written() {
 fn trials_csv_quotes_a_parameter_a_spreadsheet_would_run() {
     let dir = tempfile::tempdir().unwrap();
     let evil = "=HYPERLINK(\"http://evil\")";
-    let file = serde_json::json!({
-        "format": "chimera.results", "version": 1,
-        "sweep": {"id": "S", "name": "@sweep", "workload": "kernel", "state": "done", "created_unix_ms": 0},
-        "trials": [{
-            "id": "t00000", "sweep_id": "S", "state": "succeeded",
-            "device_class": "cpu: test x2", "config_index": 0, "repeat": 0, "attempt": 1,
-            "params": {"op": "qmatmul", "format": "q8_0", "shape": "1,64,64", "note": evil, "offset": -3},
-            "metrics": {"gflop_per_s": 10.0, "delta": -2.5},
-        }],
-    });
-    let results = dir.path().join("results.json");
-    std::fs::write(&results, file.to_string()).unwrap();
+    let t = trial("S", 0, "q8_0", json!({"gflop_per_s": 10.0, "delta": -2.5}));
+    let t = with(t, json!({"params": {"note": evil, "offset": -3}}));
+    let results = write(
+        &dir.path().join("results.json"),
+        &results("S", "@sweep", vec![t]),
+    );
     let out_dir = dir.path().join("out");
     ok(&chimera(&[
         "report",

@@ -1,0 +1,242 @@
+//! The operator commands that talk to a controller or read results files:
+//! each takes its flags' values, prints its listing and returns the
+//! process's exit code.
+
+use crate::client::{self, connect, load_results, read_spec, status};
+use crate::output::{self, Format};
+use crate::watch;
+use anyhow::{bail, Context};
+use chimera_domain::compare;
+use chimera_domain::diff::FailOn;
+use chimera_proto::v1 as proto;
+use std::path::{Path, PathBuf};
+
+/// `chimera sweep submit FILE [--wait]`.
+pub async fn submit(url: &str, file: &Path, wait: bool) -> anyhow::Result<i32> {
+    let mut client = connect(url).await?;
+    let spec = read_spec(file)?;
+    let resp = client::submit(&mut client, spec, &file.display().to_string()).await?;
+    println!("{}", resp.sweep_id);
+    eprintln!("submitted sweep {} ({} trials)", resp.sweep_id, resp.trials);
+    if wait {
+        let last = watch::watch(&mut client, &resp.sweep_id, Some(url)).await?;
+        return Ok(watch::exit_code(&last));
+    }
+    Ok(0)
+}
+
+/// `chimera sweep list`.
+pub async fn sweeps(url: &str, fmt: Format) -> anyhow::Result<i32> {
+    let mut client = connect(url).await?;
+    let sweeps = client::all_sweeps(&mut client).await?;
+    output::sweeps(&sweeps, fmt)?;
+    Ok(0)
+}
+
+/// `chimera sweep status SWEEP`.
+pub async fn sweep_status(url: &str, sweep_id: String, fmt: Format) -> anyhow::Result<i32> {
+    let mut client = connect(url).await?;
+    let s = client
+        .get_sweep(proto::GetSweepRequest { sweep_id })
+        .await
+        .map_err(status("get the sweep"))?
+        .into_inner();
+    output::sweeps(&[s], fmt)?;
+    Ok(0)
+}
+
+/// `chimera sweep watch SWEEP`.
+pub async fn watch(url: &str, sweep: &str, fmt: Format) -> anyhow::Result<i32> {
+    let mut client = connect(url).await?;
+    let last = watch::watch(&mut client, sweep, Some(url)).await?;
+    output::sweeps(std::slice::from_ref(&last), fmt)?;
+    Ok(watch::exit_code(&last))
+}
+
+/// `chimera sweep cancel SWEEP`.
+pub async fn cancel(url: &str, sweep_id: String, fmt: Format) -> anyhow::Result<i32> {
+    let mut client = connect(url).await?;
+    let s = client
+        .cancel_sweep(proto::CancelSweepRequest { sweep_id })
+        .await
+        .map_err(status("cancel the sweep"))?
+        .into_inner();
+    output::sweeps(&[s], fmt)?;
+    Ok(0)
+}
+
+/// `chimera agents list`.
+pub async fn agents(url: &str, fmt: Format) -> anyhow::Result<i32> {
+    let mut client = connect(url).await?;
+    let agents = client::all_agents(&mut client).await?;
+    output::agents(&agents, fmt)?;
+    Ok(0)
+}
+
+/// `chimera agents drain NAME`.
+pub async fn drain(url: &str, name: String, fmt: Format) -> anyhow::Result<i32> {
+    let mut client = connect(url).await?;
+    let agent = client
+        .drain_agent(proto::DrainAgentRequest { name })
+        .await
+        .map_err(status("drain the agent"))?
+        .into_inner();
+    output::agents(&[agent], fmt)?;
+    Ok(0)
+}
+
+/// `chimera results SWEEP`.
+pub async fn results(url: &str, sweep: &str, fmt: Format) -> anyhow::Result<i32> {
+    let mut client = connect(url).await?;
+    let results = client::fetch_results(&mut client, sweep).await?;
+    output::results(&results, fmt)?;
+    Ok(0)
+}
+
+/// `chimera telemetry SWEEP TRIAL`.
+pub async fn telemetry(
+    url: &str,
+    sweep_id: String,
+    trial_id: String,
+    fmt: Format,
+) -> anyhow::Result<i32> {
+    let mut client = connect(url).await?;
+    let samples = client
+        .get_telemetry(proto::GetTelemetryRequest { sweep_id, trial_id })
+        .await
+        .map_err(status("get the trial's telemetry"))?
+        .into_inner()
+        .samples;
+    output::telemetry(&samples, fmt)?;
+    Ok(0)
+}
+
+/// `chimera diff A B [--metric M] [--fail-on RULE]`: exit 1 when the rule
+/// finds a regression.
+pub async fn diff(
+    url: &str,
+    a: &str,
+    b: &str,
+    metric: Option<String>,
+    fail_on: Option<FailOn>,
+    fmt: Format,
+) -> anyhow::Result<i32> {
+    let ra = load_results(url, a).await?;
+    let rb = load_results(url, b).await?;
+    let metric = metric
+        .unwrap_or_else(|| compare::default_metric(&ra.sweep.workload, &ra.trials).to_owned());
+    let d = chimera_domain::diff::diff(&ra.trials, &rb.trials, &metric);
+    output::diff(&d, fmt)?;
+    if d.rows.is_empty() {
+        bail!(
+            "diff {a} {b}: no configuration with `{metric}` is in both sweeps ({} unmatched)",
+            d.unmatched
+        );
+    }
+    if let Some(rule) = fail_on {
+        let bad = rule.violations(&d);
+        if !bad.is_empty() {
+            eprintln!(
+                "{} configuration(s) regressed by more than {:.1}%",
+                bad.len(),
+                rule.threshold * 100.0
+            );
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}
+
+/// The load `chimera cost` prices.
+#[derive(Clone, Copy, Debug)]
+pub struct CostLoad {
+    /// Monthly volume to serve, tokens.
+    pub tokens_per_month: f64,
+    /// Target utilisation of each device, 0 < u <= 1.
+    pub utilization: f64,
+}
+
+/// `chimera cost SWEEP --prices FILE --tokens-per-month N`.
+pub async fn cost(
+    url: &str,
+    sweep: &str,
+    prices_path: &Path,
+    metric: &str,
+    load: CostLoad,
+    fmt: Format,
+) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(prices_path)
+        .with_context(|| format!("read prices file {}", prices_path.display()))?;
+    let prices = chimera_domain::cost::Prices::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", prices_path.display()))?;
+    let results = load_results(url, sweep).await?;
+    let rows = chimera_domain::cost::cost(
+        &results.trials,
+        &prices,
+        metric,
+        load.tokens_per_month,
+        load.utilization,
+    );
+    if rows.is_empty() {
+        bail!("cost {sweep}: no succeeded trial reports `{metric}` (a generate sweep does)");
+    }
+    output::cost(&rows, load.tokens_per_month, load.utilization, fmt)?;
+    Ok(0)
+}
+
+/// What `chimera compare` shows: a metric against the best setup or a
+/// baseline class, or the Pareto front of two metrics.
+#[derive(Clone, Debug, Default)]
+pub struct CompareBy {
+    /// The metric (default: the workload's headline metric).
+    pub metric: Option<String>,
+    /// `X,Y`: the Pareto front instead of the table.
+    pub pareto: Option<String>,
+    /// The device class each class is shown against.
+    pub baseline: Option<String>,
+}
+
+/// `chimera compare SWEEP [--with OTHER]...`.
+pub async fn compare(
+    url: &str,
+    sweep: &str,
+    with: &[String],
+    how: CompareBy,
+    fmt: Format,
+) -> anyhow::Result<i32> {
+    let mut results = load_results(url, sweep).await?;
+    for other in with {
+        results
+            .trials
+            .extend(load_results(url, other).await?.trials);
+    }
+    if let Some(pair) = how.pareto {
+        let (x, y) = pair
+            .split_once(',')
+            .ok_or_else(|| anyhow::anyhow!("--pareto `{pair}`: give two metrics, `X,Y`"))?;
+        let front = compare::pareto(&results.trials, x.trim(), y.trim());
+        if front.is_empty() {
+            bail!("--pareto {pair}: no configuration reports both metrics");
+        }
+        output::pareto(&front, x.trim(), y.trim(), fmt)?;
+        return Ok(0);
+    }
+    let metric = how.metric.unwrap_or_else(|| {
+        compare::default_metric(&results.sweep.workload, &results.trials).to_owned()
+    });
+    let mut cmp = compare::compare(&results.trials, &metric);
+    if let Some(b) = &how.baseline {
+        cmp = cmp.with_baseline(b).map_err(anyhow::Error::msg)?;
+    }
+    output::comparison(&cmp, fmt)?;
+    Ok(0)
+}
+
+/// `chimera models fetch [--dir DIR]`: prints the model file's path.
+pub fn fetch_model(dir: Option<PathBuf>) -> anyhow::Result<i32> {
+    use chimera_agent::models::fetch;
+    let dir = dir.unwrap_or_else(fetch::cache_dir);
+    let path = fetch::ensure(&fetch::SMOLLM2, &dir).map_err(anyhow::Error::msg)?;
+    println!("{}", path.display());
+    Ok(0)
+}

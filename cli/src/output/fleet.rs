@@ -1,0 +1,374 @@
+//! Listings of the controller's state: sweeps, agents and their devices,
+//! and a trial's raw telemetry samples.
+
+use super::{emit, num, sweep_state, Column, Format};
+use crate::table::Col;
+use chimera_proto::v1 as proto;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A sweep as `chimera sweep list` prints it (fields in alphabetical
+/// order, as its JSON has always had them).
+#[derive(Serialize)]
+struct SweepRow<'a> {
+    /// Who cancelled it, if anybody did.
+    cancelled_by: Option<&'a str>,
+    created_unix_ms: i64,
+    id: &'a str,
+    name: &'a str,
+    state: &'static str,
+    submitted_by: &'a str,
+    trials: TrialCounts,
+    workload: &'a str,
+}
+
+/// How many of a sweep's trials are in each state.
+#[derive(Serialize)]
+struct TrialCounts {
+    cancelled: u32,
+    failed: u32,
+    pending: u32,
+    running: u32,
+    succeeded: u32,
+    total: u32,
+}
+
+impl<'a> From<&'a proto::Sweep> for SweepRow<'a> {
+    fn from(s: &'a proto::Sweep) -> Self {
+        SweepRow {
+            cancelled_by: (!s.cancelled_by.is_empty()).then_some(s.cancelled_by.as_str()),
+            created_unix_ms: s.created_unix_ms,
+            id: &s.id,
+            name: &s.name,
+            state: sweep_state(s.state),
+            submitted_by: &s.submitted_by,
+            trials: TrialCounts {
+                cancelled: s.trials_cancelled,
+                failed: s.trials_failed,
+                pending: s.trials_pending,
+                running: s.trials_running,
+                succeeded: s.trials_succeeded,
+                total: s.trials_total,
+            },
+            workload: &s.workload,
+        }
+    }
+}
+
+/// Sweeps.
+pub fn sweeps(list: &[proto::Sweep], fmt: Format) -> anyhow::Result<()> {
+    let rows: Vec<SweepRow> = list.iter().map(SweepRow::from).collect();
+    let count = |name: &'static str, keep: u8, n: fn(&TrialCounts) -> u32| {
+        Column::new(name, Col::num(keep), move |s: &SweepRow| {
+            n(&s.trials).to_string()
+        })
+    };
+    let columns = [
+        Column::new("id", Col::key(), |s: &SweepRow| s.id.to_owned()),
+        Column::new("name", Col::text(8, 10), |s: &SweepRow| s.name.to_owned()),
+        Column::new("workload", Col::text(7, 8), |s: &SweepRow| {
+            s.workload.to_owned()
+        }),
+        Column::new("state", Col::text(9, 9), |s: &SweepRow| s.state.to_owned()),
+        count("total", 6, |t| t.total),
+        count("pending", 3, |t| t.pending),
+        count("running", 4, |t| t.running),
+        count("succeeded", 6, |t| t.succeeded),
+        count("failed", 5, |t| t.failed),
+        count("cancelled", 2, |t| t.cancelled),
+        Column::new("created_unix_s", Col::num(1), |s: &SweepRow| {
+            (s.created_unix_ms / 1000).to_string()
+        }),
+    ];
+    emit(fmt, &columns, &rows, &rows)
+}
+
+/// An agent as `chimera agents list` prints it (fields in alphabetical
+/// order, as its JSON has always had them).
+#[derive(Serialize)]
+struct AgentRow<'a> {
+    connected: bool,
+    devices: Vec<DeviceRow<'a>>,
+    /// Who drained it, if anybody did.
+    drained_by: Option<&'a str>,
+    draining: bool,
+    features: &'a [String],
+    hostname: &'a str,
+    labels: BTreeMap<&'a str, &'a str>,
+    last_seen_ms_ago: u64,
+    name: &'a str,
+    registered_by: &'a str,
+    running: Vec<RunningRow<'a>>,
+    version: &'a str,
+}
+
+/// One of an agent's devices.
+#[derive(Serialize)]
+struct DeviceRow<'a> {
+    capabilities: &'a [String],
+    compute_capability: &'a str,
+    cores: u32,
+    device_class: &'a str,
+    driver_version: &'a str,
+    id: &'a str,
+    kind: &'a str,
+    memory_bytes: u64,
+    model: &'a str,
+    vendor: &'a str,
+}
+
+/// A trial an agent runs now.
+#[derive(Serialize)]
+struct RunningRow<'a> {
+    attempt: u32,
+    sweep_id: &'a str,
+    trial_id: &'a str,
+}
+
+impl<'a> From<&'a proto::Agent> for AgentRow<'a> {
+    fn from(a: &'a proto::Agent) -> Self {
+        AgentRow {
+            connected: a.connected,
+            devices: a
+                .devices
+                .iter()
+                .map(|d| DeviceRow {
+                    capabilities: &d.capabilities,
+                    compute_capability: &d.compute_capability,
+                    cores: d.cores,
+                    device_class: &d.device_class,
+                    driver_version: &d.driver_version,
+                    id: &d.id,
+                    kind: &d.kind,
+                    memory_bytes: d.memory_bytes,
+                    model: &d.model,
+                    vendor: &d.vendor,
+                })
+                .collect(),
+            drained_by: (!a.drained_by.is_empty()).then_some(a.drained_by.as_str()),
+            draining: a.draining,
+            features: &a.features,
+            hostname: &a.hostname,
+            labels: a
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            last_seen_ms_ago: a.last_seen_ms_ago,
+            name: &a.name,
+            registered_by: &a.registered_by,
+            running: a
+                .running
+                .iter()
+                .map(|r| RunningRow {
+                    attempt: r.attempt,
+                    sweep_id: &r.sweep_id,
+                    trial_id: &r.trial_id,
+                })
+                .collect(),
+            version: &a.version,
+        }
+    }
+}
+
+/// Agents: a table row per device, a JSON object per agent.
+pub fn agents(list: &[proto::Agent], fmt: Format) -> anyhow::Result<()> {
+    type Line<'r, 'a> = (&'r AgentRow<'a>, &'r DeviceRow<'a>);
+    let agents: Vec<AgentRow> = list.iter().map(AgentRow::from).collect();
+    let lines: Vec<Line> = agents
+        .iter()
+        .flat_map(|a| a.devices.iter().map(move |d| (a, d)))
+        .collect();
+    let columns = [
+        Column::new("name", Col::text(Col::KEEP, 12), |(a, _): &Line| {
+            a.name.to_owned()
+        }),
+        Column::new("hostname", Col::text(4, 10), |(a, _): &Line| {
+            a.hostname.to_owned()
+        }),
+        Column::new("version", Col::text(1, 8), |(a, _): &Line| {
+            a.version.to_owned()
+        }),
+        Column::new("connected", Col::text(6, 5), |(a, _): &Line| {
+            a.connected.to_string()
+        }),
+        Column::new("draining", Col::text(3, 5), |(a, _): &Line| {
+            a.draining.to_string()
+        }),
+        Column::new("device", Col::text(7, 6), |(_, d): &Line| d.id.to_owned()),
+        Column::new("device_class", Col::text(8, 14), |(_, d): &Line| {
+            d.device_class.to_owned()
+        }),
+        Column::new("memory_GiB", Col::num(2), |(_, d): &Line| {
+            format!("{:.1}", d.memory_bytes as f64 / (1u64 << 30) as f64)
+        }),
+        Column::new("running", Col::text(5, 12), |(a, _): &Line| {
+            a.running
+                .iter()
+                .map(|r| format!("{}/{}#{}", r.sweep_id, r.trial_id, r.attempt))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
+        Column::new("last_seen_ms", Col::num(1), |(a, _): &Line| {
+            a.last_seen_ms_ago.to_string()
+        }),
+    ];
+    emit(fmt, &columns, &lines, &agents)
+}
+
+/// Power, utilisation, clocks and temperature go before the other sensors
+/// when a telemetry table is too wide.
+const FIRST_SENSORS: &[&str] = &[
+    "power_w",
+    "cpu_util_pct",
+    "gpu_util_pct",
+    "sm_clock_mhz",
+    "cpu_mhz_mean",
+    "temp_c",
+];
+
+/// Telemetry samples: one row each, one column per sensor seen. JSON is
+/// the samples as the domain reads them (refused when one is malformed).
+pub fn telemetry(samples: &[proto::TelemetrySample], fmt: Format) -> anyhow::Result<()> {
+    let parsed = match fmt {
+        Format::Json => samples
+            .iter()
+            .cloned()
+            .map(chimera_domain::telemetry::Sample::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("a telemetry sample from the controller: {e}"))?,
+        _ => Vec::new(),
+    };
+    let fields: BTreeSet<&String> = samples.iter().flat_map(|s| s.fields.keys()).collect();
+    type S = proto::TelemetrySample;
+    let mut columns = vec![
+        Column::new("t_unix_ms", Col::num(9), |s: &S| s.t_unix_ms.to_string()),
+        Column::new("device", Col::text(7, 6), |s: &S| s.device_id.clone()),
+        Column::new("phase", Col::text(8, 7), |s: &S| s.phase.clone()),
+        Column::new("trial", Col::text(3, 12), |s: &S| s.trial.clone()),
+    ];
+    for f in fields {
+        let keep = match FIRST_SENSORS.iter().position(|p| p == f) {
+            Some(k) => 8 - (k as u8).min(3),
+            None => 2,
+        };
+        columns.push(Column::new(f.as_str(), Col::num(keep), move |s: &S| {
+            s.fields
+                .get(f)
+                .map(|v| {
+                    if fmt == Format::Csv {
+                        v.to_string()
+                    } else {
+                        num(*v)
+                    }
+                })
+                .unwrap_or_default()
+        }));
+    }
+    columns.push(Column::new("throttle", Col::text(1, 10), |s: &S| {
+        s.throttle.join(" ")
+    }));
+    emit(fmt, &columns, samples, &parsed)?;
+    if fmt == Format::Table {
+        eprintln!("{} samples", samples.len());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sweep(cancelled_by: &str) -> proto::Sweep {
+        proto::Sweep {
+            id: "01S".into(),
+            name: "quick \"start\"".into(),
+            workload: "kernel".into(),
+            state: proto::SweepState::Cancelled as i32,
+            created_unix_ms: 1_700_000_000_123,
+            trials_total: 6,
+            trials_pending: 1,
+            trials_running: 2,
+            trials_succeeded: 3,
+            trials_failed: 4,
+            trials_cancelled: 5,
+            submitted_by: "cert:operator/ada".into(),
+            cancelled_by: cancelled_by.into(),
+            ..Default::default()
+        }
+    }
+
+    fn agent(drained_by: &str) -> proto::Agent {
+        let device = |id: &str| proto::Device {
+            id: id.into(),
+            kind: "gpu".into(),
+            vendor: "NVIDIA".into(),
+            model: "H100".into(),
+            memory_bytes: 80 << 30,
+            cores: 132,
+            compute_capability: "9.0".into(),
+            driver_version: "550".into(),
+            device_class: "gpu: H100".into(),
+            capabilities: vec!["generate".into(), "kernel/matmul".into()],
+        };
+        proto::Agent {
+            name: "a1".into(),
+            hostname: "host-1".into(),
+            version: "0.1.0".into(),
+            devices: vec![device("gpu:0"), device("gpu:1")],
+            features: vec!["cpu".into(), "cuda".into()],
+            running: vec![proto::TrialRef {
+                sweep_id: "01S".into(),
+                trial_id: "t00001".into(),
+                attempt: 2,
+            }],
+            last_seen_ms_ago: 1500,
+            connected: true,
+            draining: !drained_by.is_empty(),
+            labels: [("site", "lab"), ("rack", "3"), ("zone", "b")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into_iter()
+                .collect(),
+            registered_by: "cert:agent/a1".into(),
+            drained_by: drained_by.into(),
+        }
+    }
+
+    /// The JSON the listings printed before their rows were types, built
+    /// the way it was then: the rows must print the same bytes.
+    #[test]
+    fn sweep_and_agent_rows_print_the_json_they_always_have() {
+        for by in ["", "cert:operator/bob"] {
+            let s = sweep(by);
+            let old = json!({
+                "id": s.id, "name": s.name, "workload": s.workload, "state": sweep_state(s.state),
+                "created_unix_ms": s.created_unix_ms,
+                "submitted_by": s.submitted_by, "cancelled_by": (!s.cancelled_by.is_empty()).then_some(&s.cancelled_by),
+                "trials": {"total": s.trials_total, "pending": s.trials_pending, "running": s.trials_running,
+                           "succeeded": s.trials_succeeded, "failed": s.trials_failed, "cancelled": s.trials_cancelled},
+            });
+            assert_eq!(
+                serde_json::to_string_pretty(&[SweepRow::from(&s)]).unwrap(),
+                serde_json::to_string_pretty(&[old]).unwrap()
+            );
+            let a = agent(by);
+            let old = json!({
+                "name": a.name, "hostname": a.hostname, "version": a.version, "features": a.features,
+                "connected": a.connected, "draining": a.draining, "last_seen_ms_ago": a.last_seen_ms_ago,
+                "labels": a.labels, "registered_by": a.registered_by,
+                "drained_by": (!a.drained_by.is_empty()).then_some(&a.drained_by),
+                "running": a.running.iter().map(|r| json!({"sweep_id": r.sweep_id, "trial_id": r.trial_id, "attempt": r.attempt})).collect::<Vec<_>>(),
+                "devices": a.devices.iter().map(|d| json!({
+                    "id": d.id, "kind": d.kind, "vendor": d.vendor, "model": d.model, "device_class": d.device_class,
+                    "memory_bytes": d.memory_bytes, "cores": d.cores, "compute_capability": d.compute_capability,
+                    "driver_version": d.driver_version, "capabilities": d.capabilities,
+                })).collect::<Vec<_>>(),
+            });
+            assert_eq!(
+                serde_json::to_string_pretty(&[AgentRow::from(&a)]).unwrap(),
+                serde_json::to_string_pretty(&[old]).unwrap()
+            );
+        }
+    }
+}
