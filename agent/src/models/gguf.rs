@@ -1,0 +1,192 @@
+//! Reading a GGUF file into [`Weights`]: the magic check, the llama metadata,
+//! the tokenizer and the tensors.
+
+use super::{check_tensors, malformed, stored_summary, LlamaConfig, Weights, TOKENIZER_JSON_KEY};
+use candle_core::quantized::gguf_file;
+use candle_core::Device;
+use std::collections::BTreeMap;
+use std::path::Path;
+use tokenizers::Tokenizer;
+
+/// What a GGUF file starts with (candle also reads the byte-swapped form).
+const GGUF_MAGIC: [&[u8; 4]; 2] = [b"GGUF", b"FUGG"];
+
+fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<u32, String> {
+    let v = ct
+        .metadata
+        .get(key)
+        .ok_or_else(|| format!("metadata `{key}` is missing"))?;
+    // candle's message would print the value; the type says enough.
+    v.to_u32().map_err(|_| {
+        format!(
+            "metadata `{key}` should be a u32, it is a {:?}",
+            v.value_type()
+        )
+    })
+}
+
+pub(super) fn load_gguf(path: &Path) -> Result<Weights, String> {
+    let e = |x: &dyn std::fmt::Display| format!("model file `{}`: {x}", path.display());
+    let mut file = std::fs::File::open(path).map_err(|x| e(&x))?;
+    let mut magic = [0u8; 4];
+    {
+        use std::io::{Read, Seek};
+        match file.read_exact(&mut magic) {
+            Err(x) if x.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(x) => return Err(e(&x)),
+            Ok(()) => {}
+        }
+        // Never echo what the file starts with: it may be any file in the
+        // model directories, and the error is public.
+        if !GGUF_MAGIC.contains(&&magic) {
+            return Err(e(
+                &"not a GGUF file (a GGUF file starts with the bytes `GGUF`)",
+            ));
+        }
+        file.rewind().map_err(|x| e(&x))?;
+    }
+    let ct = gguf_file::Content::read(&mut file).map_err(|x| {
+        malformed(
+            path,
+            "not a readable GGUF file (it starts like one, but its header or metadata is malformed)",
+            &x,
+        )
+    })?;
+    let arch = ct
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default();
+    if arch != "llama" {
+        return Err(e(&format!(
+            "unsupported architecture `{arch}`: this build runs llama-family models (general.architecture = llama)"
+        )));
+    }
+    let config = (|| -> Result<LlamaConfig, String> {
+        let n_head = md_u32(&ct, "llama.attention.head_count")? as usize;
+        let hidden = md_u32(&ct, "llama.embedding_length")? as usize;
+        if n_head == 0 || !hidden.is_multiple_of(n_head) {
+            return Err(format!(
+                "embedding_length {hidden} is not a multiple of head_count {n_head}"
+            ));
+        }
+        Ok(LlamaConfig {
+            n_layer: md_u32(&ct, "llama.block_count")? as usize,
+            n_head,
+            n_kv_head: md_u32(&ct, "llama.attention.head_count_kv")? as usize,
+            hidden,
+            head_dim: hidden / n_head,
+            rope_base: ct
+                .metadata
+                .get("llama.rope.freq_base")
+                .and_then(|v| v.to_f32().ok())
+                .unwrap_or(10_000.0),
+            rms_eps: ct
+                .metadata
+                .get("llama.attention.layer_norm_rms_epsilon")
+                .and_then(|v| v.to_f32().ok())
+                .unwrap_or(1e-5) as f64,
+            context_length: md_u32(&ct, "llama.context_length").unwrap_or(2048) as usize,
+        })
+    })()
+    .map_err(|x| e(&x))?;
+    let tokenizer = match ct
+        .metadata
+        .get(TOKENIZER_JSON_KEY)
+        .and_then(|v| v.to_string().ok())
+    {
+        Some(json) => json.parse::<Tokenizer>().map_err(|x| e(&x))?,
+        None => {
+            use candle_core::quantized::tokenizer::TokenizerFromGguf;
+            Tokenizer::from_gguf(&ct).map_err(|x| e(&format!("tokenizer: {x}")))?
+        }
+    };
+    let mut tensors = BTreeMap::new();
+    for name in ct.tensor_infos.keys() {
+        let t = ct
+            .tensor(&mut file, name, &Device::Cpu)
+            .map_err(|x| e(&format!("tensor `{name}`: {x}")))?;
+        tensors.insert(name.clone(), t);
+    }
+    let metadata = ct.metadata.into_iter().collect();
+    check_tensors(&config, &tensors).map_err(|x| e(&x))?;
+    Ok(Weights {
+        stored: stored_summary(&tensors),
+        config,
+        tensors,
+        metadata,
+        tokenizer,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load;
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_not_gguf_is_refused_without_echoing_its_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, bytes) in [
+            ("key.gguf", &b"SECRET-TOKEN-1234"[..]),
+            ("short.gguf", &b"SE"[..]),
+            ("empty.gguf", &b""[..]),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("write");
+            let e = load(&path).err().expect("not GGUF");
+            assert!(e.contains(name) && e.contains("not a GGUF file"), "{e}");
+            // Neither as text nor as the number candle would print
+            // (`unknown magic 0x43455253`).
+            let rest = e.replace(&*path.to_string_lossy(), "");
+            assert!(!rest.contains("SE") && !rest.contains("0x"), "{e}");
+        }
+        // It starts like GGUF, then the version is text.
+        let path = dir.path().join("fake.gguf");
+        std::fs::write(&path, b"GGUFSECRET-TOKEN").expect("write");
+        let e = load(&path).err().expect("not readable");
+        assert!(e.contains("fake.gguf") && e.contains("GGUF"), "{e}");
+        let rest = e.replace(&*path.to_string_lossy(), "");
+        let version = u32::from_le_bytes(*b"SECR").to_string();
+        assert!(!rest.contains("SECR") && !rest.contains(&version), "{e}");
+    }
+
+    #[test]
+    fn a_config_json_with_a_wrong_value_is_refused_without_echoing_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"model_type":"llama","hidden_size":"hunter2","num_attention_heads":1,
+                "num_hidden_layers":1,"rms_norm_eps":1e-5}"#,
+        )
+        .expect("write");
+        let e = load(dir.path()).err().expect("bad value");
+        assert!(e.contains("config.json") && e.contains("line 1"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        // What names only this loader's fields is kept.
+        std::fs::write(dir.path().join("config.json"), r#"{"model_type":"llama"}"#).expect("write");
+        let e = load(dir.path()).err().expect("missing field");
+        assert!(e.contains("missing field `hidden_size`"), "{e}");
+    }
+
+    #[test]
+    fn a_metadata_value_of_the_wrong_type_is_named_by_its_type() {
+        let mut ct = gguf_file::Content {
+            magic: gguf_file::VersionedMagic::GgufV3,
+            metadata: Default::default(),
+            tensor_infos: Default::default(),
+            tensor_data_offset: 0,
+        };
+        ct.metadata.insert(
+            "llama.block_count".into(),
+            gguf_file::Value::String("hunter2".into()),
+        );
+        let e = md_u32(&ct, "llama.block_count").expect_err("a string");
+        assert!(
+            e.contains("`llama.block_count`") && e.contains("String"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}
