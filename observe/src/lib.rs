@@ -1,5 +1,6 @@
 //! What every Chimera binary sets up the same way: logs to stderr, OpenTelemetry
-//! traces over OTLP, W3C trace-context propagation, and signal handling.
+//! traces over OTLP, W3C trace-context propagation, signal handling, the
+//! retry backoff and the leader hint.
 //!
 //! Tracing is configured by the standard variables and off when they are unset:
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
@@ -12,6 +13,8 @@
 //! inside a message (controller → agent, stored with the sweep so it outlives
 //! the request).
 
+pub mod leader;
+pub mod retry;
 pub mod systemd;
 pub mod tls;
 

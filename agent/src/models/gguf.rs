@@ -11,19 +11,35 @@ use tokenizers::Tokenizer;
 /// What a GGUF file starts with (candle also reads the byte-swapped form).
 const GGUF_MAGIC: [&[u8; 4]; 2] = [b"GGUF", b"FUGG"];
 
-fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<u32, String> {
-    let v = ct
-        .metadata
-        .get(key)
-        .ok_or_else(|| format!("metadata `{key}` is missing"))?;
-    // candle's message would print the value; the type says enough.
-    v.to_u32().map_err(|_| {
+/// A metadata value that may be absent: `None` when it is (the caller's
+/// documented default applies); present with the wrong type, an error that
+/// names the key and the type (candle's message would print the value).
+fn md_opt<T>(
+    ct: &gguf_file::Content,
+    key: &str,
+    want: &str,
+    get: impl Fn(&gguf_file::Value) -> candle_core::Result<T>,
+) -> Result<Option<T>, String> {
+    let Some(v) = ct.metadata.get(key) else {
+        return Ok(None);
+    };
+    get(v).map(Some).map_err(|_| {
         format!(
-            "metadata `{key}` should be a u32, it is a {:?}",
+            "metadata `{key}` should be a {want}, it is a {:?}",
             v.value_type()
         )
     })
 }
+
+fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<u32, String> {
+    md_opt(ct, key, "u32", gguf_file::Value::to_u32)?
+        .ok_or_else(|| format!("metadata `{key}` is missing"))
+}
+
+/// llama.cpp's defaults for the llama metadata a GGUF file may leave out.
+const DEFAULT_ROPE_BASE: f32 = 10_000.0;
+const DEFAULT_RMS_EPS: f32 = 1e-5;
+const DEFAULT_CONTEXT_LENGTH: u32 = 2048;
 
 pub(super) fn load_gguf(path: &Path) -> Result<Weights, String> {
     let e = |x: &dyn std::fmt::Display| format!("model file `{}`: {x}", path.display());
@@ -52,12 +68,11 @@ pub(super) fn load_gguf(path: &Path) -> Result<Weights, String> {
             &x,
         )
     })?;
-    let arch = ct
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_default();
+    let arch = md_opt(&ct, "general.architecture", "string", |v| {
+        v.to_string().cloned()
+    })
+    .and_then(|a| a.ok_or_else(|| "metadata `general.architecture` is missing".to_owned()))
+    .map_err(|x| e(&x))?;
     if arch != "llama" {
         return Err(e(&format!(
             "unsupported architecture `{arch}`: this build runs llama-family models (general.architecture = llama)"
@@ -77,17 +92,17 @@ pub(super) fn load_gguf(path: &Path) -> Result<Weights, String> {
             n_kv_head: md_u32(&ct, "llama.attention.head_count_kv")? as usize,
             hidden,
             head_dim: hidden / n_head,
-            rope_base: ct
-                .metadata
-                .get("llama.rope.freq_base")
-                .and_then(|v| v.to_f32().ok())
-                .unwrap_or(10_000.0),
-            rms_eps: ct
-                .metadata
-                .get("llama.attention.layer_norm_rms_epsilon")
-                .and_then(|v| v.to_f32().ok())
-                .unwrap_or(1e-5) as f64,
-            context_length: md_u32(&ct, "llama.context_length").unwrap_or(2048) as usize,
+            rope_base: md_opt(&ct, "llama.rope.freq_base", "f32", gguf_file::Value::to_f32)?
+                .unwrap_or(DEFAULT_ROPE_BASE),
+            rms_eps: md_opt(
+                &ct,
+                "llama.attention.layer_norm_rms_epsilon",
+                "f32",
+                gguf_file::Value::to_f32,
+            )?
+            .unwrap_or(DEFAULT_RMS_EPS) as f64,
+            context_length: md_opt(&ct, "llama.context_length", "u32", gguf_file::Value::to_u32)?
+                .unwrap_or(DEFAULT_CONTEXT_LENGTH) as usize,
         })
     })()
     .map_err(|x| e(&x))?;
@@ -188,5 +203,18 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("hunter2"), "{e}");
+        // An optional value: absent is the default's business, a wrong type
+        // is an error (it used to fall back to the default silently).
+        assert_eq!(
+            md_opt(&ct, "llama.context_length", "u32", gguf_file::Value::to_u32),
+            Ok(None)
+        );
+        ct.metadata.insert(
+            "llama.rope.freq_base".into(),
+            gguf_file::Value::String("hunter2".into()),
+        );
+        let e = md_opt(&ct, "llama.rope.freq_base", "f32", gguf_file::Value::to_f32)
+            .expect_err("a string");
+        assert!(e.contains("`llama.rope.freq_base` should be a f32"), "{e}");
     }
 }
