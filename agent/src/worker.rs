@@ -249,8 +249,8 @@ fn add_telemetry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use super::*;
     use std::collections::BTreeMap;
+    use std::sync::atomic::AtomicBool;
 
     struct Fixed(f64);
     impl crate::telemetry::Sensors for Fixed {

@@ -361,7 +361,7 @@ impl TryFrom<proto::Trial> for TrialRecord {
         // 0 is the wire's "not finished"; what is not a finite,
         // non-negative number is refused, not taken for 0.
         let wall_ms = match t.wall_ms {
-            w if w == 0.0 => None,
+            0.0 => None,
             w if w.is_finite() && w > 0.0 => Some(w),
             w => {
                 return Err(format!(
@@ -469,7 +469,8 @@ mod tests {
 
     #[test]
     fn a_bad_trial_output_is_refused_naming_the_field() {
-        let cases: [(fn(&mut proto::TrialFinished), &str); 5] = [
+        type Spoil = fn(&mut proto::TrialFinished);
+        let cases: [(Spoil, &str); 5] = [
             (
                 |f| {
                     f.metrics.insert("energy_j".into(), f64::NAN);
