@@ -439,17 +439,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             tasks.spawn_blocking(move || thread.join());
         }
     }
-    tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            left = tasks.len(),
-            grace_s = SHUTDOWN_GRACE.as_secs(),
-            "device or sampler threads still busy after the grace period; leaving them"
-        );
-    }
+    chimera_observe::wait_for_tasks(&tasks, SHUTDOWN_GRACE, "device or sampler threads").await;
     if !state.running.is_empty() {
         warn!(
             running = state.running.len(),

@@ -225,17 +225,7 @@ pub async fn serve(
     let background = shutdown.child_token();
     let result = serve_tracked(listener, config, &shutdown, &tasks, &background).await;
     background.cancel();
-    tasks.close();
-    if tokio::time::timeout(TASKS_GRACE, tasks.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            left = tasks.len(),
-            grace_s = TASKS_GRACE.as_secs(),
-            "tasks still running after the grace period; leaving them"
-        );
-    }
+    chimera_observe::wait_for_tasks(&tasks, TASKS_GRACE, "tasks").await;
     result
 }
 

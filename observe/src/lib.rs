@@ -151,6 +151,26 @@ pub fn from_metadata(md: &tonic::metadata::MetadataMap) -> HashMap<String, Strin
         .collect()
 }
 
+/// Closes `tasks` and waits up to `grace` for them all to end; what is
+/// still running then is logged (as `what`) and left. Returns whether all
+/// ended in time.
+pub async fn wait_for_tasks(
+    tasks: &tokio_util::task::TaskTracker,
+    grace: std::time::Duration,
+    what: &str,
+) -> bool {
+    tasks.close();
+    let done = tokio::time::timeout(grace, tasks.wait()).await.is_ok();
+    if !done {
+        tracing::warn!(
+            left = tasks.len(),
+            grace_s = grace.as_secs(),
+            "{what} still running after the grace period; leaving them"
+        );
+    }
+    done
+}
+
 /// First Ctrl-C / SIGTERM cancels the token (graceful); a second exits at once.
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();

@@ -172,6 +172,24 @@ fn check_tensors(c: &LlamaConfig, t: &BTreeMap<String, QTensor>) -> Result<(), S
 }
 
 impl Weights {
+    /// A loaded model, once every tensor the forward pass needs is there
+    /// ([`check_tensors`]); `stored` is summed up from the tensors.
+    fn checked(
+        config: LlamaConfig,
+        tensors: BTreeMap<String, QTensor>,
+        metadata: BTreeMap<String, gguf_file::Value>,
+        tokenizer: Tokenizer,
+    ) -> Result<Self, String> {
+        check_tensors(&config, &tensors)?;
+        Ok(Weights {
+            stored: stored_summary(&tensors),
+            config,
+            tensors,
+            metadata,
+            tokenizer,
+        })
+    }
+
     /// Writes the tensors (as they are now) and metadata as a GGUF file at
     /// `path`, atomically: the file appears whole or not at all; its size is
     /// returned.

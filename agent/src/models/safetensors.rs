@@ -3,9 +3,7 @@
 //! the file containment check, the config, the name map and the rotary
 //! permutation.
 
-use super::{
-    check_tensors, err, malformed, stored_summary, LlamaConfig, Weights, TOKENIZER_JSON_KEY,
-};
+use super::{err, malformed, LlamaConfig, Weights, TOKENIZER_JSON_KEY};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
@@ -122,19 +120,12 @@ pub(super) fn load_safetensors(dir: &Path) -> Result<Weights, String> {
             tensors.insert(gguf, q);
         }
     }
-    check_tensors(&config, &tensors).map_err(err(dir))?;
     let mut metadata = llama_metadata(&config);
     metadata.insert(
         TOKENIZER_JSON_KEY.to_owned(),
         gguf_file::Value::String(tok_json),
     );
-    Ok(Weights {
-        stored: stored_summary(&tensors),
-        config,
-        tensors,
-        metadata,
-        tokenizer,
-    })
+    Weights::checked(config, tensors, metadata, tokenizer).map_err(err(dir))
 }
 
 /// The error for a `config.json` serde cannot read as a llama config. serde's
