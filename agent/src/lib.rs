@@ -24,7 +24,6 @@ use chimera_proto::v1 as proto;
 use chimera_proto::v1::agent_service_client::AgentServiceClient;
 use proto::agent_message::Msg as Up;
 use proto::controller_message::Msg as Down;
-use rand::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,6 +31,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use worker::{Job, Outcome, Worker};
 
@@ -39,6 +39,8 @@ use worker::{Job, Outcome, Worker};
 /// oldest is dropped (and logged).
 pub const MAX_OUTBOX: usize = 10_000;
 const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// How long a stopping agent waits for its device and sampler threads.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often telemetry is streamed to the controller.
 const TELEMETRY_FLUSH: Duration = Duration::from_secs(1);
 /// Most samples per device in one batch (keeps a batch well under the
@@ -104,17 +106,6 @@ pub fn controller_urls(list: &str) -> anyhow::Result<Vec<String>> {
             .with_context(|| format!("parse controller URL `{u}`"))?;
     }
     Ok(urls)
-}
-
-/// The leader a standby controller named in its refusal
-/// (`not the leader; the leader is URL`).
-pub fn leader_named(message: &str) -> Option<String> {
-    let rest = &message[message.find("the leader is ")? + "the leader is ".len()..];
-    let url: String = rest
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',' && *c != ')')
-        .collect();
-    (!url.is_empty()).then_some(url)
 }
 
 /// Features compiled into this build.
@@ -192,21 +183,7 @@ impl State {
     fn absorb(&mut self, o: Outcome) -> proto::AgentMessage {
         self.running.remove(&attempt_key(o.trial()));
         let msg = match o {
-            Outcome::Finished {
-                trial,
-                metrics,
-                fingerprint,
-                wall_ms,
-                detail,
-                artifact,
-            } => up(Up::Finished(proto::TrialFinished {
-                trial: Some(trial),
-                metrics: metrics.into_iter().collect(),
-                fingerprint: Some(fingerprint.as_ref().into()),
-                wall_ms,
-                detail_json: detail.map(|d| d.to_string()).unwrap_or_default(),
-                artifact,
-            })),
+            Outcome::Finished { trial, output } => up(Up::Finished(output.into_proto(trial))),
             Outcome::Failed { trial, reason, .. } => up(Up::Failed(proto::TrialFailed {
                 trial: Some(trial),
                 reason,
@@ -310,18 +287,11 @@ impl State {
     }
 }
 
-/// Checks an agent name: 1 to 64 characters of `[A-Za-z0-9._-]`.
+/// Checks an agent name by the fleet's one id rule
+/// ([`chimera_domain::ids::check_id`]); the error names the flag and the value.
 pub fn check_name(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    anyhow::ensure!(
-        ok,
-        "agent name `{name}` is not valid: use 1 to 64 characters of letters, digits, `.`, `_`, `-`"
-    );
-    Ok(())
+    chimera_domain::ids::check_id("--name", name)
+        .map_err(|e| anyhow::anyhow!("agent name `{}` refused: {e}", name.escape_debug()))
 }
 
 /// Runs the agent until `shutdown` is cancelled or the controller drains it.
@@ -396,8 +366,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         state.devices.len(),
         config.controller
     ));
-    chimera_observe::systemd::spawn_watchdog(|_| async { true });
-    let mut delay = config.min_backoff;
+    let tasks = TaskTracker::new();
+    let background = shutdown.child_token();
+    chimera_observe::systemd::spawn_watchdog(&tasks, background.clone(), |_| async { true });
+    let mut backoff = chimera_observe::retry::Backoff::new(config.min_backoff, config.max_backoff);
     // Which of the controllers to try: the leader answers; a standby refuses,
     // naming the leader, and the agent moves there at once.
     let mut at = 0usize;
@@ -409,14 +381,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Ok(SessionEnd::Exit) => break,
             Ok(SessionEnd::Reconnect { welcomed, why }) => {
                 if welcomed {
-                    delay = config.min_backoff;
+                    backoff.reset();
                 }
                 warn!(controller = %url, reason = %why, "disconnected; reconnecting");
                 at += 1;
             }
             Err(e) => {
                 let why = format!("{e:#}");
-                match leader_named(&why).and_then(|l| controllers.iter().position(|c| *c == l)) {
+                // A standby names the leader in the refusal's metadata.
+                let leader = chimera_observe::leader::leader_in_chain(e.as_ref());
+                match leader.and_then(|l| controllers.iter().position(|c| c == l)) {
                     Some(i) => {
                         info!(standby = %url, leader = %controllers[i], "not the leader; moving to the leader");
                         at = i;
@@ -429,16 +403,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 }
             }
         }
-        // Full jitter in [delay/2, delay], then double up to the cap (a
-        // redirect to the leader goes at once).
+        // Backoff with jitter and a cap; a redirect to the leader goes at once.
         let jittered = if redirected {
             Duration::ZERO
         } else {
-            delay.mul_f64(rand::rng().random_range(0.5..=1.0))
+            backoff.next_delay()
         };
-        if !redirected {
-            delay = (delay * 2).min(config.max_backoff);
-        }
         let sleep = tokio::time::sleep(jittered);
         tokio::pin!(sleep);
         loop {
@@ -454,6 +424,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     state.cancel_all();
     stop_samplers.store(true, Ordering::Relaxed);
+    // Wait (within the grace period) for what this run started: the
+    // watchdog task, the device threads (their trials are cancelled; with
+    // no one taking outcomes they end after the job in hand) and the
+    // samplers.
+    background.cancel();
+    drop(done_rx);
+    for (_, w) in state.workers.drain() {
+        let thread = w.stop();
+        tasks.spawn_blocking(move || thread.join());
+    }
+    for t in &state.telemetry {
+        if let Some(thread) = t.take_thread() {
+            tasks.spawn_blocking(move || thread.join());
+        }
+    }
+    chimera_observe::wait_for_tasks(&tasks, SHUTDOWN_GRACE, "device or sampler threads").await;
     if !state.running.is_empty() {
         warn!(
             running = state.running.len(),
@@ -517,7 +503,10 @@ async fn session(
             msg: Some(Down::Welcome(w)),
         }))) => w,
         Ok(Ok(other)) => anyhow::bail!("expected a welcome, got {other:?}"),
-        Ok(Err(status)) => anyhow::bail!("controller refused the session: {}", status.message()),
+        Ok(Err(status)) => {
+            // The status travels whole: its metadata may name the leader.
+            return Err(anyhow::Error::new(status).context("controller refused the session"));
+        }
         Err(_) => anyhow::bail!("no welcome within 10 s"),
     };
     info!(controller = %controller, lease_ttl_ms = welcome.lease_ttl_ms, "connected");
@@ -616,11 +605,15 @@ mod leader_tests {
             .unwrap_err()
             .to_string()
             .contains("`not a url`"));
+        let mut refusal = tonic::Status::unavailable("not the leader");
+        chimera_observe::leader::set_leader(&mut refusal, "http://10.0.0.5:50051");
+        let e = anyhow::Error::new(refusal).context("open the session");
         assert_eq!(
-            leader_named("open the session: status: Unavailable, message: \"not the leader; the leader is http://10.0.0.5:50051\", details: []"),
-            Some("http://10.0.0.5:50051".to_owned())
+            chimera_observe::leader::leader_in_chain(e.as_ref()),
+            Some("http://10.0.0.5:50051")
         );
-        assert_eq!(leader_named("connection refused"), None);
+        let e = anyhow::anyhow!("connection refused");
+        assert_eq!(chimera_observe::leader::leader_in_chain(e.as_ref()), None);
     }
 }
 

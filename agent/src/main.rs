@@ -57,21 +57,11 @@ fn label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("label `{s}` is not KEY=VALUE"))?;
-    let key_ok = !k.is_empty()
-        && k.len() <= 63
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-    if !key_ok {
-        return Err(format!(
-            "label key `{k}` must be 1 to 63 letters, digits, `_`, `-` or `.`"
-        ));
-    }
-    if v.len() > 253 || v.chars().any(|c| c.is_control()) {
-        return Err(format!(
-            "label value `{v}` must be at most 253 printable characters"
-        ));
-    }
-    Ok((k.to_owned(), v.to_owned()))
+    // The wire's rule for label maps, so the controller never refuses what
+    // this flag accepted.
+    let (k, v) = (k.to_owned(), v.to_owned());
+    chimera_domain::wire::check_map("--label", std::iter::once((&k, &v)))?;
+    Ok((k, v))
 }
 
 fn interval_ms(s: &str) -> Result<u64, String> {

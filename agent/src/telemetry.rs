@@ -53,6 +53,8 @@ pub struct DeviceTelemetry {
     pub interval: Duration,
     /// RAPL package counter range, when readable.
     pub rapl_wrap: Option<f64>,
+    /// The sampler thread, for the agent to join at shutdown.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 fn now_ms() -> i64 {
@@ -63,6 +65,11 @@ fn now_ms() -> i64 {
 }
 
 impl DeviceTelemetry {
+    /// The sampler thread, once (it ends when its `stop` flag is set).
+    pub fn take_thread(&self) -> Option<std::thread::JoinHandle<()>> {
+        self.thread.lock().ok().and_then(|mut t| t.take())
+    }
+
     /// Sets the phase and trial the next samples are tagged with.
     pub fn mark(&self, phase: Phase, trial: Option<&str>) {
         if let Ok(mut m) = self.mark.lock() {
@@ -159,9 +166,10 @@ pub fn spawn(
         dropped: AtomicU64::new(0),
         interval,
         rapl_wrap,
+        thread: Mutex::new(None),
     });
     let shared = dt.clone();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("chimera-telemetry-{device_id}"))
         .spawn(move || {
             let mut next = Instant::now();
@@ -189,6 +197,9 @@ pub fn spawn(
                 }
             }
         })?;
+    if let Ok(mut slot) = dt.thread.lock() {
+        *slot = Some(thread);
+    }
     Ok(dt)
 }
 

@@ -6,10 +6,9 @@ use crate::models::{self, ModelDirs};
 use crate::telemetry::DeviceTelemetry;
 use crate::{discovery, workloads};
 use chimera_domain::params::Params;
-use chimera_domain::results::Fingerprint;
+use chimera_domain::results::TrialOutput;
 use chimera_domain::telemetry::{self, Phase, Sample};
 use chimera_proto::v1 as proto;
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,11 +33,8 @@ pub struct Job {
 pub enum Outcome {
     Finished {
         trial: proto::TrialRef,
-        metrics: BTreeMap<String, f64>,
-        fingerprint: Box<Fingerprint>,
-        wall_ms: f64,
-        detail: Option<serde_json::Value>,
-        artifact: Vec<u8>,
+        /// Checked ([`TrialOutput::check`]): the controller accepts it.
+        output: Box<TrialOutput>,
     },
     Failed {
         trial: proto::TrialRef,
@@ -58,6 +54,7 @@ impl Outcome {
 /// A device's worker thread; jobs queue in its channel and run one at a time.
 pub struct Worker {
     jobs: std::sync::mpsc::Sender<Job>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Worker {
@@ -70,7 +67,7 @@ impl Worker {
         telemetry: Option<Arc<DeviceTelemetry>>,
     ) -> std::io::Result<Self> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("chimera-{device_id}"))
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
@@ -80,7 +77,15 @@ impl Worker {
                     }
                 }
             })?;
-        Ok(Worker { jobs })
+        Ok(Worker { jobs, thread })
+    }
+
+    /// Closes the queue and returns the thread to join: it ends after the
+    /// jobs already queued (whose cancel flags the caller has set), or at
+    /// once when no one takes outcomes any more.
+    pub fn stop(self) -> std::thread::JoinHandle<()> {
+        drop(self.jobs);
+        self.thread
     }
 
     /// Hands a job to the thread.
@@ -152,13 +157,33 @@ fn run_job(mut job: Job, telemetry: Option<&Arc<DeviceTelemetry>>) -> Outcome {
                 wall_ms = start.elapsed().as_millis() as u64,
                 "trial finished"
             );
-            Outcome::Finished {
-                trial: job.trial,
+            let output = TrialOutput {
                 metrics: out.metrics,
-                fingerprint: Box::new(discovery::fingerprint(out.threads)),
+                fingerprint: discovery::fingerprint(out.threads),
                 wall_ms: start.elapsed().as_secs_f64() * 1e3,
                 detail: out.detail,
                 artifact: out.artifact,
+            };
+            // A result the controller would refuse (a NaN metric) is this
+            // trial's failure, named, rather than a message refused for ever.
+            match output.check() {
+                Ok(()) => Outcome::Finished {
+                    trial: job.trial,
+                    output: Box::new(output),
+                },
+                Err(reason) => {
+                    tracing::warn!(
+                        sweep = %job.trial.sweep_id,
+                        trial = %job.trial.trial_id,
+                        attempt = job.trial.attempt,
+                        %reason,
+                        "trial produced a result the controller would refuse"
+                    );
+                    Outcome::Failed {
+                        trial: job.trial,
+                        reason: format!("the trial's result is not valid: {reason}"),
+                    }
+                }
             }
         }
         Err(error) => {
@@ -224,6 +249,7 @@ fn add_telemetry(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use std::sync::atomic::AtomicBool;
 
     struct Fixed(f64);

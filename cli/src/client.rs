@@ -96,10 +96,7 @@ pub async fn connect_with(urls: &str, conn: &Connection) -> anyhow::Result<Clien
         {
             Ok(_) => return Ok(client),
             Err(s) => {
-                let leader = s
-                    .metadata()
-                    .get("chimera-leader")
-                    .and_then(|v| v.to_str().ok());
+                let leader = chimera_observe::leader::leader(&s);
                 match leader {
                     Some(l) if list.iter().any(|u| u == l) => todo.push_front(l.to_owned()),
                     Some(l) => why.push(format!(

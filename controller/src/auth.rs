@@ -213,9 +213,15 @@ impl Tokens {
         self.state.read().ok()?.1.get(&hash).cloned()
     }
 
-    /// Polls the file every `every` until `shutdown`, reloading on change.
-    pub fn watch(self: Arc<Self>, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
-        tokio::spawn(async move {
+    /// Polls the file every `every` until `shutdown`, reloading on change;
+    /// the task is `tasks`'s, for the caller to wait on.
+    pub fn watch(
+        self: Arc<Self>,
+        every: Duration,
+        tasks: &tokio_util::task::TaskTracker,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        tasks.spawn(async move {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

@@ -29,6 +29,7 @@ use store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 /// Default key prefix in etcd.
@@ -199,8 +200,8 @@ impl Gate {
         } else {
             format!("not the leader; the leader is {url}")
         });
-        if let Ok(v) = url.parse() {
-            status.metadata_mut().insert("chimera-leader", v);
+        if !url.is_empty() {
+            chimera_observe::leader::set_leader(&mut status, &url);
         }
         Err(status)
     }
@@ -217,6 +218,30 @@ pub async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let tasks = TaskTracker::new();
+    // Every task `serve` spawns stops with it, whichever way it stops (a
+    // clean stop, a lost election, an error half-way through start-up).
+    let background = shutdown.child_token();
+    let result = serve_tracked(listener, config, &shutdown, &tasks, &background).await;
+    background.cancel();
+    chimera_observe::wait_for_tasks(&tasks, TASKS_GRACE, "tasks").await;
+    result
+}
+
+/// How long [`serve`] waits, once stopped, for the tasks it spawned (the
+/// gRPC server, the scheduler, the metrics endpoint, the etcd session
+/// keep-alive, the leader poll, the tokens-file watch, the watchdog).
+const TASKS_GRACE: Duration = Duration::from_secs(10);
+
+/// [`serve`]'s body: every task goes on `tasks` and stops on `background`
+/// (a child of `shutdown`).
+async fn serve_tracked(
+    listener: TcpListener,
+    config: Config,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+    background: &CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener address")?;
     let (store, etcd): (Arc<dyn Store>, Option<store::etcd::EtcdStore>) = match &config.store {
@@ -247,7 +272,7 @@ pub async fn serve(
         Some(path) => {
             let t = Arc::new(auth::Tokens::load(path).context("--tokens-file")?);
             t.clone()
-                .watch(Duration::from_secs(5), shutdown.child_token());
+                .watch(Duration::from_secs(5), tasks, background.child_token());
             Some(t)
         }
         None => None,
@@ -273,9 +298,9 @@ pub async fn serve(
             metrics.clone(),
             commands.clone(),
             telemetry.clone(),
-            shutdown.child_token(),
+            background.child_token(),
         );
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(e) = metrics::serve(l, m, c, t, token).await {
                 error!(error = %e, "metrics endpoint stopped");
             }
@@ -330,7 +355,7 @@ pub async fn serve(
             .set_not_serving::<AgentServiceServer<agent_service::AgentApi>>()
             .await;
     }
-    let server_token = shutdown.clone();
+    let server_token = background.clone();
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -342,7 +367,7 @@ pub async fn serve(
     if let Some(tls) = tls_config {
         builder = builder.tls_config(tls).context("set up TLS")?;
     }
-    let mut server = tokio::spawn(
+    let mut server = tasks.spawn(
         builder
             .layer(auth::AuthLayer { policy })
             .add_service(health_service)
@@ -360,7 +385,7 @@ pub async fn serve(
     chimera_observe::systemd::ready(&format!("serving on {addr}"));
     let pinger = commands.clone();
     let watched = gate.clone();
-    chimera_observe::systemd::spawn_watchdog(move |within| {
+    chimera_observe::systemd::spawn_watchdog(tasks, background.child_token(), move |within| {
         let commands = pinger.clone();
         let leader = watched.is_leader();
         async move {
@@ -392,13 +417,18 @@ pub async fn serve(
             // says it has expired, or after STORE_OUTAGE_GRACE without an
             // answer. Believing to lead meanwhile is safe: every write is
             // fenced by the election key at etcd.
-            let (ka, token, flag) = (etcd.clone(), shutdown.clone(), lost.clone());
-            tokio::spawn(async move {
+            let (ka, token, stop, flag) = (
+                etcd.clone(),
+                shutdown.clone(),
+                background.child_token(),
+                lost.clone(),
+            );
+            tasks.spawn(async move {
                 let mut last_ok = tokio::time::Instant::now();
                 let mut failing = false;
                 loop {
                     tokio::select! {
-                        _ = token.cancelled() => return,
+                        _ = stop.cancelled() => return,
                         // Every TTL/4; a failed one is tried again at once,
                         // each try bounded, so that several fit in one TTL
                         // even when the client's balancer picks a dead member.
@@ -441,8 +471,8 @@ pub async fn serve(
                 }
             });
             // While standing by, know who leads (for the refusals).
-            let (poll, g, token) = (etcd.clone(), gate.clone(), shutdown.clone());
-            tokio::spawn(async move {
+            let (poll, g, token) = (etcd.clone(), gate.clone(), background.child_token());
+            tasks.spawn(async move {
                 while !g.is_leader() && !token.is_cancelled() {
                     if let Ok(url) = poll.leader(ELECTION.as_bytes()).await {
                         g.set_leader_url(url.unwrap_or_default());
@@ -459,26 +489,25 @@ pub async fn serve(
                 loop {
                     match etcd.campaign(ELECTION.as_bytes(), &me, session).await {
                         Ok(k) => return Ok(k),
+                        Err(store::StoreError::PermissionDenied(_)) => {
+                            // Campaigning again cannot help: say what to grant.
+                            return Err(anyhow::anyhow!(
+                                "etcd refused the election key {}{ELECTION}: permission denied for etcd user {}. \
+                                 Grant it readwrite on the key prefix {}/chimera/ \
+                                 (etcdctl role grant-permission ROLE readwrite --prefix=true {}/chimera/; docs/operations.md)",
+                                config.store_prefix,
+                                config.etcd.auth.as_ref().map_or("(none: no --etcd-user)", |a| a.user.as_str()),
+                                config.store_prefix,
+                                config.store_prefix,
+                            ));
+                        }
                         Err(e) => {
                             // The client's request timeout ends a long
                             // campaign now and then: that is no news.
-                            let msg = e.to_string();
-                            if msg.contains("permission denied") {
-                                // Campaigning again cannot help: say what to grant.
-                                return Err(anyhow::anyhow!(
-                                    "etcd refused the election key {}{ELECTION}: permission denied for etcd user {}. \
-                                     Grant it readwrite on the key prefix {}/chimera/ \
-                                     (etcdctl role grant-permission ROLE readwrite --prefix=true {}/chimera/; docs/operations.md)",
-                                    config.store_prefix,
-                                    config.etcd.auth.as_ref().map_or("(none: no --etcd-user)", |a| a.user.as_str()),
-                                    config.store_prefix,
-                                    config.store_prefix,
-                                ));
-                            }
-                            if msg.contains("Timeout expired") {
-                                tracing::debug!(error = %msg, "campaign timed out; campaigning again");
+                            if matches!(e, store::StoreError::Timeout(_)) {
+                                tracing::debug!(error = %e, "campaign timed out; campaigning again");
                             } else {
-                                warn!(error = %msg, "campaign interrupted; campaigning again");
+                                warn!(error = %e, "campaign interrupted; campaigning again");
                             }
                             tokio::time::sleep(Duration::from_millis(500)).await;
                         }
@@ -527,8 +556,8 @@ pub async fn serve(
     .await
     .context("recover state from the store")?;
     scheduler.set_metrics(metrics.clone());
-    let sched_token = shutdown.child_token();
-    let mut sched = tokio::spawn(scheduler.run(rx, sched_token.clone()));
+    let sched_token = background.child_token();
+    let mut sched = tasks.spawn(scheduler.run(rx, sched_token.clone()));
     gate.leader.store(true, std::sync::atomic::Ordering::SeqCst);
     gate.set_leader_url(config.advertise_url(addr));
     metrics.set_leading(true);

@@ -63,12 +63,11 @@ pub struct TelemetryStore {
     inner: Mutex<Inner>,
 }
 
+/// Whether `s` may name a sweep or a trial here: the fleet's one id rule
+/// ([`chimera_domain::ids::check_id`]), which never lets an id be `..` or a
+/// hidden file when it becomes a path component.
 fn valid_id(s: &str) -> bool {
-    // Ids become path components: no dots at all (no `..`, no hidden files).
-    !s.is_empty()
-        && s.len() <= 128
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    chimera_domain::ids::check_id("id", s).is_ok()
 }
 
 /// Bytes under `dir`.

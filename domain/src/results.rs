@@ -133,6 +133,116 @@ impl From<&Fingerprint> for proto::Fingerprint {
     }
 }
 
+/// What a finished trial produced: the one shape of a result between the
+/// agent's worker, the wire (`proto::TrialFinished`) and the scheduler.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrialOutput {
+    /// Metric name -> value; names carry their unit (`latency_ms_p50`).
+    pub metrics: BTreeMap<String, f64>,
+    /// Where it was measured.
+    pub fingerprint: Fingerprint,
+    /// Wall time of the whole trial on the agent, set-up included, ms.
+    pub wall_ms: f64,
+    /// Structured detail (a `quantize` trial's per-tensor table).
+    pub detail: Option<serde_json::Value>,
+    /// What later trials of the sweep consume (an `eval` reference).
+    pub artifact: Vec<u8>,
+}
+
+impl TrialOutput {
+    /// Checks what the receiver checks, so a sender can refuse (and report as
+    /// a failure) a result the controller would refuse: every metric named
+    /// by the metric-name rule and finite, `wall_ms` finite and not negative,
+    /// the detail and the artifact within [`crate::wire::MAX_DETAIL_BYTES`] and
+    /// [`crate::wire::MAX_ARTIFACT_BYTES`]. The error
+    /// names the field and the value.
+    pub fn check(&self) -> Result<(), String> {
+        use crate::wire::{check_count, check_metric_name, MAX_ARTIFACT_BYTES, MAX_METRICS};
+        check_count("finished.metrics", self.metrics.len(), MAX_METRICS)?;
+        for (k, v) in &self.metrics {
+            check_metric_name("finished.metrics", k)?;
+            if !v.is_finite() {
+                return Err(format!(
+                    "finished.metrics[{k}] = {v} is not a finite number"
+                ));
+            }
+        }
+        if !self.wall_ms.is_finite() || self.wall_ms < 0.0 {
+            return Err(format!(
+                "finished.wall_ms = {} is not a finite, non-negative number",
+                self.wall_ms
+            ));
+        }
+        if let Some(detail) = &self.detail {
+            let bytes = detail.to_string().len();
+            if bytes > crate::wire::MAX_DETAIL_BYTES {
+                return Err(format!(
+                    "finished.detail_json: {bytes} bytes exceeds the limit of {} bytes",
+                    crate::wire::MAX_DETAIL_BYTES
+                ));
+            }
+        }
+        if self.artifact.len() > MAX_ARTIFACT_BYTES {
+            return Err(format!(
+                "finished.artifact: {} bytes exceeds the limit of {MAX_ARTIFACT_BYTES} bytes",
+                self.artifact.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The wire message that reports this output for `trial` (an absent
+    /// detail travels as an empty `detail_json`).
+    pub fn into_proto(self, trial: proto::TrialRef) -> proto::TrialFinished {
+        proto::TrialFinished {
+            trial: Some(trial),
+            metrics: self.metrics.into_iter().collect(),
+            fingerprint: Some((&self.fingerprint).into()),
+            wall_ms: self.wall_ms,
+            detail_json: self.detail.map(|d| d.to_string()).unwrap_or_default(),
+            artifact: self.artifact,
+        }
+    }
+}
+
+impl TryFrom<proto::TrialFinished> for TrialOutput {
+    type Error = String;
+    /// Checks a received result: `detail_json` of at most
+    /// [`crate::wire::MAX_DETAIL_BYTES`] and empty or JSON, a fingerprint
+    /// that is there and within the wire limits, then [`TrialOutput::check`]. The
+    /// message's `trial` is the caller's to read (take it out first).
+    fn try_from(f: proto::TrialFinished) -> Result<Self, String> {
+        use crate::wire::MAX_DETAIL_BYTES;
+        if f.detail_json.len() > MAX_DETAIL_BYTES {
+            return Err(format!(
+                "finished.detail_json: {} bytes exceeds the limit of {MAX_DETAIL_BYTES} bytes",
+                f.detail_json.len()
+            ));
+        }
+        let fingerprint = f
+            .fingerprint
+            .ok_or_else(|| "finished.fingerprint is missing".to_owned())?
+            .try_into()?;
+        let detail = if f.detail_json.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::from_str(&f.detail_json)
+                    .map_err(|e| format!("finished.detail_json is not JSON: {e}"))?,
+            )
+        };
+        let out = TrialOutput {
+            metrics: f.metrics.into_iter().collect(),
+            fingerprint,
+            wall_ms: f.wall_ms,
+            detail,
+            artifact: f.artifact,
+        };
+        out.check()?;
+        Ok(out)
+    }
+}
+
 /// One trial: configuration, placement, state and (when finished) outcome.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrialRecord {
@@ -248,6 +358,18 @@ impl TryFrom<proto::Trial> for TrialRecord {
                     .map_err(|e| format!("trial {}: detail is not JSON: {e}", t.id))?,
             )
         };
+        // 0 is the wire's "not finished"; what is not a finite,
+        // non-negative number is refused, not taken for 0.
+        let wall_ms = match t.wall_ms {
+            0.0 => None,
+            w if w.is_finite() && w > 0.0 => Some(w),
+            w => {
+                return Err(format!(
+                    "trial {}: wall_ms = {w} is not a finite, non-negative number",
+                    t.id
+                ))
+            }
+        };
         Ok(TrialRecord {
             state: state.try_into()?,
             params: params::params_from_proto(&t.params).map_err(|e| e.to_string())?,
@@ -262,7 +384,7 @@ impl TryFrom<proto::Trial> for TrialRecord {
             metrics: t.metrics.into_iter().collect(),
             fingerprint: t.fingerprint.map(Fingerprint::try_from).transpose()?,
             error: nonempty(t.error),
-            wall_ms: (t.wall_ms > 0.0).then_some(t.wall_ms),
+            wall_ms,
             detail,
             depends_on: nonempty(t.depends_on),
             rung: t.rung,
@@ -302,5 +424,89 @@ impl ResultsFile {
             sweep,
             trials,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trial() -> proto::TrialRef {
+        proto::TrialRef {
+            sweep_id: "s1".into(),
+            trial_id: "t00001".into(),
+            attempt: 1,
+        }
+    }
+
+    fn output() -> TrialOutput {
+        TrialOutput {
+            metrics: BTreeMap::from([("latency_ms_p50".to_owned(), 1.5)]),
+            fingerprint: Fingerprint {
+                agent_version: "0.1.0".into(),
+                threads: 4,
+                ..Default::default()
+            },
+            wall_ms: 12.0,
+            detail: Some(serde_json::json!({"tensors": 3})),
+            artifact: vec![1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn a_trial_output_round_trips_through_the_wire() {
+        let wire = output().into_proto(trial());
+        assert_eq!(wire.trial, Some(trial()));
+        assert_eq!(TrialOutput::try_from(wire), Ok(output()));
+        let bare = TrialOutput {
+            detail: None,
+            ..output()
+        };
+        let wire = bare.clone().into_proto(trial());
+        assert!(wire.detail_json.is_empty());
+        assert_eq!(TrialOutput::try_from(wire), Ok(bare));
+    }
+
+    #[test]
+    fn a_bad_trial_output_is_refused_naming_the_field() {
+        type Spoil = fn(&mut proto::TrialFinished);
+        let cases: [(Spoil, &str); 5] = [
+            (
+                |f| {
+                    f.metrics.insert("energy_j".into(), f64::NAN);
+                },
+                "finished.metrics[energy_j] = NaN",
+            ),
+            (|f| f.wall_ms = f64::INFINITY, "finished.wall_ms = inf"),
+            (|f| f.wall_ms = -1.0, "finished.wall_ms = -1"),
+            (|f| f.fingerprint = None, "finished.fingerprint is missing"),
+            (
+                |f| f.detail_json = "{".into(),
+                "finished.detail_json is not JSON",
+            ),
+        ];
+        for (spoil, want) in cases {
+            let mut wire = output().into_proto(trial());
+            spoil(&mut wire);
+            let e = TrialOutput::try_from(wire).expect_err(want);
+            assert!(e.contains(want), "{e} (wanted {want})");
+        }
+        let mut trial = proto::Trial {
+            id: "t00001".into(),
+            state: proto::TrialState::Succeeded as i32,
+            wall_ms: f64::NAN,
+            ..Default::default()
+        };
+        let e = TrialRecord::try_from(trial.clone()).expect_err("NaN wall time");
+        assert!(e.contains("trial t00001: wall_ms = NaN"), "{e}");
+        trial.wall_ms = 0.0;
+        assert_eq!(TrialRecord::try_from(trial).map(|t| t.wall_ms), Ok(None));
+        let e = TrialOutput {
+            wall_ms: f64::NAN,
+            ..output()
+        }
+        .check()
+        .expect_err("NaN wall time");
+        assert!(e.contains("finished.wall_ms = NaN"), "{e}");
     }
 }

@@ -30,6 +30,10 @@ pub const MAX_SAMPLE_FIELDS: usize = 128;
 pub const MAX_THROTTLE_REASONS: usize = 32;
 /// Metrics of one result.
 pub const MAX_METRICS: usize = 512;
+/// Bytes of a finished trial's structured detail (`detail_json`).
+pub const MAX_DETAIL_BYTES: usize = 512 << 10;
+/// Bytes of a finished trial's artifact (one store value).
+pub const MAX_ARTIFACT_BYTES: usize = 1 << 20;
 /// Devices one agent may declare.
 pub const MAX_DEVICES: usize = 256;
 /// Capabilities of one device.

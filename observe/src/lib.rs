@@ -1,5 +1,6 @@
 //! What every Chimera binary sets up the same way: logs to stderr, OpenTelemetry
-//! traces over OTLP, W3C trace-context propagation, and signal handling.
+//! traces over OTLP, W3C trace-context propagation, signal handling, the
+//! retry backoff and the leader hint.
 //!
 //! Tracing is configured by the standard variables and off when they are unset:
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
@@ -12,6 +13,8 @@
 //! inside a message (controller → agent, stored with the sweep so it outlives
 //! the request).
 
+pub mod leader;
+pub mod retry;
 pub mod systemd;
 pub mod tls;
 
@@ -146,6 +149,26 @@ pub fn from_metadata(md: &tonic::metadata::MetadataMap) -> HashMap<String, Strin
                 .map(|v| ((*k).to_owned(), v.to_owned()))
         })
         .collect()
+}
+
+/// Closes `tasks` and waits up to `grace` for them all to end; what is
+/// still running then is logged (as `what`) and left. Returns whether all
+/// ended in time.
+pub async fn wait_for_tasks(
+    tasks: &tokio_util::task::TaskTracker,
+    grace: std::time::Duration,
+    what: &str,
+) -> bool {
+    tasks.close();
+    let done = tokio::time::timeout(grace, tasks.wait()).await.is_ok();
+    if !done {
+        tracing::warn!(
+            left = tasks.len(),
+            grace_s = grace.as_secs(),
+            "{what} still running after the grace period; leaving them"
+        );
+    }
+    done
 }
 
 /// First Ctrl-C / SIGTERM cancels the token (graceful); a second exits at once.

@@ -27,10 +27,14 @@ pub fn stopping() {
 /// When the unit has `WatchdogSec=`, pings systemd (`WATCHDOG=1`) at half
 /// the interval for as long as `alive()` says the service is making
 /// progress; when it stops saying so, the pings stop and systemd restarts
-/// the service. Returns at once, after spawning the task, outside a
-/// watchdog-enabled unit nothing is spawned.
-pub fn spawn_watchdog<F, Fut>(alive: F)
-where
+/// the service. Returns at once, after spawning the task on `tasks` (it
+/// ends when `stop` is cancelled); outside a watchdog-enabled unit nothing
+/// is spawned.
+pub fn spawn_watchdog<F, Fut>(
+    tasks: &tokio_util::task::TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
+    alive: F,
+) where
     F: Fn(Duration) -> Fut + Send + 'static,
     Fut: Future<Output = bool> + Send,
 {
@@ -42,11 +46,14 @@ where
         interval_ms = interval.as_millis() as u64,
         "systemd watchdog on"
     );
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
             if alive(every).await {
                 send(&[sd_notify::NotifyState::Watchdog]);
             } else {

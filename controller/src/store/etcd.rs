@@ -55,6 +55,10 @@ fn transient(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// First and longest pause between tries of an idempotent read.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_millis(400);
+
 /// Runs an idempotent request up to `tries` times while it fails
 /// transiently, pausing a little longer each time.
 async fn idempotent<T, F, Fut>(tries: u32, mut f: F) -> Result<T, etcd_client::Error>
@@ -63,6 +67,7 @@ where
     Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
 {
     let mut n = 1;
+    let mut backoff = chimera_observe::retry::Backoff::new(RETRY_FIRST, RETRY_MAX);
     loop {
         // Each try bounded: one sent to a lost member may hang.
         let attempt = tokio::time::timeout(READ_TRY, f())
@@ -75,7 +80,7 @@ where
             });
         match attempt {
             Err(e) if n < tries && transient(&e) => {
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(n))).await;
+                tokio::time::sleep(backoff.next_delay()).await;
                 n += 1;
             }
             r => return r,
@@ -85,6 +90,21 @@ where
 
 fn backend<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Backend(format!("etcd: {e}"))
+}
+
+/// A campaign's error, typed where the caller acts on it: the client's
+/// request timeout (tonic reports it as `Cancelled`) and a key the user may
+/// not write are told apart from the rest.
+fn campaign_error(e: etcd_client::Error) -> StoreError {
+    match &e {
+        etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::Cancelled => {
+            StoreError::Timeout(format!("etcd: {e}"))
+        }
+        etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::PermissionDenied => {
+            StoreError::PermissionDenied(format!("etcd: {e}"))
+        }
+        _ => backend(e),
+    }
 }
 
 /// How the controller reaches etcd beyond its endpoints. The default is
@@ -311,7 +331,7 @@ impl EtcdStore {
             .election_client()
             .campaign(self.full(name), value, lease)
             .await
-            .map_err(backend)?;
+            .map_err(campaign_error)?;
         let key = resp.leader().map(|l| l.key().to_vec()).ok_or_else(|| {
             StoreError::Backend("etcd: campaign answered without a leader key".into())
         })?;
@@ -636,6 +656,22 @@ impl Store for EtcdStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_campaign_timeout_and_a_refused_key_are_typed() {
+        // What tonic makes of its own request timeout (`TimeoutExpired`).
+        let timeout = etcd_client::Error::GRpcStatus(tonic::Status::cancelled("Timeout expired"));
+        assert!(matches!(campaign_error(timeout), StoreError::Timeout(_)));
+        let denied = etcd_client::Error::GRpcStatus(tonic::Status::permission_denied(
+            "etcdserver: permission denied",
+        ));
+        assert!(matches!(
+            campaign_error(denied),
+            StoreError::PermissionDenied(_)
+        ));
+        let gone = etcd_client::Error::GRpcStatus(tonic::Status::unavailable("no member"));
+        assert!(matches!(campaign_error(gone), StoreError::Backend(_)));
+    }
 
     #[test]
     fn endpoints_are_parsed_and_bad_ones_named() {

@@ -117,6 +117,14 @@ pub enum StoreError {
     /// A lease that does not exist or has expired.
     #[error("lease {0} not found or expired")]
     LeaseNotFound(LeaseId),
+    /// The backend's request timeout ended the call: no answer, nothing
+    /// refused (only an etcd campaign reports it; it is retried as is).
+    #[error("store backend: {0}")]
+    Timeout(String),
+    /// The backend refused the key to this client's user (only an etcd
+    /// campaign reports it; retrying cannot help).
+    #[error("store backend: {0}")]
+    PermissionDenied(String),
     /// A value over the store's size limit.
     #[error("value of {size} bytes for key `{key}` exceeds the limit of {limit} bytes")]
     TooLarge {
