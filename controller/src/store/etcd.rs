@@ -103,6 +103,12 @@ fn campaign_error(e: etcd_client::Error) -> StoreError {
         etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::PermissionDenied => {
             StoreError::PermissionDenied(format!("etcd: {e}"))
         }
+        // etcd's election service campaigns through an internal client and
+        // returns that client's error as code Unknown: its text is the only
+        // signal of a refused key there.
+        etcd_client::Error::GRpcStatus(s) if s.message().contains("permission denied") => {
+            StoreError::PermissionDenied(format!("etcd: {e}"))
+        }
         _ => backend(e),
     }
 }
@@ -667,6 +673,12 @@ mod tests {
         ));
         assert!(matches!(
             campaign_error(denied),
+            StoreError::PermissionDenied(_)
+        ));
+        let via_election =
+            etcd_client::Error::GRpcStatus(tonic::Status::unknown("etcdserver: permission denied"));
+        assert!(matches!(
+            campaign_error(via_election),
             StoreError::PermissionDenied(_)
         ));
         let gone = etcd_client::Error::GRpcStatus(tonic::Status::unavailable("no member"));
