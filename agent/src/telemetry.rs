@@ -506,10 +506,17 @@ mod tests {
         )
         .unwrap();
         dt.mark(Phase::Measure, Some("s/t/1"));
-        std::thread::sleep(Duration::from_millis(120));
+        // Until five samples have come (a loaded machine may take far longer
+        // than 5 periods), within a generous bound.
+        let mut samples = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while samples.len() < 5 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            let (more, dropped) = dt.take_outbound(usize::MAX);
+            assert_eq!(dropped, 0);
+            samples.extend(more);
+        }
         stop.store(true, Ordering::Relaxed);
-        let (samples, dropped) = dt.take_outbound(usize::MAX);
-        assert_eq!(dropped, 0);
         assert!(samples.len() >= 5, "{}", samples.len());
         let tagged: Vec<&Sample> = samples
             .iter()

@@ -117,7 +117,7 @@ enum Command {
         #[arg(long, default_value_t = 0.5, value_parser = fraction)]
         utilization: f64,
         /// Throughput metric, tokens/s.
-        #[arg(long, default_value = "decode_tokens_per_s")]
+        #[arg(long, default_value = chimera_domain::cost::DEFAULT_THROUGHPUT)]
         metric: String,
     },
     /// A static HTML report (comparison table, charts of the metric, the

@@ -7,6 +7,7 @@ use crate::output::{self, Format};
 use crate::{report, watch};
 use anyhow::Context;
 use chimera_domain::catalog::Workload;
+use chimera_domain::metrics;
 use chimera_domain::results::ResultsFile;
 use chimera_domain::spec::ParsedSweep;
 use chimera_domain::telemetry::{TrialSample, TELEMETRY_FILE};
@@ -289,9 +290,9 @@ pub async fn demo(out: &Path, model_dirs_given: Vec<PathBuf>, fmt: Format) -> an
         let samples = telemetry(
             &mut client,
             &[
-                (&kernel.0, "gflop_per_s"),
-                (&generate.0, "decode_tokens_per_s"),
-                (&eval.0, "kl_mean"),
+                (&kernel.0, metrics::GFLOP_PER_S),
+                (&generate.0, metrics::DECODE_TOKENS_PER_S),
+                (&eval.0, metrics::KL_MEAN),
             ],
         )
         .await;
@@ -317,7 +318,7 @@ pub async fn demo(out: &Path, model_dirs_given: Vec<PathBuf>, fmt: Format) -> an
     )?;
     println!("== kernels: matmul f32 vs quantized qmatmul ==");
     output::comparison(
-        &chimera_domain::compare::compare(&kernel.trials, "gflop_per_s"),
+        &chimera_domain::compare::compare(&kernel.trials, metrics::GFLOP_PER_S),
         fmt,
     )?;
     println!();

@@ -180,8 +180,12 @@ async fn resubscribe(
     }
     let deadline = tokio::time::Instant::now() + RECONNECT_FOR;
     let mut why;
+    let mut backoff = chimera_observe::retry::Backoff::new(
+        std::time::Duration::from_millis(250),
+        std::time::Duration::from_secs(2),
+    );
     loop {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::time::sleep(backoff.next_delay()).await;
         why = match connect(urls).await {
             Ok(mut c) => match subscribe(&mut c, sweep).await {
                 Ok(st) => return Ok((c, st)),

@@ -18,11 +18,12 @@ use crate::metrics::{Metrics, Refusal};
 use crate::scheduler::{AgentEvent, Command, Hello};
 use chimera_domain::identity::Identity;
 use chimera_domain::ids::{check_device_id, check_id};
+use chimera_domain::results::TrialOutput;
 use chimera_domain::wire::{self, quote};
 use chimera_domain::{AgentId, SweepId, TrialId, TrialKey, TrialRef};
 use chimera_proto::v1 as proto;
 use chimera_proto::v1::agent_service_server::AgentService;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,10 +32,6 @@ use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-/// Largest `detail_json` of a finished trial.
-const MAX_DETAIL_BYTES: usize = 512 << 10;
-/// Largest artifact of a finished trial (one store value).
-pub const MAX_ARTIFACT_BYTES: usize = 1 << 20;
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages buffered towards one agent.
@@ -160,51 +157,14 @@ fn reason(text: String) -> String {
         .collect()
 }
 
-/// A `finished` message, checked: what the scheduler records.
-fn finished(f: proto::TrialFinished) -> Result<AgentEvent, Status> {
-    let trial = trial_ref(f.trial, "finished")?;
-    if f.detail_json.len() > MAX_DETAIL_BYTES || f.artifact.len() > MAX_ARTIFACT_BYTES {
-        return Err(invalid(format!(
-            "finished: detail of {} bytes or artifact of {} bytes exceeds the limits ({MAX_DETAIL_BYTES} / {MAX_ARTIFACT_BYTES} bytes)",
-            f.detail_json.len(),
-            f.artifact.len()
-        )));
-    }
-    wire::check_count("finished.metrics", f.metrics.len(), wire::MAX_METRICS).map_err(invalid)?;
-    for (k, v) in &f.metrics {
-        wire::check_metric_name("finished.metrics", k).map_err(invalid)?;
-        if !v.is_finite() {
-            return Err(invalid(format!(
-                "finished.metrics[{k}] = {v} is not a finite number"
-            )));
-        }
-    }
-    if !f.wall_ms.is_finite() || f.wall_ms < 0.0 {
-        return Err(invalid(format!(
-            "finished.wall_ms = {} is not a finite, non-negative number",
-            f.wall_ms
-        )));
-    }
-    let fingerprint = f
-        .fingerprint
-        .ok_or_else(|| invalid("finished.fingerprint is missing".into()))?
-        .try_into()
-        .map_err(invalid)?;
-    let detail = if f.detail_json.is_empty() {
-        None
-    } else {
-        Some(
-            serde_json::from_str(&f.detail_json)
-                .map_err(|e| invalid(format!("finished.detail_json is not JSON: {e}")))?,
-        )
-    };
+/// A `finished` message, checked ([`TrialOutput`]'s conversion): what the
+/// scheduler records.
+fn finished(mut f: proto::TrialFinished) -> Result<AgentEvent, Status> {
+    let trial = trial_ref(f.trial.take(), "finished")?;
+    let output = TrialOutput::try_from(f).map_err(invalid)?;
     Ok(AgentEvent::Finished {
         trial,
-        metrics: f.metrics.into_iter().collect::<BTreeMap<_, _>>(),
-        fingerprint: Box::new(fingerprint),
-        wall_ms: f.wall_ms,
-        detail,
-        artifact: f.artifact,
+        output: Box::new(output),
     })
 }
 
@@ -658,9 +618,9 @@ mod tests {
                         prop_assert!(reason.len() <= wire::MAX_TEXT);
                         prop_assert!(!reason.chars().any(char::is_control));
                     }
-                    Ok(AgentEvent::Finished { metrics, wall_ms, .. }) => {
-                        prop_assert!(wall_ms.is_finite());
-                        prop_assert!(metrics.values().all(|v| v.is_finite()));
+                    Ok(AgentEvent::Finished { output, .. }) => {
+                        prop_assert!(output.wall_ms.is_finite());
+                        prop_assert!(output.metrics.values().all(|v| v.is_finite()));
                     }
                     Ok(_) => {}
                     Err(e) => prop_assert!(

@@ -486,6 +486,10 @@ async fn serve_tracked(
             // cluster restarted) is started again on the same session:
             // etcd's campaign is idempotent for one lease.
             let campaign = async {
+                let mut backoff = chimera_observe::retry::Backoff::new(
+                    Duration::from_millis(250),
+                    Duration::from_secs(2),
+                );
                 loop {
                     match etcd.campaign(ELECTION.as_bytes(), &me, session).await {
                         Ok(k) => return Ok(k),
@@ -506,10 +510,11 @@ async fn serve_tracked(
                             // campaign now and then: that is no news.
                             if matches!(e, store::StoreError::Timeout(_)) {
                                 tracing::debug!(error = %e, "campaign timed out; campaigning again");
+                                backoff.reset();
                             } else {
                                 warn!(error = %e, "campaign interrupted; campaigning again");
                             }
-                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            tokio::time::sleep(backoff.next_delay()).await;
                         }
                     }
                 }

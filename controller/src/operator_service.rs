@@ -154,12 +154,10 @@ impl OperatorService for OperatorApi {
             .parse(req.spec_yaml.clone())
             .await
             .map_err(|e| ApiError::InvalidArgument(format!("{source_name}: {e}")))?;
-        let source = req.spec_yaml;
         let submitter = by.clone();
         let (id, trials) = self
             .ask(|reply| Command::Submit {
                 parsed: Box::new(parsed),
-                source,
                 trace: trace.into_iter().collect(),
                 by: submitter,
                 reply,

@@ -348,6 +348,7 @@ const TELEMETRY: &[&str] = &[
     ENERGY_J_NET,
     JOULES_PER_TOKEN,
     JOULES_PER_OP,
+    JOULES_PER_WEIGHT,
     IDLE_POWER_W,
     POWER_W_MEAN,
     POWER_W_MAX,
@@ -356,6 +357,8 @@ const TELEMETRY: &[&str] = &[
     CPU_UTIL_PCT_MEAN,
     CPU_MHZ_MEAN,
     CPU_MHZ_MIN,
+    SM_CLOCK_MHZ_MEAN,
+    SM_CLOCK_MHZ_MIN,
     GPU_UTIL_PCT_MEAN,
     RSS_BYTES_MAX,
     DEVICE_MEM_USED_BYTES_MAX,
@@ -374,7 +377,13 @@ fn workload_metrics(workload: Workload) -> &'static [&'static str] {
         ],
         Workload::Quantize => &[PARAMETERS, QUANTIZE_GB_PER_S, FALLBACK_TENSORS, FILE_BYTES],
         Workload::Generate => &[LOAD_S, WEIGHT_BYTES, ITERATIONS],
-        Workload::Eval => &[NLL_MEAN, SCORED_TOKENS, REFERENCE_BYTES, LOAD_S],
+        Workload::Eval => &[
+            NLL_MEAN,
+            SCORED_TOKENS,
+            REFERENCE_BYTES,
+            LOAD_S,
+            EVAL_TOKENS_PER_S,
+        ],
     }
 }
 
@@ -414,6 +423,15 @@ mod tests {
                 a.name
             );
             assert!(a.description.ends_with('.'), "{}", a.name);
+        }
+        // The table and the per-workload lists cannot drift: every metric
+        // of the table is reported by some workload.
+        for m in METRICS {
+            assert!(
+                Workload::ALL.iter().any(|&w| reported(w, m.name)),
+                "{} is in the table but no workload reports it",
+                m.name
+            );
         }
         for w in Workload::ALL {
             for name in reported_list(w) {

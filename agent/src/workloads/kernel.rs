@@ -310,6 +310,14 @@ mod tests {
     fn assert_named_in_the_table(out: &Output) {
         let unlisted = metrics::unlisted(out.metric_names());
         assert!(unlisted.is_empty(), "emitted, not in METRICS: {unlisted:?}");
+        let unreported: Vec<_> = out
+            .metric_names()
+            .filter(|n| !metrics::reported(chimera_domain::catalog::Workload::Kernel, n))
+            .collect();
+        assert!(
+            unreported.is_empty(),
+            "emitted, not in metrics::reported(kernel): {unreported:?}"
+        );
     }
 
     #[test]

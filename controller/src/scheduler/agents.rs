@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::metrics::Refusal;
 use crate::store::LeaseId;
 use chimera_domain::device::Device;
-use chimera_domain::results::{TrialRecord, TrialState};
+use chimera_domain::results::{TrialOutput, TrialRecord, TrialState};
 use chimera_domain::wire::quote;
 use chimera_domain::{AgentId, TrialKey, TrialRef};
 use std::collections::{BTreeMap, HashMap};
@@ -171,21 +171,21 @@ impl Core {
                     fx.sends.push((name.clone(), session, ToAgent::Cancel(r)));
                 }
             }
-            AgentEvent::Finished {
-                trial,
-                metrics,
-                fingerprint,
-                wall_ms,
-                detail,
-                artifact,
-            } => {
+            AgentEvent::Finished { trial, output } => {
+                let TrialOutput {
+                    metrics,
+                    fingerprint,
+                    wall_ms,
+                    detail,
+                    artifact,
+                } = *output;
                 // The record as it would be stored, measured before anything
                 // changes: one over the store's limit fails the trial with
                 // the reason instead (a failed commit would stop the scheduler).
                 let success = self.live.get(&trial.key).map(|rec| TrialRecord {
                     state: TrialState::Succeeded,
                     metrics,
-                    fingerprint: Some(*fingerprint),
+                    fingerprint: Some(fingerprint),
                     wall_ms: Some(wall_ms),
                     detail,
                     error: None,

@@ -38,7 +38,7 @@ use crate::error::ApiError;
 use crate::keys;
 use crate::store::{Store, StoreError, Txn, TxnResult};
 use chimera_domain::device::Device;
-use chimera_domain::results::{Fingerprint, TrialRecord};
+use chimera_domain::results::{TrialOutput, TrialRecord};
 use chimera_domain::spec::ParsedSweep;
 use chimera_domain::{AgentId, SweepId, TrialKey};
 use chimera_proto::v1 as proto;
@@ -74,14 +74,10 @@ pub enum AgentEvent {
     /// Lease renewal, with the trials the agent runs (or has queued) now.
     Heartbeat(Vec<TrialRef>),
     Started(TrialRef),
+    /// A result, checked at the wire ([`TrialOutput::check`]).
     Finished {
         trial: TrialRef,
-        metrics: BTreeMap<String, f64>,
-        fingerprint: Box<Fingerprint>,
-        wall_ms: f64,
-        detail: Option<serde_json::Value>,
-        /// Bytes later trials of the sweep consume; empty for most trials.
-        artifact: Vec<u8>,
+        output: Box<TrialOutput>,
     },
     Failed {
         trial: TrialRef,
@@ -115,8 +111,8 @@ pub enum Command {
     Gone { agent: AgentId, session: u64 },
     /// Store and schedule a parsed sweep.
     Submit {
+        /// With its text (`parsed.source`), stored for display.
         parsed: Box<ParsedSweep>,
-        source: String,
         /// W3C trace context of the submission (empty when not traced).
         trace: BTreeMap<String, String>,
         /// Who submitted it (the audit record).
@@ -342,13 +338,12 @@ impl Scheduler {
             }
             Command::Submit {
                 parsed,
-                source,
                 trace,
                 by,
                 reply,
             } => {
                 let id = SweepId(ulid::Ulid::new().to_string());
-                replies.push(reply, core.submit(id, &parsed, &source, trace, by, fx));
+                replies.push(reply, core.submit(id, &parsed, trace, by, fx));
             }
             Command::Cancel { sweep, by, reply } => {
                 replies.push(reply, core.cancel(&sweep, by, fx));
@@ -472,7 +467,8 @@ impl Scheduler {
                 .map_err(|e| anyhow::anyhow!("commit {n} scheduler writes: {e}"));
         }
         let started = Instant::now();
-        let mut delay = Duration::from_millis(50);
+        let mut backoff =
+            chimera_observe::retry::Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         let mut tries = 0u32;
         loop {
             tries += 1;
@@ -496,12 +492,12 @@ impl Scheduler {
                     }
                     return Ok(r);
                 }
-                Err(e @ StoreError::Backend(_)) if started.elapsed() + delay < retry => {
+                Err(e @ StoreError::Backend(_)) if started.elapsed() < retry => {
                     if tries == 1 {
                         warn!(error = %e, writes = n, "commit failed; retrying while the store recovers");
                     }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
+                    let delay = backoff.next_delay();
+                    tokio::time::sleep(delay.min(retry.saturating_sub(started.elapsed()))).await;
                 }
                 Err(e) => {
                     return Err(anyhow::anyhow!(

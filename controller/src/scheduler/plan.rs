@@ -9,11 +9,11 @@ use super::search_run::{ClassSearch, SearchRun};
 use crate::error::ApiError;
 use chimera_domain::catalog::Workload;
 use chimera_domain::device::Device;
-use chimera_domain::models::EvalTrial;
+use chimera_domain::models::eval_references;
 use chimera_domain::params::Params;
 use chimera_domain::results::{TrialRecord, TrialState};
 use chimera_domain::search::Proposal;
-use chimera_domain::spec::{find_line, ParsedSweep, Placement, SpecError};
+use chimera_domain::spec::{ParsedSweep, Placement, SpecError};
 use chimera_domain::{AgentId, SweepId, TrialId, TrialKey, TrialRef};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tracing::info;
@@ -51,46 +51,38 @@ pub(super) struct Plan {
     pub targets: usize,
 }
 
-/// For an eval sweep: one reference trial per distinct (model, text,
-/// context, reference format), numbered in order of first use (reference
-/// `i` is trial [`TrialId::nth`]`(i)`), and per configuration the reference
-/// it is scored against. Other workloads: none.
-pub(super) fn eval_references(
-    workload: Workload,
-    configs: &[Params],
-) -> (Vec<Params>, Vec<Option<String>>) {
-    if workload != Workload::Eval {
-        return (Vec::new(), vec![None; configs.len()]);
+/// For an eval sweep, the domain's reference numbering
+/// ([`eval_references`]): the reference configurations, and per
+/// configuration the id of the reference trial it is scored against. Other
+/// workloads: none.
+pub(super) fn references(parsed: &ParsedSweep) -> (Vec<Params>, Vec<Option<String>>) {
+    if parsed.spec.workload != Workload::Eval {
+        return (Vec::new(), vec![None; parsed.configs.len()]);
     }
-    let mut refs: Vec<Params> = Vec::new();
-    let depends = configs
-        .iter()
-        .map(|c| {
-            let r = EvalTrial::reference_params(c);
-            let i = refs.iter().position(|p| *p == r).unwrap_or_else(|| {
-                refs.push(r);
-                refs.len() - 1
-            });
-            Some(TrialId::nth(i).0)
-        })
+    let refs = eval_references(&parsed.configs);
+    let depends = refs
+        .depends_on()
+        .into_iter()
+        .map(|d| d.map(|t| t.0))
         .collect();
-    (refs, depends)
+    (refs.references, depends)
 }
 
-fn at_line(source: &str, key: &str) -> String {
-    find_line(source, key, None)
+/// `line N: ` where the spec first sets `key`, or nothing.
+fn at_line(parsed: &ParsedSweep, key: &str) -> String {
+    parsed
+        .line_of(key)
         .map(|l| format!("line {l}: "))
         .unwrap_or_default()
 }
 
-/// Plans sweep `id` on `fleet`. `source` is the spec's text (errors name
-/// its lines); `max_trials` the cap on trials per sweep. Refuses, naming
+/// Plans sweep `id` on `fleet` (errors name the lines of the spec's text);
+/// `max_trials` the cap on trials per sweep. Refuses, naming
 /// the field, a sweep no device matches, an op a class cannot run, or one
 /// that expands past the cap (counted as it grows, before it is built).
 pub(super) fn plan_sweep(
     id: &SweepId,
     parsed: &ParsedSweep,
-    source: &str,
     fleet: &[FleetDevice],
     max_trials: u64,
 ) -> Result<Plan, ApiError> {
@@ -131,7 +123,7 @@ pub(super) fn plan_sweep(
         let known: BTreeSet<&str> = fleet.iter().map(|d| d.device.class.as_str()).collect();
         return Err(ApiError::InvalidArgument(format!(
             "{}target: no connected agent has a device matching {}; connected device classes: [{}]",
-            at_line(source, "target"),
+            at_line(parsed, "target"),
             serde_json::to_string(&spec.target).unwrap_or_else(|e| format!("(unprintable: {e})")),
             known.into_iter().collect::<Vec<_>>().join(", ")
         )));
@@ -153,7 +145,7 @@ pub(super) fn plan_sweep(
         };
         if refuse {
             let e = SpecError::at(
-                source,
+                &parsed.source,
                 "op",
                 "op",
                 Some(&op),
@@ -175,7 +167,7 @@ pub(super) fn plan_sweep(
     };
     // Eval: every eval trial scored against a reference waits for it and
     // consumes its output; references run once, on any target device.
-    let (references, depends) = eval_references(spec.workload, &parsed.configs);
+    let (references, depends) = references(parsed);
     let mut trials: Vec<TrialRecord> = references
         .iter()
         .enumerate()
@@ -236,7 +228,7 @@ pub(super) fn plan_sweep(
         if over(plan.len()) {
             return Err(ApiError::InvalidArgument(format!(
                 "{}the sweep expands into more than {max_trials} trials ({} or more configuration placements on the {} matching device class(es) or devices, x {} repeats); the limit is {max_trials} trials per sweep (--max-trials-per-sweep)",
-                at_line(source, "repeats"),
+                at_line(parsed, "repeats"),
                 plan.len(),
                 targets.len(),
                 spec.repeats,
@@ -246,7 +238,7 @@ pub(super) fn plan_sweep(
     if plan.is_empty() {
         return Err(ApiError::InvalidArgument(format!(
             "{}variants: no configuration is for a connected device (each variant's `when` matches none)",
-            at_line(source, "variants"),
+            at_line(parsed, "variants"),
         )));
     }
     // Grid order: configuration, then class (and device), then repeat.
@@ -292,7 +284,6 @@ impl Core {
         &mut self,
         id: SweepId,
         parsed: &ParsedSweep,
-        source: &str,
         trace: BTreeMap<String, String>,
         by: String,
         fx: &mut Effects,
@@ -316,13 +307,7 @@ impl Core {
                 })
             })
             .collect();
-        let plan = plan_sweep(
-            &id,
-            parsed,
-            source,
-            &fleet,
-            self.config.limits.max_trials_per_sweep,
-        )?;
+        let plan = plan_sweep(&id, parsed, &fleet, self.config.limits.max_trials_per_sweep)?;
         let total = u32::try_from(plan.trials.len()).map_err(|_| {
             ApiError::InvalidArgument(format!(
                 "the sweep expands into {} trials",
@@ -334,7 +319,7 @@ impl Core {
             id: id.0.clone(),
             name: spec.name.clone(),
             workload: spec.workload.name().to_owned(),
-            spec_yaml: source.to_owned(),
+            spec_yaml: parsed.source.clone(),
             created_unix_ms: self.now.unix_ms,
             state: SweepState::Running,
             trials_total: total,

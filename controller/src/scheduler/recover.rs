@@ -5,7 +5,7 @@
 
 use super::core::{AgentState, Core, Now, SweepMeta};
 use super::effects::Effects;
-use super::plan::eval_references;
+use super::plan::references;
 use super::records::{Queue, SweepRecord};
 use super::search_run::SearchRun;
 use super::SchedulerConfig;
@@ -202,7 +202,7 @@ fn recover_search(record: &SweepRecord) -> Option<SearchRun> {
             return None;
         }
     };
-    let (_, depends) = eval_references(parsed.spec.workload, &parsed.configs);
+    let (_, depends) = references(&parsed);
     let mut run = SearchRun::new(&parsed, depends);
     run.subsets = record.class_configs.clone();
     Some(run)

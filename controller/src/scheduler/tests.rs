@@ -9,7 +9,7 @@ use super::records::{SweepRecord, SweepState};
 use super::{AgentEvent, Hello, SchedulerConfig};
 use crate::error::ApiError;
 use chimera_domain::device::Device;
-use chimera_domain::results::{Fingerprint, TrialRecord, TrialState};
+use chimera_domain::results::{Fingerprint, TrialOutput, TrialRecord, TrialState};
 use chimera_domain::{AgentId, SweepId, TrialKey, TrialRef};
 use expect_test::{expect, Expect};
 use std::collections::BTreeMap;
@@ -56,11 +56,13 @@ fn trial(sweep: &str, trial: &str, attempt: u32) -> TrialRef {
 fn finished(r: TrialRef, gflops: f64) -> AgentEvent {
     AgentEvent::Finished {
         trial: r,
-        metrics: BTreeMap::from([("gflop_per_s".to_owned(), gflops)]),
-        fingerprint: Box::new(Fingerprint::default()),
-        wall_ms: 5.0,
-        detail: None,
-        artifact: Vec::new(),
+        output: Box::new(TrialOutput {
+            metrics: BTreeMap::from([("gflop_per_s".to_owned(), gflops)]),
+            fingerprint: Fingerprint::default(),
+            wall_ms: 5.0,
+            detail: None,
+            artifact: Vec::new(),
+        }),
     }
 }
 
@@ -136,7 +138,6 @@ impl Sim {
         self.core.submit(
             SweepId::from(id),
             &parsed,
-            yaml,
             BTreeMap::new(),
             "op".into(),
             &mut fx,
