@@ -407,4 +407,41 @@ mod tests {
             [["param.x", "'=1+1"], ["-2.5", "'@a, \"b\""]].map(|r| r.map(str::to_owned))
         );
     }
+
+    #[test]
+    fn a_closed_pipe_is_told_from_other_errors_however_it_is_wrapped() {
+        use std::io::{Error, ErrorKind};
+        let pipe = || Error::from(ErrorKind::BrokenPipe);
+        assert!(is_broken_pipe(&anyhow::Error::from(pipe())));
+        assert!(is_broken_pipe(
+            &anyhow::Error::from(pipe()).context("print the table")
+        ));
+        assert!(is_broken_pipe(&anyhow::Error::from(csv::Error::from(
+            pipe()
+        ))));
+        assert!(!is_broken_pipe(&anyhow::Error::from(Error::from(
+            ErrorKind::PermissionDenied
+        ))));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("broken pipe")));
+    }
+
+    #[test]
+    fn a_number_column_is_rounded_in_a_table_and_raw_or_empty_in_csv() {
+        let rows = [
+            ("a", Some(1234.56789)),
+            ("b", None),
+            ("c", Some(-0.000012345)),
+        ];
+        type Row = (&'static str, Option<f64>);
+        let columns = [
+            Column::new("name", Col::key(), |r: &Row| r.0.to_owned()),
+            Column::number("x [ms]", 1, |r: &Row| r.1),
+        ];
+        let (_, cells) = grid(&columns, &rows);
+        assert_eq!(cells, [["a", "1235"], ["b", ""], ["c", "-1.234e-5"]]);
+        let mut w = csv::Writer::from_writer(Vec::new());
+        write_csv(&mut w, &columns, &rows).unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(text, "name,x [ms]\na,1234.56789\nb,\nc,-0.000012345\n");
+    }
 }
