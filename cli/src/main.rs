@@ -33,7 +33,7 @@ struct Cli {
     #[arg(long, short, global = true, value_enum, default_value_t = OutputArg::Table)]
     output: OutputArg,
     /// Fit tables to this many columns (default: the terminal's width; when
-    /// stdout is not a terminal, tables are printed whole).
+    /// stdout is not a terminal, tables are printed whole). At least 20.
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(20..))]
     width: Option<u16>,
     /// CA (PEM) that signed the controller's certificate, for `https://`
