@@ -485,6 +485,7 @@ mod tests {
             | --- | --- | --- | --- | --- | --- | --- | ---: | --- | ---: |
             | a1 | host-1 | 0.1.0 | true | true | gpu:0 | gpu: H100 | 80.00 | 01S/t00001#2 | 1500 |
             | a1 | host-1 | 0.1.0 | true | true | gpu:1 | gpu: H100 | 80.00 | 01S/t00001#2 | 1500 |
+
             dropped: []
         "#]].assert_eq(&table(&agent_columns(), &lines, None));
         expect![[r#"

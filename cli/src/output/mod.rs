@@ -273,8 +273,9 @@ fn emit<R, J: Serialize + ?Sized>(
     Ok(())
 }
 
-/// `rows` in `columns` as a table: GitHub markdown (after a blank line, so
-/// it starts a block after any note), or box-drawn and fitted to `width`
+/// `rows` in `columns` as a table: GitHub markdown (between blank lines, so
+/// that a note before or after it is not read as part of it), or box-drawn
+/// and fitted to `width`
 /// (whole when `None`). Answers the text and the headers of the columns
 /// left out to fit.
 fn render<R>(
@@ -286,7 +287,7 @@ fn render<R>(
     let (header, cells) = grid(columns, rows);
     if markdown {
         return (
-            format!("\n{}", table::markdown(&header, &cells)),
+            format!("\n{}\n", table::markdown(&header, &cells)),
             Vec::new(),
         );
     }
