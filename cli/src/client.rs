@@ -288,16 +288,25 @@ fn looks_like_path(arg: &str) -> bool {
 /// Characters in a sweep id (a ULID).
 pub const SWEEP_ID_LEN: usize = 26;
 
-/// The sweep id `arg` names: the id itself when it is whole (the
-/// controller checks it), else the one sweep whose id starts with it
-/// (letter case aside), found by listing the controller's sweeps.
+/// The sweep id `arg` names: the id itself when it is whole, as the
+/// controller writes ids (it checks it), else the one sweep whose id starts
+/// with it (letter case aside), found by listing the controller's sweeps.
 pub async fn resolve_sweep(client: &mut Client, arg: &str) -> anyhow::Result<String> {
     let arg = arg.trim();
-    if arg.len() == SWEEP_ID_LEN {
+    if is_whole_id(arg) {
         return Ok(arg.to_owned());
     }
     let sweeps = all_sweeps(client).await?;
     match_sweep_id(arg, sweeps.iter().map(|s| (s.id.as_str(), s.name.as_str())))
+}
+
+/// Whether `arg` is a whole sweep id as the controller writes them (a
+/// ULID: 26 characters, digits and capitals), so no listing is needed.
+fn is_whole_id(arg: &str) -> bool {
+    arg.len() == SWEEP_ID_LEN
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
 }
 
 /// Candidates an ambiguous prefix lists before "and N more".
@@ -414,6 +423,13 @@ mod tests {
             e.contains("12 sweeps") && e.ends_with("and 2 more; give more of the id"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn only_a_whole_id_as_the_controller_writes_it_skips_the_listing() {
+        assert!(is_whole_id("01KAS1Y9N7W1G4E6M9C7V3T2QX"));
+        assert!(!is_whole_id("01kas1y9n7w1g4e6m9c7v3t2qx"));
+        assert!(!is_whole_id("01KAS1Y9"));
     }
 
     #[test]
