@@ -102,6 +102,24 @@ fn quickstart_runs_on_two_agents_through_the_cli() {
     let status = chimera_json(&c.url, &["sweep", "status", &id]);
     assert_eq!(status[0]["state"], "done");
     assert_eq!(status[0]["trials"]["succeeded"], 24);
+    // A unique prefix of the id will do, in either letter case.
+    let prefix = id[..12].to_lowercase();
+    let status = chimera_json(&c.url, &["sweep", "status", &prefix]);
+    assert_eq!(status[0]["id"], id.as_str());
+    assert_eq!(status[0]["failed_trials"], serde_json::json!([]));
+    let out = chimera(&c.url, &["results", &id[..12], "--output", "csv"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = chimera(&c.url, &["sweep", "status", "ZZ"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no sweep's id starts with it"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let list = chimera_json(&c.url, &["sweep", "list"]);
     assert_eq!(list[0]["id"], id.as_str());
 
@@ -357,6 +375,13 @@ fn model_workloads_run_across_processes_and_a_failure_leaves_the_agent_healthy()
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let t = &trials(&c.url, &id)[0];
     assert_eq!(t["state"], "failed");
+    // `sweep status` counts it and gives its error whole.
+    let status = chimera_json(&c.url, &["sweep", "status", &id[..16]]);
+    assert_eq!(status[0]["trials"]["failed"], 1, "{status}");
+    assert_eq!(
+        status[0]["failed_trials"][0]["error"], t["error"],
+        "{status}"
+    );
     assert!(
         t["error"]
             .as_str()

@@ -1,7 +1,8 @@
 //! Talking to a controller: how to connect (TLS, a bearer token, the leader
 //! among several controllers), and the calls several commands share
-//! (submit, fetching a sweep's results, listing every page); and what they
-//! read from files instead (a sweep spec, a results.json).
+//! (submit, fetching a sweep's results, listing every page, a sweep id
+//! from a unique prefix of it); and what they read from files instead (a
+//! sweep spec, a results.json).
 //!
 //! The connection settings come from the global flags and the environment
 //! once, in `main`, and are kept for the process ([`configure`]);
@@ -262,14 +263,94 @@ pub fn read_spec(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("read sweep spec {}", path.display()))
 }
 
-/// A sweep's results from a results.json path, or from the controller by id.
+/// A sweep's results from a results.json path, or from the controller by
+/// id or a unique prefix of one. An argument that looks like a path (it has
+/// a `/` or ends in `.json`) but names no file is refused as such, rather
+/// than sent to the controller as an id.
 pub async fn load_results(url: &str, sweep_or_path: &str) -> anyhow::Result<ResultsFile> {
     let path = Path::new(sweep_or_path);
     if path.is_file() {
         load_results_file(path)
+    } else if looks_like_path(sweep_or_path) {
+        bail!("read {sweep_or_path}: no such file (and a sweep id has no `/` or `.json`)")
     } else {
         let mut client = connect(url).await?;
-        fetch_results(&mut client, sweep_or_path).await
+        let id = resolve_sweep(&mut client, sweep_or_path).await?;
+        fetch_results(&mut client, &id).await
+    }
+}
+
+/// Whether a command's sweep argument is meant as a file.
+fn looks_like_path(arg: &str) -> bool {
+    arg.contains(['/', std::path::MAIN_SEPARATOR]) || arg.ends_with(".json")
+}
+
+/// Characters in a sweep id (a ULID).
+pub const SWEEP_ID_LEN: usize = 26;
+
+/// The sweep id `arg` names: the id itself when it is whole, as the
+/// controller writes ids (it checks it), else the one sweep whose id starts
+/// with it (letter case aside), found by listing the controller's sweeps.
+pub async fn resolve_sweep(client: &mut Client, arg: &str) -> anyhow::Result<String> {
+    let arg = arg.trim();
+    if is_whole_id(arg) {
+        return Ok(arg.to_owned());
+    }
+    let sweeps = all_sweeps(client).await?;
+    match_sweep_id(arg, sweeps.iter().map(|s| (s.id.as_str(), s.name.as_str())))
+}
+
+/// Whether `arg` is a whole sweep id as the controller writes them (a
+/// ULID: 26 characters, digits and capitals), so no listing is needed.
+fn is_whole_id(arg: &str) -> bool {
+    arg.len() == SWEEP_ID_LEN
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+}
+
+/// Candidates an ambiguous prefix lists before "and N more".
+const CANDIDATES_SHOWN: usize = 10;
+
+/// The one sweep among `sweeps` (id, name) whose id is `prefix` or starts
+/// with it, letter case aside; an error naming the prefix when none does,
+/// or listing the candidates when several do.
+pub fn match_sweep_id<'a>(
+    prefix: &str,
+    sweeps: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> anyhow::Result<String> {
+    if prefix.is_empty() {
+        bail!("sweep id: empty; give a sweep id or a prefix of one (`chimera sweep list`)");
+    }
+    let wanted = prefix.to_ascii_uppercase();
+    let mut found: Vec<(&str, &str)> = sweeps
+        .into_iter()
+        .filter(|(id, _)| id.to_ascii_uppercase().starts_with(&wanted))
+        .collect();
+    if let Some(exact) = found.iter().find(|(id, _)| id.eq_ignore_ascii_case(prefix)) {
+        return Ok(exact.0.to_owned());
+    }
+    found.sort();
+    match found.as_slice() {
+        [] => bail!(
+            "sweep id `{prefix}`: no sweep's id starts with it (`chimera sweep list` shows them)"
+        ),
+        [(id, _)] => Ok((*id).to_owned()),
+        many => {
+            let mut names: Vec<String> = many
+                .iter()
+                .take(CANDIDATES_SHOWN)
+                .map(|(id, name)| format!("{id} ({name})"))
+                .collect();
+            if many.len() > CANDIDATES_SHOWN {
+                names.push(format!("and {} more", many.len() - CANDIDATES_SHOWN));
+            }
+            bail!(
+                "sweep id `{prefix}` is ambiguous: {} sweeps' ids start with it: {}; give more of the id",
+                many.len(),
+                names.join(", ")
+            )
+        }
     }
 }
 
@@ -289,4 +370,72 @@ pub fn load_results_file(path: &Path) -> anyhow::Result<ResultsFile> {
         );
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    const SWEEPS: [(&str, &str); 3] = [
+        ("01KAS1Y9N7W1G4E6M9C7V3T2QX", "quickstart"),
+        ("01KAS1Y9N7W1G4E6M9C7V3T2QY", "quickstart again"),
+        ("01KBZZ0000000000000000000A", "gguf"),
+    ];
+
+    fn resolve(prefix: &str) -> String {
+        match match_sweep_id(prefix, SWEEPS) {
+            Ok(id) => id,
+            Err(e) => format!("error: {e:#}"),
+        }
+    }
+
+    #[test]
+    fn a_unique_prefix_names_its_sweep_whatever_the_letter_case() {
+        assert_eq!(resolve("01KB"), "01KBZZ0000000000000000000A");
+        assert_eq!(resolve("01kbz"), "01KBZZ0000000000000000000A");
+        assert_eq!(
+            resolve("01KAS1Y9N7W1G4E6M9C7V3T2QY"),
+            "01KAS1Y9N7W1G4E6M9C7V3T2QY"
+        );
+    }
+
+    #[test]
+    fn an_ambiguous_or_unknown_prefix_is_an_error_that_says_which() {
+        expect![[r#"error: sweep id `01KAS` is ambiguous: 2 sweeps' ids start with it: 01KAS1Y9N7W1G4E6M9C7V3T2QX (quickstart), 01KAS1Y9N7W1G4E6M9C7V3T2QY (quickstart again); give more of the id"#]]
+        .assert_eq(&resolve("01KAS"));
+        expect![
+            "error: sweep id `01Z`: no sweep's id starts with it (`chimera sweep list` shows them)"
+        ]
+        .assert_eq(&resolve("01Z"));
+        expect![
+            "error: sweep id: empty; give a sweep id or a prefix of one (`chimera sweep list`)"
+        ]
+        .assert_eq(&resolve(""));
+    }
+
+    #[test]
+    fn many_candidates_are_listed_up_to_a_cap() {
+        let ids: Vec<String> = (0..12).map(|i| format!("01X{i:023}")).collect();
+        let sweeps = ids.iter().map(|id| (id.as_str(), "s"));
+        let e = format!("{:#}", match_sweep_id("01X", sweeps).unwrap_err());
+        assert!(
+            e.contains("12 sweeps") && e.ends_with("and 2 more; give more of the id"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn only_a_whole_id_as_the_controller_writes_it_skips_the_listing() {
+        assert!(is_whole_id("01KAS1Y9N7W1G4E6M9C7V3T2QX"));
+        assert!(!is_whole_id("01kas1y9n7w1g4e6m9c7v3t2qx"));
+        assert!(!is_whole_id("01KAS1Y9"));
+    }
+
+    #[test]
+    fn a_path_is_told_from_a_sweep_id() {
+        assert!(looks_like_path("chimera-demo/results.json"));
+        assert!(looks_like_path("results.json"));
+        assert!(!looks_like_path("01KAS1Y9"));
+    }
 }

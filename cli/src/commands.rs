@@ -2,7 +2,7 @@
 //! each takes its flags' values, prints its listing and returns the
 //! process's exit code.
 
-use crate::client::{self, connect, load_results, read_spec, status};
+use crate::client::{self, connect, load_results, read_spec, resolve_sweep, status};
 use crate::output::{self, Format};
 use crate::watch;
 use anyhow::{bail, Context};
@@ -16,7 +16,7 @@ pub async fn submit(url: &str, file: &Path, wait: bool) -> anyhow::Result<i32> {
     let mut client = connect(url).await?;
     let spec = read_spec(file)?;
     let resp = client::submit(&mut client, spec, &file.display().to_string()).await?;
-    println!("{}", resp.sweep_id);
+    output::print_line(&resp.sweep_id)?;
     eprintln!("submitted sweep {} ({} trials)", resp.sweep_id, resp.trials);
     if wait {
         let last = watch::watch(&mut client, &resp.sweep_id, Some(url)).await?;
@@ -33,29 +33,43 @@ pub async fn sweeps(url: &str, fmt: Format) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `chimera sweep status SWEEP`.
-pub async fn sweep_status(url: &str, sweep_id: String, fmt: Format) -> anyhow::Result<i32> {
+/// `chimera sweep status SWEEP`: the sweep's counts, and its failed
+/// trials with their errors (fetched only when some failed; not in CSV,
+/// which is one row per sweep).
+pub async fn sweep_status(url: &str, sweep: String, fmt: Format) -> anyhow::Result<i32> {
     let mut client = connect(url).await?;
+    let sweep_id = resolve_sweep(&mut client, &sweep).await?;
     let s = client
         .get_sweep(proto::GetSweepRequest { sweep_id })
         .await
         .map_err(status("get the sweep"))?
         .into_inner();
-    output::sweeps(&[s], fmt)?;
+    let failed = if s.trials_failed > 0 && fmt != Format::Csv {
+        client::all_trials(&mut client, &s.id)
+            .await?
+            .into_iter()
+            .filter(|t| t.state == proto::TrialState::Failed as i32)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    output::sweep_status(&s, &failed, fmt)?;
     Ok(0)
 }
 
 /// `chimera sweep watch SWEEP`.
 pub async fn watch(url: &str, sweep: &str, fmt: Format) -> anyhow::Result<i32> {
     let mut client = connect(url).await?;
-    let last = watch::watch(&mut client, sweep, Some(url)).await?;
+    let sweep = resolve_sweep(&mut client, sweep).await?;
+    let last = watch::watch(&mut client, &sweep, Some(url)).await?;
     output::sweeps(std::slice::from_ref(&last), fmt)?;
     Ok(watch::exit_code(&last))
 }
 
 /// `chimera sweep cancel SWEEP`.
-pub async fn cancel(url: &str, sweep_id: String, fmt: Format) -> anyhow::Result<i32> {
+pub async fn cancel(url: &str, sweep: String, fmt: Format) -> anyhow::Result<i32> {
     let mut client = connect(url).await?;
+    let sweep_id = resolve_sweep(&mut client, &sweep).await?;
     let s = client
         .cancel_sweep(proto::CancelSweepRequest { sweep_id })
         .await
@@ -85,10 +99,10 @@ pub async fn drain(url: &str, name: String, fmt: Format) -> anyhow::Result<i32> 
     Ok(0)
 }
 
-/// `chimera results SWEEP`.
+/// `chimera results SWEEP|FILE`: a sweep's trials, from the controller or
+/// a results.json.
 pub async fn results(url: &str, sweep: &str, fmt: Format) -> anyhow::Result<i32> {
-    let mut client = connect(url).await?;
-    let results = client::fetch_results(&mut client, sweep).await?;
+    let results = load_results(url, sweep).await?;
     output::results(&results, fmt)?;
     Ok(0)
 }
@@ -96,11 +110,12 @@ pub async fn results(url: &str, sweep: &str, fmt: Format) -> anyhow::Result<i32>
 /// `chimera telemetry SWEEP TRIAL`.
 pub async fn telemetry(
     url: &str,
-    sweep_id: String,
+    sweep: String,
     trial_id: String,
     fmt: Format,
 ) -> anyhow::Result<i32> {
     let mut client = connect(url).await?;
+    let sweep_id = resolve_sweep(&mut client, &sweep).await?;
     let samples = client
         .get_telemetry(proto::GetTelemetryRequest { sweep_id, trial_id })
         .await
@@ -237,6 +252,6 @@ pub fn fetch_model(dir: Option<PathBuf>) -> anyhow::Result<i32> {
     use chimera_agent::models::fetch;
     let dir = dir.unwrap_or_else(fetch::cache_dir);
     let path = fetch::ensure(&fetch::SMOLLM2, &dir).map_err(anyhow::Error::msg)?;
-    println!("{}", path.display());
+    output::print_line(path.display())?;
     Ok(0)
 }

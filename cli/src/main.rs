@@ -27,9 +27,15 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     controller: String,
-    /// Output format of listing commands.
+    /// Output format of listing commands: `table` (fitted to the
+    /// terminal), `markdown` (GitHub tables), `json`, or `csv` (raw
+    /// numbers, one column per quantity).
     #[arg(long, short, global = true, value_enum, default_value_t = OutputArg::Table)]
     output: OutputArg,
+    /// Fit tables to this many columns (default: the terminal's width; when
+    /// stdout is not a terminal, tables are printed whole). At least 20.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(20..))]
+    width: Option<u16>,
     /// CA (PEM) that signed the controller's certificate, for `https://`
     /// controller URLs (default: the system's trusted roots).
     #[arg(long, global = true, env = "CHIMERA_TLS_CA", value_name = "PEM")]
@@ -48,6 +54,7 @@ struct Cli {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum OutputArg {
     Table,
+    Markdown,
     Json,
     Csv,
 }
@@ -62,12 +69,14 @@ enum Command {
     Agents(AgentsCmd),
     /// Every trial of a sweep with its metrics.
     Results {
-        /// Sweep id.
+        /// Sweep id (or a unique prefix of one), or the path of a
+        /// results.json written by `chimera run`.
         sweep: String,
     },
     /// Configurations x device classes for one metric, best per class marked.
     Compare {
-        /// Sweep id, or the path of a results.json written by `chimera run`.
+        /// Sweep id (or a unique prefix of one), or the path of a
+        /// results.json written by `chimera run`.
         sweep: String,
         /// Instead of the table: the Pareto-optimal configurations per class
         /// for two metrics, `X,Y` (e.g. `decode_tokens_per_s,kl_mean`).
@@ -189,7 +198,7 @@ enum Command {
     /// The raw device telemetry samples the controller kept for one trial
     /// (every attempt; the `measure` phase is what the summary covers).
     Telemetry {
-        /// Sweep id.
+        /// Sweep id, or a unique prefix of one.
         sweep: String,
         /// Trial id within the sweep (`t00003`).
         trial: String,
@@ -219,12 +228,22 @@ enum SweepCmd {
     },
     /// Every sweep, newest first.
     List,
-    /// One sweep's progress.
-    Status { sweep: String },
+    /// One sweep's progress: its trials by state, and the failed trials'
+    /// errors (in full with `--output json`).
+    Status {
+        /// Sweep id, or a unique prefix of one.
+        sweep: String,
+    },
     /// Follow a sweep's progress until it finishes.
-    Watch { sweep: String },
+    Watch {
+        /// Sweep id, or a unique prefix of one.
+        sweep: String,
+    },
     /// Cancel a sweep's unfinished trials.
-    Cancel { sweep: String },
+    Cancel {
+        /// Sweep id, or a unique prefix of one.
+        sweep: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -276,13 +295,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             .ok()
             .filter(|t| !t.is_empty()),
     });
+    output::exit_quietly_on_closed_stdout();
+    output::configure(output::Style {
+        width: cli.width.map(usize::from),
+        markdown: matches!(cli.output, OutputArg::Markdown),
+    });
     let fmt = match cli.output {
-        OutputArg::Table => Format::Table,
+        OutputArg::Table | OutputArg::Markdown => Format::Table,
         OutputArg::Json => Format::Json,
         OutputArg::Csv => Format::Csv,
     };
     let url = cli.controller.as_str();
-    match cli.command {
+    let result = match cli.command {
         Command::Tls(cmd) => pki::tls(cmd),
         Command::Token(cmd) => pki::token(cmd),
         Command::Sweep(SweepCmd::Submit { file, wait }) => commands::submit(url, &file, wait).await,
@@ -357,11 +381,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo { out, model_dirs } => run::demo(&out, model_dirs, fmt).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            let mut out = std::io::stdout();
-            clap_complete::generate(shell, &mut Cli::command(), "chimera", &mut out);
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "chimera", &mut script);
+            output::print_line(String::from_utf8_lossy(&script).trim_end())?;
             Ok(0)
         }
         Command::Telemetry { sweep, trial } => commands::telemetry(url, sweep, trial, fmt).await,
         Command::Models(ModelsCmd::Fetch { dir }) => commands::fetch_model(dir),
+    };
+    match result {
+        // Stdout closed by its reader (`| head`): done, quietly.
+        Err(e) if output::is_broken_pipe(&e) => Ok(0),
+        other => other,
     }
 }

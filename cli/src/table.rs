@@ -1,15 +1,12 @@
-//! Fitting a table to the terminal. A table wider than the terminal (80
-//! columns, or `COLUMNS` when stdout is a terminal) first wraps its headers
-//! at spaces and underscores, then drops the columns it can spare (lowest
-//! [`Col::keep`] first; a column with no value in any row goes first), then
-//! cuts text cells with `…` down to each column's minimum. Numbers and ids
-//! are never cut. Only the `table` format is fitted: `json` and `csv` always
-//! carry every column in full.
-
-use std::io::IsTerminal;
-
-/// The width a table is fitted to when nothing says otherwise.
-pub const DEFAULT_WIDTH: usize = 80;
+//! Fitting a table to the terminal, or writing it as GitHub markdown. A
+//! table wider than its width (the terminal's own, asked of the terminal;
+//! `--width N`; none when stdout is not a terminal, so a pipe or a file gets
+//! every cell whole) first wraps its headers at spaces and underscores, then
+//! drops the columns it can spare (lowest [`Col::keep`] first; a column with
+//! no value in any row goes first), then cuts text cells with `…` down to
+//! each column's minimum. Numbers and ids are never cut. Only the `table`
+//! format is fitted: `markdown`, `json` and `csv` always carry every column
+//! in full.
 
 /// How a column gives way when its table is too wide.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,17 +55,55 @@ pub struct Fitted {
     pub dropped: Vec<String>,
 }
 
-/// The width to fit tables to: `COLUMNS` when stdout is a terminal and it
-/// holds a usable number, else [`DEFAULT_WIDTH`].
-pub fn terminal_width() -> usize {
-    if !std::io::stdout().is_terminal() {
-        return DEFAULT_WIDTH;
+/// The width of the terminal stdout is, asked of the terminal itself
+/// (`TIOCGWINSZ`; `$COLUMNS` is not exported by shells); `None` when stdout
+/// is not a terminal or does not say.
+pub fn terminal_width() -> Option<usize> {
+    console::Term::stdout()
+        .size_checked()
+        .map(|(_rows, cols)| usize::from(cols))
+}
+
+/// The width tables are fitted to: `--width N` when given, else the
+/// terminal's; `None` (nothing is cut or left out) when neither is known,
+/// as when stdout is a pipe or a file.
+pub fn width(flag: Option<usize>, terminal: Option<usize>) -> Option<usize> {
+    flag.or(terminal)
+}
+
+/// A table as GitHub-flavoured markdown: a header row, a delimiter row
+/// (right-aligned where every cell of the column is a number) and the
+/// rows; `|` in a cell is escaped and line breaks become spaces, so each
+/// row stays one line.
+pub fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
+    let cell = |s: &str| {
+        s.replace(['\n', '\r', '\t'], " ")
+            .replace('\\', "\\\\")
+            .replace('|', "\\|")
+    };
+    let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+    let numeric = |i: usize| {
+        let mut values = rows
+            .iter()
+            .filter_map(|r| r.get(i))
+            .filter(|c| !c.is_empty())
+            .peekable();
+        values.peek().is_some() && values.all(|c| c.parse::<f64>().is_ok())
+    };
+    let mut out = line(header.iter().map(|h| cell(h)).collect());
+    out.push_str(&line(
+        (0..header.len())
+            .map(|i| if numeric(i) { "---:" } else { "---" }.to_owned())
+            .collect(),
+    ));
+    for r in rows {
+        out.push_str(&line(
+            (0..header.len())
+                .map(|i| cell(r.get(i).map_or("", String::as_str)))
+                .collect(),
+        ));
     }
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.trim().parse::<usize>().ok())
-        .filter(|w| *w >= 20)
-        .unwrap_or(DEFAULT_WIDTH)
+    out
 }
 
 /// Characters a table with columns of these widths takes, borders included
@@ -364,5 +399,33 @@ mod tests {
         assert_eq!(truncate("short", 6), "short");
         assert_eq!(wrap("created_unix_s", 8), vec!["created_", "unix_s"]);
         assert_eq!(wrap("hardware [$/month]", 9), vec!["hardware", "[$/month]"]);
+    }
+
+    #[test]
+    fn the_width_is_the_flag_else_the_terminal_else_none() {
+        assert_eq!(width(Some(120), Some(200)), Some(120));
+        assert_eq!(width(None, Some(200)), Some(200));
+        assert_eq!(width(None, None), None, "a pipe gets the whole table");
+        assert_eq!(width(Some(80), None), Some(80));
+    }
+
+    #[test]
+    fn markdown_escapes_pipes_and_right_aligns_number_columns() {
+        let header = ["config", "gflop_per_s [GFLOP/s]", "error"].map(str::to_owned);
+        let rows = vec![
+            vec!["format=q4|0".to_owned(), "12.35".to_owned(), String::new()],
+            vec![
+                "format=q8_0".to_owned(),
+                String::new(),
+                "a \\ b\nsecond line".to_owned(),
+            ],
+        ];
+        expect_test::expect![[r#"
+            | config | gflop_per_s [GFLOP/s] | error |
+            | --- | ---: | --- |
+            | format=q4\|0 | 12.35 |  |
+            | format=q8_0 |  | a \\ b second line |
+        "#]]
+        .assert_eq(&markdown(&header, &rows));
     }
 }

@@ -173,7 +173,7 @@ fn completions_are_generated_for_the_shells() {
 }
 
 #[test]
-fn tables_fit_80_columns_and_csv_keeps_every_value_whole() {
+fn tables_fit_width_80_and_csv_keeps_every_value_whole() {
     let dir = tempfile::tempdir().unwrap();
     let class = "cpu: AMD EPYC 7B13 64-Core Processor with a rather long name x64";
     let trials = ["q8_0", "q4_0"]
@@ -186,7 +186,7 @@ fn tables_fit_80_columns_and_csv_keeps_every_value_whole() {
         })
         .collect();
     let f = write(&dir.path().join("results.json"), &results("s", "s", trials));
-    let out = chimera(&["compare", f.to_str().unwrap()]);
+    let out = chimera(&["compare", f.to_str().unwrap(), "--width", "80"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     let table: Vec<&str> = text
@@ -246,5 +246,168 @@ fn run_prints_an_adaptive_searchs_best_configuration_per_class() {
     assert!(
         stdout.contains("GFLOP/s (3 configurations tried)"),
         "{stdout}"
+    );
+}
+
+/// A kernel sweep of `n` configurations measured once each, every
+/// headline metric reported: more output than a pipe holds.
+fn big_results(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let trials = (0..n)
+        .map(|i| {
+            let metrics = json!({
+                "gflop_per_s": 100.0 + i as f64 / 7.0, "gb_per_s": 12.5, "roofline_frac": 0.125,
+                "latency_ms_p50": 0.5, "latency_ms_p99": 0.75, "cov": 0.01, "iterations": 100.0,
+            });
+            let t = trial("s", i, "q8_0", metrics);
+            with(t, json!({"params": {"threads": i}}))
+        })
+        .collect();
+    write(&dir.join("results.json"), &results("s", "s", trials))
+}
+
+#[test]
+fn a_pipe_closed_early_ends_the_command_quietly_with_exit_0() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let f = big_results(dir.path(), 3000);
+    let f = f.to_str().unwrap();
+    for args in [
+        vec!["compare", f, "-o", "json"],
+        vec!["results", f],
+        vec!["results", f, "-o", "markdown"],
+        vec!["results", f, "-o", "csv"],
+        vec!["results", f, "-o", "json"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chimera"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read a little, as `head -c 10` does, then close the pipe while
+        // the command still has far more than a pipe holds to write.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 10];
+        stdout.read_exact(&mut first).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+    }
+    // Closed before anything was written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chimera"))
+        .args(["results", f, "-o", "csv"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+#[test]
+fn results_reads_a_results_file_offline_and_its_csv_numbers_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = big_results(dir.path(), 3);
+    let f = f.to_str().unwrap();
+    let out = chimera(&["results", f, "-o", "csv"]);
+    common::ok(&out);
+    let mut rd = csv::Reader::from_reader(out.stdout.as_slice());
+    let header = rd.headers().unwrap().clone();
+    let numeric = [
+        "config_index",
+        "repeat",
+        "attempt",
+        "param.threads",
+        "gflop_per_s",
+        "gb_per_s",
+        "latency_ms_p99",
+        "cov",
+    ];
+    let mut rows = 0;
+    for r in rd.records() {
+        let r = r.unwrap();
+        for name in numeric {
+            let i = header.iter().position(|h| h == name).unwrap();
+            let v: f64 = r[i]
+                .parse()
+                .unwrap_or_else(|e| panic!("{name} `{}`: {e}", &r[i]));
+            assert!(v.is_finite(), "{name}");
+        }
+        rows += 1;
+    }
+    assert_eq!(rows, 3);
+    // The value whole, not rounded as the table shows it.
+    let whole = (100.0 + 1.0 / 7.0_f64).to_string();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&whole),
+        "{whole}"
+    );
+
+    let out = chimera(&["results", f, "-o", "json"]);
+    common::ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["trials"].as_array().unwrap().len(), 3);
+    assert_eq!(v["trials"][1]["metrics"]["gflop_per_s"], 100.0 + 1.0 / 7.0);
+
+    let out = chimera(&["results", f, "-o", "markdown"]);
+    common::ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\n| trial | state |"), "{text}");
+    assert!(text.contains("| t00002 | succeeded |"), "{text}");
+
+    let out = chimera(&["results", "nowhere/results.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nowhere/results.json: no such file"),
+        "a path is not sent to a controller as a sweep id: {err}"
+    );
+}
+
+#[test]
+fn a_table_keeps_every_number_at_200_columns_and_leaves_columns_out_at_80() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = big_results(dir.path(), 2);
+    let f = f.to_str().unwrap();
+    let numbers = ["100.0", "100.1", "12.50", "0.1250", "0.5000", "0.7500"];
+    let out = chimera(&["results", f, "--width", "200"]);
+    common::ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for n in numbers {
+        assert!(text.contains(&format!(" {n} ")), "{n} kept at 200: {text}");
+    }
+    assert!(text.lines().all(|l| l.chars().count() <= 200), "{text}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+
+    let out = chimera(&["results", f, "--width", "80"]);
+    common::ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+    assert!(
+        text.contains(" 100.1 "),
+        "the headline metric stays: {text}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("left out to fit 80 columns"), "{err}");
+
+    // Not a terminal and no --width: the whole table.
+    let out = chimera(&["results", f]);
+    let whole = String::from_utf8_lossy(&out.stdout);
+    for n in numbers {
+        assert!(
+            whole.contains(&format!(" {n} ")),
+            "{n} in a piped table: {whole}"
+        );
+    }
+
+    let out = chimera(&["results", f, "--width", "5"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a width too small is a usage error"
     );
 }

@@ -1,8 +1,9 @@
-//! Listings of the controller's state: sweeps, agents and their devices,
-//! and a trial's raw telemetry samples.
+//! Listings of the controller's state: sweeps (with a sweep's failed
+//! trials), agents and their devices, and a trial's raw telemetry samples.
 
-use super::{emit, num, sweep_state, Column, Format};
+use super::{emit, sweep_state, Column, Format};
 use crate::table::Col;
+use chimera_domain::params::{label, params_from_proto};
 use chimera_proto::v1 as proto;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +21,37 @@ struct SweepRow<'a> {
     submitted_by: &'a str,
     trials: TrialCounts,
     workload: &'a str,
+    /// `sweep status` only: every failed trial with its error in full.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_trials: Option<Vec<FailedRow<'a>>>,
+}
+
+/// A failed trial as `chimera sweep status` lists it.
+#[derive(Serialize)]
+struct FailedRow<'a> {
+    id: &'a str,
+    device_class: &'a str,
+    /// The configuration, `name=value ...`.
+    config: String,
+    attempt: u32,
+    agent: &'a str,
+    /// The error, whole.
+    error: &'a str,
+}
+
+impl<'a> From<&'a proto::Trial> for FailedRow<'a> {
+    fn from(t: &'a proto::Trial) -> Self {
+        FailedRow {
+            id: &t.id,
+            device_class: &t.device_class,
+            config: params_from_proto(&t.params)
+                .map(|p| label(&p))
+                .unwrap_or_default(),
+            attempt: t.attempt,
+            agent: &t.agent,
+            error: &t.error,
+        }
+    }
 }
 
 /// How many of a sweep's trials are in each state.
@@ -51,6 +83,7 @@ impl<'a> From<&'a proto::Sweep> for SweepRow<'a> {
                 total: s.trials_total,
             },
             workload: &s.workload,
+            failed_trials: None,
         }
     }
 }
@@ -58,12 +91,34 @@ impl<'a> From<&'a proto::Sweep> for SweepRow<'a> {
 /// Sweeps.
 pub fn sweeps(list: &[proto::Sweep], fmt: Format) -> anyhow::Result<()> {
     let rows: Vec<SweepRow> = list.iter().map(SweepRow::from).collect();
+    emit(fmt, &sweep_columns(), &rows, &rows)
+}
+
+/// One sweep, as `chimera sweep status` shows it: its row (failed and
+/// cancelled counts always shown), then its failed trials — in JSON under
+/// `failed_trials` with their errors whole, in a table below the sweep's.
+/// CSV is the sweep's row only.
+pub fn sweep_status(s: &proto::Sweep, failed: &[proto::Trial], fmt: Format) -> anyhow::Result<()> {
+    let mut row = SweepRow::from(s);
+    row.failed_trials = Some(failed.iter().map(FailedRow::from).collect());
+    let rows = [row];
+    emit(fmt, &sweep_columns(), &rows, &rows)?;
+    let failed_rows = rows[0].failed_trials.as_deref().unwrap_or_default();
+    if fmt == Format::Table && !failed_rows.is_empty() {
+        emit(fmt, &failed_columns(), failed_rows, failed_rows)?;
+    }
+    Ok(())
+}
+
+/// The columns of a sweep listing. Failed and cancelled counts are never
+/// left out (a sweep "done" whose trials failed must say so).
+fn sweep_columns<'a>() -> Vec<Column<'a, SweepRow<'a>>> {
     let count = |name: &'static str, keep: u8, n: fn(&TrialCounts) -> u32| {
         Column::new(name, Col::num(keep), move |s: &SweepRow| {
             n(&s.trials).to_string()
         })
     };
-    let columns = [
+    vec![
         Column::new("id", Col::key(), |s: &SweepRow| s.id.to_owned()),
         Column::new("name", Col::text(8, 10), |s: &SweepRow| s.name.to_owned()),
         Column::new("workload", Col::text(7, 8), |s: &SweepRow| {
@@ -74,13 +129,27 @@ pub fn sweeps(list: &[proto::Sweep], fmt: Format) -> anyhow::Result<()> {
         count("pending", 3, |t| t.pending),
         count("running", 4, |t| t.running),
         count("succeeded", 6, |t| t.succeeded),
-        count("failed", 5, |t| t.failed),
-        count("cancelled", 2, |t| t.cancelled),
+        count("failed", Col::KEEP, |t| t.failed),
+        count("cancelled", Col::KEEP, |t| t.cancelled),
         Column::new("created_unix_s", Col::num(1), |s: &SweepRow| {
             (s.created_unix_ms / 1000).to_string()
         }),
-    ];
-    emit(fmt, &columns, &rows, &rows)
+    ]
+}
+
+/// The columns of a sweep's failed trials; the error gives way last.
+fn failed_columns<'a>() -> Vec<Column<'a, FailedRow<'a>>> {
+    type F<'r> = FailedRow<'r>;
+    vec![
+        Column::new("failed trial", Col::key(), |t: &F| t.id.to_owned()),
+        Column::new("device_class", Col::text(4, 12), |t: &F| {
+            t.device_class.to_owned()
+        }),
+        Column::new("config", Col::text(5, 16), |t: &F| t.config.clone()),
+        Column::new("attempt", Col::num(2), |t: &F| t.attempt.to_string()),
+        Column::new("agent", Col::text(3, 8), |t: &F| t.agent.to_owned()),
+        Column::new("error", Col::text(9, 40), |t: &F| t.error.to_owned()),
+    ]
 }
 
 /// An agent as `chimera agents list` prints it (fields in alphabetical
@@ -173,13 +242,21 @@ impl<'a> From<&'a proto::Agent> for AgentRow<'a> {
 
 /// Agents: a table row per device, a JSON object per agent.
 pub fn agents(list: &[proto::Agent], fmt: Format) -> anyhow::Result<()> {
-    type Line<'r, 'a> = (&'r AgentRow<'a>, &'r DeviceRow<'a>);
     let agents: Vec<AgentRow> = list.iter().map(AgentRow::from).collect();
     let lines: Vec<Line> = agents
         .iter()
         .flat_map(|a| a.devices.iter().map(move |d| (a, d)))
         .collect();
-    let columns = [
+    let columns = agent_columns();
+    emit(fmt, &columns, &lines, &agents)
+}
+
+/// A row of the agent table: an agent and one of its devices.
+type Line<'r, 'a> = (&'r AgentRow<'a>, &'r DeviceRow<'a>);
+
+/// The columns of the agent table.
+fn agent_columns<'r, 'a>() -> Vec<Column<'static, Line<'r, 'a>>> {
+    vec![
         Column::new("name", Col::text(Col::KEEP, 12), |(a, _): &Line| {
             a.name.to_owned()
         }),
@@ -199,8 +276,8 @@ pub fn agents(list: &[proto::Agent], fmt: Format) -> anyhow::Result<()> {
         Column::new("device_class", Col::text(8, 14), |(_, d): &Line| {
             d.device_class.to_owned()
         }),
-        Column::new("memory_GiB", Col::num(2), |(_, d): &Line| {
-            format!("{:.1}", d.memory_bytes as f64 / (1u64 << 30) as f64)
+        Column::number("memory_GiB", 2, |(_, d): &Line| {
+            Some(d.memory_bytes as f64 / (1u64 << 30) as f64)
         }),
         Column::new("running", Col::text(5, 12), |(a, _): &Line| {
             a.running
@@ -212,8 +289,7 @@ pub fn agents(list: &[proto::Agent], fmt: Format) -> anyhow::Result<()> {
         Column::new("last_seen_ms", Col::num(1), |(a, _): &Line| {
             a.last_seen_ms_ago.to_string()
         }),
-    ];
-    emit(fmt, &columns, &lines, &agents)
+    ]
 }
 
 /// Power, utilisation, clocks and temperature go before the other sensors
@@ -239,6 +315,17 @@ pub fn telemetry(samples: &[proto::TelemetrySample], fmt: Format) -> anyhow::Res
             .map_err(|e| anyhow::anyhow!("a telemetry sample from the controller: {e}"))?,
         _ => Vec::new(),
     };
+    emit(fmt, &telemetry_columns(samples), samples, &parsed)?;
+    if fmt == Format::Table {
+        eprintln!("{} samples", samples.len());
+    }
+    Ok(())
+}
+
+/// The columns of a telemetry listing: one per sensor any sample has.
+fn telemetry_columns(
+    samples: &[proto::TelemetrySample],
+) -> Vec<Column<'_, proto::TelemetrySample>> {
     let fields: BTreeSet<&String> = samples.iter().flat_map(|s| s.fields.keys()).collect();
     type S = proto::TelemetrySample;
     let mut columns = vec![
@@ -252,33 +339,204 @@ pub fn telemetry(samples: &[proto::TelemetrySample], fmt: Format) -> anyhow::Res
             Some(k) => 8 - (k as u8).min(3),
             None => 2,
         };
-        columns.push(Column::new(f.as_str(), Col::num(keep), move |s: &S| {
-            s.fields
-                .get(f)
-                .map(|v| {
-                    if fmt == Format::Csv {
-                        v.to_string()
-                    } else {
-                        num(*v)
-                    }
-                })
-                .unwrap_or_default()
+        columns.push(Column::number(f.as_str(), keep, move |s: &S| {
+            s.fields.get(f).copied()
         }));
     }
     columns.push(Column::new("throttle", Col::text(1, 10), |s: &S| {
         s.throttle.join(" ")
     }));
-    emit(fmt, &columns, samples, &parsed)?;
-    if fmt == Format::Table {
-        eprintln!("{} samples", samples.len());
-    }
-    Ok(())
+    columns
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::{render, write_csv};
     use super::*;
+    use expect_test::expect;
     use serde_json::json;
+
+    /// A listing as a table at `width`, or as markdown with `None`.
+    fn table<R>(columns: &[Column<'_, R>], rows: &[R], width: Option<usize>) -> String {
+        let (text, dropped) = render(columns, rows, width.is_none(), width);
+        format!("{text}dropped: {dropped:?}\n")
+    }
+
+    fn csv<R>(columns: &[Column<'_, R>], rows: &[R]) -> String {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        write_csv(&mut w, columns, rows).unwrap();
+        String::from_utf8(w.into_inner().unwrap()).unwrap()
+    }
+
+    fn failed_trial() -> proto::Trial {
+        proto::Trial {
+            id: "t00003".into(),
+            sweep_id: "01S".into(),
+            state: proto::TrialState::Failed as i32,
+            device_class: "cpu: test x2".into(),
+            params: [(
+                "format".to_owned(),
+                proto::ParamValue {
+                    kind: Some(proto::param_value::Kind::Text("q4_0".into())),
+                },
+            )]
+            .into_iter()
+            .collect(),
+            attempt: 2,
+            agent: "a1".into(),
+            error: "model file /models/x.gguf: no such file | and a second clause that makes this error long".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_sweep_table_keeps_every_number_at_200_columns_and_its_failures_at_80() {
+        let mut s = sweep("");
+        s.id = "01KAS1Y9N7W1G4E6M9C7V3T2QX".into();
+        let rows = [SweepRow::from(&s)];
+        expect![[r#"
+            ┌────────────────────────────┬───────────────┬──────────┬───────────┬───────┬─────────┬─────────┬───────────┬────────┬───────────┬────────────────┐
+            │ id                         ┆ name          ┆ workload ┆ state     ┆ total ┆ pending ┆ running ┆ succeeded ┆ failed ┆ cancelled ┆ created_unix_s │
+            ╞════════════════════════════╪═══════════════╪══════════╪═══════════╪═══════╪═════════╪═════════╪═══════════╪════════╪═══════════╪════════════════╡
+            │ 01KAS1Y9N7W1G4E6M9C7V3T2QX ┆ quick "start" ┆ kernel   ┆ cancelled ┆ 6     ┆ 1       ┆ 2       ┆ 3         ┆ 4      ┆ 5         ┆ 1700000000     │
+            └────────────────────────────┴───────────────┴──────────┴───────────┴───────┴─────────┴─────────┴───────────┴────────┴───────────┴────────────────┘
+            dropped: []
+        "#]]
+        .assert_eq(&table(&sweep_columns(), &rows, Some(200)));
+        expect![[r#"
+            ┌────────────────────────────┬───────────────┬───────────┬────────┬───────────┐
+            │ id                         ┆ name          ┆ state     ┆ failed ┆ cancelled │
+            ╞════════════════════════════╪═══════════════╪═══════════╪════════╪═══════════╡
+            │ 01KAS1Y9N7W1G4E6M9C7V3T2QX ┆ quick "start" ┆ cancelled ┆ 4      ┆ 5         │
+            └────────────────────────────┴───────────────┴───────────┴────────┴───────────┘
+            dropped: ["workload", "total", "pending", "running", "succeeded", "created_unix_s"]
+        "#]]
+        .assert_eq(&table(&sweep_columns(), &rows, Some(80)));
+    }
+
+    #[test]
+    fn sweep_status_lists_the_failed_trials_whole_in_json_and_in_a_table() {
+        let s = sweep("");
+        let t = failed_trial();
+        let mut row = SweepRow::from(&s);
+        row.failed_trials = Some(vec![FailedRow::from(&t)]);
+        expect![[r#"
+            {
+              "cancelled_by": null,
+              "created_unix_ms": 1700000000123,
+              "id": "01S",
+              "name": "quick \"start\"",
+              "state": "cancelled",
+              "submitted_by": "cert:operator/ada",
+              "trials": {
+                "cancelled": 5,
+                "failed": 4,
+                "pending": 1,
+                "running": 2,
+                "succeeded": 3,
+                "total": 6
+              },
+              "workload": "kernel",
+              "failed_trials": [
+                {
+                  "id": "t00003",
+                  "device_class": "cpu: test x2",
+                  "config": "format=q4_0",
+                  "attempt": 2,
+                  "agent": "a1",
+                  "error": "model file /models/x.gguf: no such file | and a second clause that makes this error long"
+                }
+              ]
+            }"#]].assert_eq(&serde_json::to_string_pretty(&row).unwrap());
+        let failed = [FailedRow::from(&t)];
+        expect![[r#"
+            ┌────────┬─────────────┬───────────────────────────────────────────────────────┐
+            │ failed ┆ config      ┆ error                                                 │
+            │ trial  ┆             ┆                                                       │
+            ╞════════╪═════════════╪═══════════════════════════════════════════════════════╡
+            │ t00003 ┆ format=q4_0 ┆ model file /models/x.gguf: no such file | and a seco… │
+            └────────┴─────────────┴───────────────────────────────────────────────────────┘
+            dropped: ["device_class", "attempt", "agent"]
+        "#]]
+        .assert_eq(&table(&failed_columns(), &failed, Some(80)));
+    }
+
+    #[test]
+    fn the_agent_table_has_a_row_per_device_and_csv_raw_numbers() {
+        let agents = [agent("cert:operator/bob")];
+        let rows: Vec<AgentRow> = agents.iter().map(AgentRow::from).collect();
+        type Line<'r, 'a> = (&'r AgentRow<'a>, &'r DeviceRow<'a>);
+        let lines: Vec<Line> = rows
+            .iter()
+            .flat_map(|a| a.devices.iter().map(move |d| (a, d)))
+            .collect();
+        expect![[r#"
+            ┌──────┬──────────┬─────────┬───────────┬──────────┬────────┬──────────────┬────────────┬──────────────┬──────────────┐
+            │ name ┆ hostname ┆ version ┆ connected ┆ draining ┆ device ┆ device_class ┆ memory_GiB ┆ running      ┆ last_seen_ms │
+            ╞══════╪══════════╪═════════╪═══════════╪══════════╪════════╪══════════════╪════════════╪══════════════╪══════════════╡
+            │ a1   ┆ host-1   ┆ 0.1.0   ┆ true      ┆ true     ┆ gpu:0  ┆ gpu: H100    ┆ 80.00      ┆ 01S/t00001#2 ┆ 1500         │
+            │ a1   ┆ host-1   ┆ 0.1.0   ┆ true      ┆ true     ┆ gpu:1  ┆ gpu: H100    ┆ 80.00      ┆ 01S/t00001#2 ┆ 1500         │
+            └──────┴──────────┴─────────┴───────────┴──────────┴────────┴──────────────┴────────────┴──────────────┴──────────────┘
+            dropped: []
+        "#]].assert_eq(&table(&agent_columns(), &lines, Some(120)));
+        expect![[r#"
+
+            | name | hostname | version | connected | draining | device | device_class | memory_GiB | running | last_seen_ms |
+            | --- | --- | --- | --- | --- | --- | --- | ---: | --- | ---: |
+            | a1 | host-1 | 0.1.0 | true | true | gpu:0 | gpu: H100 | 80.00 | 01S/t00001#2 | 1500 |
+            | a1 | host-1 | 0.1.0 | true | true | gpu:1 | gpu: H100 | 80.00 | 01S/t00001#2 | 1500 |
+
+            dropped: []
+        "#]].assert_eq(&table(&agent_columns(), &lines, None));
+        expect![[r#"
+            name,hostname,version,connected,draining,device,device_class,memory_GiB,running,last_seen_ms
+            a1,host-1,0.1.0,true,true,gpu:0,gpu: H100,80,01S/t00001#2,1500
+            a1,host-1,0.1.0,true,true,gpu:1,gpu: H100,80,01S/t00001#2,1500
+        "#]].assert_eq(&csv(&agent_columns(), &lines));
+    }
+
+    #[test]
+    fn the_telemetry_table_rounds_and_its_csv_keeps_raw_values() {
+        let sample = |t: i64, power: f64| proto::TelemetrySample {
+            t_unix_ms: t,
+            device_id: "cpu:0".into(),
+            phase: "measure".into(),
+            trial: "01S/t00000".into(),
+            fields: [("power_w".to_owned(), power), ("temp_c".to_owned(), 61.0)]
+                .into_iter()
+                .collect(),
+            throttle: vec![],
+        };
+        let samples = [
+            sample(1_700_000_000_000, 123.456789),
+            sample(1_700_000_000_100, 0.000123),
+        ];
+        let columns = telemetry_columns(&samples);
+        expect![[r#"
+            ┌───────────────┬────────┬─────────┬────────────┬───────────┬────────┬──────────┐
+            │ t_unix_ms     ┆ device ┆ phase   ┆ trial      ┆ power_w   ┆ temp_c ┆ throttle │
+            ╞═══════════════╪════════╪═════════╪════════════╪═══════════╪════════╪══════════╡
+            │ 1700000000000 ┆ cpu:0  ┆ measure ┆ 01S/t00000 ┆ 123.5     ┆ 61.00  ┆          │
+            │ 1700000000100 ┆ cpu:0  ┆ measure ┆ 01S/t00000 ┆ 0.0001230 ┆ 61.00  ┆          │
+            └───────────────┴────────┴─────────┴────────────┴───────────┴────────┴──────────┘
+            dropped: []
+        "#]]
+        .assert_eq(&table(&columns, &samples, Some(100)));
+        let text = csv(&columns, &samples);
+        expect![[r#"
+            t_unix_ms,device,phase,trial,power_w,temp_c,throttle
+            1700000000000,cpu:0,measure,01S/t00000,123.456789,61,
+            1700000000100,cpu:0,measure,01S/t00000,0.000123,61,
+        "#]]
+        .assert_eq(&text);
+        let mut rd = csv::Reader::from_reader(text.as_bytes());
+        for r in rd.records() {
+            let r = r.unwrap();
+            for i in [0, 4, 5] {
+                r[i].parse::<f64>().unwrap();
+            }
+        }
+    }
 
     fn sweep(cancelled_by: &str) -> proto::Sweep {
         proto::Sweep {

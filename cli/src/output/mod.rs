@@ -1,7 +1,10 @@
-//! Printing: every listing as a table, JSON or CSV on stdout. A listing is
-//! its rows — a `Serialize` type, which is its JSON — and its columns, each
-//! a header, how it gives way in a table and its cell of a row, which make
-//! the table and the CSV. Numbers carry their unit in the column header.
+//! Printing: every listing as a table (box-drawn or markdown), JSON or CSV
+//! on stdout. A listing is its rows — a `Serialize` type, which is its JSON —
+//! and its columns, each a header, how it gives way in a table and its cell
+//! of a row, which make the table and the CSV. Numbers carry their unit in
+//! the column header; in CSV a number is its raw value (an empty cell when
+//! there is none). Stdout closed early (`| head`) ends the command quietly
+//! with exit 0 ([`is_broken_pipe`]).
 //!
 //! - [`fleet`]: the controller's state (sweeps, agents, telemetry samples).
 //! - [`analysis`]: what was measured (trials, comparisons, trade-offs,
@@ -16,19 +19,86 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, ContentArrangement, Table}
 use serde::Serialize;
 use std::borrow::Cow;
 use std::io::Write;
+use std::sync::OnceLock;
 
 pub use analysis::{
     comparison, comparison_note, comparison_table, cost, diff, metric_columns, param_columns,
     pareto, results, tradeoff, tradeoff_table, TRADEOFF_NOTE,
 };
-pub use fleet::{agents, sweeps, telemetry};
+pub use fleet::{agents, sweep_status, sweeps, telemetry};
 
 /// How a listing is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// A table for people, drawn in the process's [`Style`]: box-drawn and
+    /// fitted to a width, or GitHub markdown (`--output markdown`). Notes
+    /// that explain a table are printed with it in either style.
     Table,
     Json,
     Csv,
+}
+
+/// How tables are drawn, set once from the global flags ([`configure`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Style {
+    /// `--width N`: fit tables to N columns whatever stdout is; without it,
+    /// the terminal's width, or no fitting when stdout is not a terminal.
+    pub width: Option<usize>,
+    /// `--output markdown`: tables as GitHub markdown (never fitted).
+    pub markdown: bool,
+}
+
+static STYLE: OnceLock<Style> = OnceLock::new();
+
+/// Sets the process's table style (once, from the flags).
+pub fn configure(style: Style) {
+    let _ = STYLE.set(style);
+}
+
+fn style() -> Style {
+    STYLE.get().copied().unwrap_or_default()
+}
+
+/// Whether `e` is stdout (or any writer) closed by its reader: the command
+/// then stops quietly with exit 0, as `head` expects of what feeds it.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let io = cause.downcast_ref::<std::io::Error>().or_else(|| {
+            match cause.downcast_ref::<csv::Error>().map(csv::Error::kind) {
+                Some(csv::ErrorKind::Io(io)) => Some(io),
+                _ => None,
+            }
+        });
+        io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes `text` and a line break to stdout; an error (a closed pipe
+/// among them, see [`is_broken_pipe`]) is returned, not a panic as
+/// `println!` would.
+pub fn print_line(text: impl std::fmt::Display) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Makes `println!` on a closed stdout (the panic "failed printing to
+/// stdout: Broken pipe") end the process quietly with exit 0 instead of a
+/// panic message and exit 101. Listings return the error instead
+/// ([`is_broken_pipe`]); this covers the notes and lines still printed
+/// with `println!`. Any other panic is reported as before.
+pub fn exit_quietly_on_closed_stdout() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or("");
+        if message.starts_with("failed printing to stdout")
+            && message.to_ascii_lowercase().contains("broken pipe")
+        {
+            std::process::exit(0);
+        }
+        previous(info);
+    }));
 }
 
 /// A sweep state's name.
@@ -46,15 +116,50 @@ pub fn sweep_state(s: i32) -> &'static str {
 pub struct Column<'a, R> {
     header: String,
     col: Col,
-    cell: Box<dyn Fn(&R) -> String + 'a>,
+    cell: CellFn<'a, R>,
+    /// The cell in CSV when it differs from the table's (a number's raw
+    /// value instead of its rounded form).
+    raw: Option<CellFn<'a, R>>,
 }
 
+/// How a column makes its cell of a row.
+type CellFn<'a, R> = Box<dyn Fn(&R) -> String + 'a>;
+
 impl<'a, R> Column<'a, R> {
+    /// A column whose cell is the same text in every format.
     pub fn new(header: impl Into<String>, col: Col, cell: impl Fn(&R) -> String + 'a) -> Self {
         Column {
             header: header.into(),
             col,
             cell: Box::new(cell),
+            raw: None,
+        }
+    }
+
+    /// A column of one quantity: [`num`] of it in a table, its raw value
+    /// in CSV, an empty cell where a row has none. Never cut; left out by
+    /// `keep` (see [`Col::num`]).
+    pub fn number(
+        header: impl Into<String>,
+        keep: u8,
+        value: impl Fn(&R) -> Option<f64> + Clone + 'a,
+    ) -> Self {
+        let raw = value.clone();
+        Column {
+            header: header.into(),
+            col: Col::num(keep),
+            cell: Box::new(move |r| value(r).map(num).unwrap_or_default()),
+            raw: Some(Box::new(move |r| {
+                raw(r).map(|v| v.to_string()).unwrap_or_default()
+            })),
+        }
+    }
+
+    /// The cell of `r` as the format prints it.
+    fn cell_for(&self, r: &R, fmt: Format) -> String {
+        match (&self.raw, fmt) {
+            (Some(raw), Format::Csv) => raw(r),
+            _ => (self.cell)(r),
         }
     }
 }
@@ -129,17 +234,18 @@ pub fn write_csv<W: Write, R>(
     columns: &[Column<'_, R>],
     rows: &[R],
 ) -> csv::Result<()> {
-    let (header, cells) = grid(columns, rows);
-    write_csv_row(w, &header)?;
-    for r in cells {
-        write_csv_row(w, &r)?;
+    write_csv_row(w, &columns.iter().map(|c| &c.header).collect::<Vec<_>>())?;
+    for r in rows {
+        let cells: Vec<String> = columns.iter().map(|c| c.cell_for(r, Format::Csv)).collect();
+        write_csv_row(w, &cells)?;
     }
     w.flush()?;
     Ok(())
 }
 
 /// Prints a listing: `json` as JSON, else the `rows` in `columns` as CSV or
-/// as a table fitted to the terminal's width (see [`crate::table`]).
+/// as a table in the process's [`Style`] (see [`crate::table`]). A closed
+/// stdout is an error [`is_broken_pipe`] knows.
 fn emit<R, J: Serialize + ?Sized>(
     fmt: Format,
     columns: &[Column<'_, R>],
@@ -149,28 +255,51 @@ fn emit<R, J: Serialize + ?Sized>(
     let mut out = std::io::stdout().lock();
     match fmt {
         Format::Table => {
-            let (header, cells) = grid(columns, rows);
-            let header: Vec<&str> = header.iter().map(String::as_str).collect();
-            let cols: Vec<Col> = columns.iter().map(|c| c.col).collect();
-            let width = table::terminal_width();
-            let fitted = table::fit(&header, &cells, &cols, width);
-            let head: Vec<&str> = fitted.header.iter().map(String::as_str).collect();
-            let mut t = table(&head);
-            for r in fitted.rows {
-                t.add_row(r);
-            }
-            writeln!(out, "{t}")?;
-            if !fitted.dropped.is_empty() {
+            let style = style();
+            let width = table::width(style.width, table::terminal_width());
+            let (text, dropped) = render(columns, rows, style.markdown, width);
+            out.write_all(text.as_bytes())?;
+            if let (false, Some(width)) = (dropped.is_empty(), width) {
                 eprintln!(
-                    "(left out to fit {width} columns: {}; --output csv or json has every column)",
-                    fitted.dropped.join(", ")
+                    "(left out to fit {width} columns: {}; --width, --output markdown, csv or json has every column)",
+                    dropped.join(", ")
                 );
             }
         }
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(json)?)?,
-        Format::Csv => write_csv(&mut csv::Writer::from_writer(out), columns, rows)?,
+        Format::Csv => write_csv(&mut csv::Writer::from_writer(&mut out), columns, rows)?,
     }
+    out.flush()?;
     Ok(())
+}
+
+/// `rows` in `columns` as a table: GitHub markdown (between blank lines, so
+/// that a note before or after it is not read as part of it), or box-drawn
+/// and fitted to `width`
+/// (whole when `None`). Answers the text and the headers of the columns
+/// left out to fit.
+fn render<R>(
+    columns: &[Column<'_, R>],
+    rows: &[R],
+    markdown: bool,
+    width: Option<usize>,
+) -> (String, Vec<String>) {
+    let (header, cells) = grid(columns, rows);
+    if markdown {
+        return (
+            format!("\n{}\n", table::markdown(&header, &cells)),
+            Vec::new(),
+        );
+    }
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let cols: Vec<Col> = columns.iter().map(|c| c.col).collect();
+    let fitted = table::fit(&header, &cells, &cols, width.unwrap_or(usize::MAX));
+    let head: Vec<&str> = fitted.header.iter().map(String::as_str).collect();
+    let mut t = self::table(&head);
+    for r in fitted.rows {
+        t.add_row(r);
+    }
+    (format!("{t}\n"), fitted.dropped)
 }
 
 /// A number with four significant digits (values from 1e-4 to 1e7 without an exponent).
@@ -278,5 +407,42 @@ mod tests {
             rows,
             [["param.x", "'=1+1"], ["-2.5", "'@a, \"b\""]].map(|r| r.map(str::to_owned))
         );
+    }
+
+    #[test]
+    fn a_closed_pipe_is_told_from_other_errors_however_it_is_wrapped() {
+        use std::io::{Error, ErrorKind};
+        let pipe = || Error::from(ErrorKind::BrokenPipe);
+        assert!(is_broken_pipe(&anyhow::Error::from(pipe())));
+        assert!(is_broken_pipe(
+            &anyhow::Error::from(pipe()).context("print the table")
+        ));
+        assert!(is_broken_pipe(&anyhow::Error::from(csv::Error::from(
+            pipe()
+        ))));
+        assert!(!is_broken_pipe(&anyhow::Error::from(Error::from(
+            ErrorKind::PermissionDenied
+        ))));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("broken pipe")));
+    }
+
+    #[test]
+    fn a_number_column_is_rounded_in_a_table_and_raw_or_empty_in_csv() {
+        let rows = [
+            ("a", Some(1234.56789)),
+            ("b", None),
+            ("c", Some(-0.000012345)),
+        ];
+        type Row = (&'static str, Option<f64>);
+        let columns = [
+            Column::new("name", Col::key(), |r: &Row| r.0.to_owned()),
+            Column::number("x [ms]", 1, |r: &Row| r.1),
+        ];
+        let (_, cells) = grid(&columns, &rows);
+        assert_eq!(cells, [["a", "1235"], ["b", ""], ["c", "-1.234e-5"]]);
+        let mut w = csv::Writer::from_writer(Vec::new());
+        write_csv(&mut w, &columns, &rows).unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(text, "name,x [ms]\na,1234.56789\nb,\nc,-0.000012345\n");
     }
 }

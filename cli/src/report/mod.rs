@@ -114,7 +114,8 @@ pub async fn command(
             let c = client
                 .as_mut()
                 .ok_or_else(|| anyhow!("no controller client"))?;
-            (client::fetch_results(c, s).await?, false)
+            let id = client::resolve_sweep(c, s).await?;
+            (client::fetch_results(c, &id).await?, false)
         };
         loaded.push((s.clone(), results, from_file));
     }
