@@ -83,6 +83,35 @@ fn quickstart_runs_on_two_agents_through_the_cli() {
         assert!(t["detail"]["telemetry"]["energy_source"].is_string(), "{t}");
     }
 
+    // Interleaved rounds, recorded and followed: trial ids number the run
+    // order; round r (8 trials) runs every configuration's repeat r, and
+    // the trials were assigned in id order.
+    let mut by_id: Vec<&Value> = trials.iter().collect();
+    by_id.sort_by_key(|t| t["id"].as_str().unwrap().to_owned());
+    for (r, round) in by_id.chunks(8).enumerate() {
+        let mut configs: Vec<u64> = round
+            .iter()
+            .map(|t| {
+                assert_eq!(t["repeat"], r as u64, "{t}");
+                t["config_index"].as_u64().unwrap()
+            })
+            .collect();
+        configs.sort_unstable();
+        configs.dedup();
+        assert_eq!(configs.len(), 8, "round {r}: {configs:?}");
+    }
+    let assigned: Vec<i64> = by_id
+        .iter()
+        .map(|t| t["assigned_unix_ms"].as_i64().unwrap())
+        .collect();
+    assert!(assigned.windows(2).all(|w| w[0] <= w[1]), "{assigned:?}");
+    let header = chimera_json(&c.url, &["results", &id]);
+    assert!(
+        header["sweep"]["order_seed"].is_u64(),
+        "{}",
+        header["sweep"]
+    );
+
     // The raw samples export, cut by phase.
     let samples = chimera_json(&c.url, &["telemetry", &id, "t00000"]);
     let samples = samples.as_array().unwrap();

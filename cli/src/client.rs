@@ -253,6 +253,7 @@ pub async fn fetch_results(client: &mut Client, sweep: &str) -> anyhow::Result<R
             workload: s.workload.clone(),
             state: crate::output::sweep_state(s.state).to_owned(),
             created_unix_ms: s.created_unix_ms,
+            order_seed: Some(s.order_seed),
         },
         trials,
     ))

@@ -183,6 +183,7 @@ mod tests {
             depends_on: None,
             rung: None,
             pinned: None,
+            assigned_unix_ms: None,
         };
         // 1000 tokens/s at 50 %: 1.296e9 tokens per device-month.
         let rows = cost(&[t], &prices, "decode_tokens_per_s", 2.0e9, 0.5);

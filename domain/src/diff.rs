@@ -274,6 +274,7 @@ mod tests {
             depends_on: None,
             rung: None,
             pinned: None,
+            assigned_unix_ms: None,
         }
     }
 

@@ -284,6 +284,10 @@ pub struct TrialRecord {
     /// The one device (`AGENT/DEVICE_ID`) the trial must run on (placement `all`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<String>,
+    /// When the current attempt was assigned, Unix ms: with the trial ids
+    /// (numbered in run order), the order the trials actually ran in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_unix_ms: Option<i64>,
 }
 
 impl TrialRecord {
@@ -315,6 +319,7 @@ impl TrialRecord {
             depends_on: None,
             rung: None,
             pinned: None,
+            assigned_unix_ms: None,
         }
     }
 }
@@ -340,6 +345,7 @@ impl From<&TrialRecord> for proto::Trial {
             depends_on: t.depends_on.clone().unwrap_or_default(),
             rung: t.rung,
             pinned: t.pinned.clone(),
+            assigned_unix_ms: t.assigned_unix_ms,
         }
     }
 }
@@ -389,6 +395,7 @@ impl TryFrom<proto::Trial> for TrialRecord {
             depends_on: nonempty(t.depends_on),
             rung: t.rung,
             pinned: t.pinned.filter(|p| !p.is_empty()),
+            assigned_unix_ms: t.assigned_unix_ms,
         })
     }
 }
@@ -402,6 +409,10 @@ pub struct SweepSummary {
     /// `running`, `done` or `cancelled`.
     pub state: String,
     pub created_unix_ms: i64,
+    /// Seed of the trials' run order: seeded, interleaved rounds
+    /// ([`crate::order::interleave`]); trial ids number that order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_seed: Option<u64>,
 }
 
 /// The results file (`results.json`, `chimera results ID --output json`).

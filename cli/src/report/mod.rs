@@ -249,6 +249,7 @@ pub(crate) mod fixtures {
                 workload: "kernel".into(),
                 state: "done".into(),
                 created_unix_ms: 1_700_000_000_000,
+                order_seed: None,
             },
             trials,
         )

@@ -134,6 +134,7 @@ pub struct SweepSummary {
     pub spec_yaml: Option<String>,
     pub submitted_by: Option<String>,
     pub cancelled_by: Option<String>,
+    pub order_seed: u64,
 }
 
 /// A connected agent, as operators see it.
@@ -232,6 +233,7 @@ impl Core {
             spec_yaml: with_spec.then(|| r.spec_yaml.clone()),
             submitted_by: r.submitted_by.clone(),
             cancelled_by: r.cancelled_by.clone(),
+            order_seed: r.order_seed,
         })
     }
 

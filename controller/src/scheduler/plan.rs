@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use chimera_domain::catalog::Workload;
 use chimera_domain::device::Device;
 use chimera_domain::models::eval_references;
+use chimera_domain::order::{default_seed, interleave};
 use chimera_domain::params::Params;
 use chimera_domain::results::{TrialRecord, TrialState};
 use chimera_domain::search::Proposal;
@@ -68,6 +69,15 @@ pub(super) fn references(parsed: &ParsedSweep) -> (Vec<Params>, Vec<Option<Strin
     (refs.references, depends)
 }
 
+/// The seed of the sweep's run order: the spec's `order_seed`, or one
+/// derived from the sweep's id.
+pub(super) fn order_seed(id: &SweepId, parsed: &ParsedSweep) -> u64 {
+    parsed
+        .spec
+        .order_seed
+        .unwrap_or_else(|| default_seed(&id.0))
+}
+
 /// `line N: ` where the spec first sets `key`, or nothing.
 fn at_line(parsed: &ParsedSweep, key: &str) -> String {
     parsed
@@ -88,6 +98,7 @@ pub(super) fn plan_sweep(
 ) -> Result<Plan, ApiError> {
     let spec = &parsed.spec;
     let workload = spec.workload.name();
+    let seed = order_seed(id, parsed);
     // Device classes that match the target, with what each can run.
     let mut classes: BTreeMap<String, HashSet<String>> = BTreeMap::new();
     // Every matching device, as (class, pin), for placement `all`.
@@ -241,32 +252,36 @@ pub(super) fn plan_sweep(
             at_line(parsed, "variants"),
         )));
     }
-    // Grid order: configuration, then class (and device), then repeat.
+    // Placements in a stable order (configuration, then class or device),
+    // then run in seeded, interleaved rounds: every placement once before
+    // any runs again, so drift spreads across configurations. Trial ids
+    // number that order.
     plan.sort_by(|(a, p), (b, q)| (p.config, a).cmp(&(q.config, b)));
-    for ((class, pinned), p) in plan {
+    for (i, repeat) in interleave(plan.len(), spec.repeats, seed) {
+        let Some(((class, pinned), p)) = plan.get(i) else {
+            continue;
+        };
         let (Some(config), Some(depends_on)) =
             (parsed.configs.get(p.config), depends.get(p.config))
         else {
             continue;
         };
-        for repeat in 0..spec.repeats {
-            trials.push(TrialRecord {
-                depends_on: depends_on.clone(),
-                rung: p.rung,
-                pinned: pinned.clone(),
-                ..TrialRecord::pending(
-                    TrialId::nth(trials.len()).0,
-                    id.0.clone(),
-                    class.clone(),
-                    config.clone(),
-                    p.config as u32,
-                    repeat,
-                )
-            });
-            if let Some(c) = search.as_mut().and_then(|r| r.classes.get_mut(&class)) {
-                c.created += 1;
-                c.open += 1;
-            }
+        trials.push(TrialRecord {
+            depends_on: depends_on.clone(),
+            rung: p.rung,
+            pinned: pinned.clone(),
+            ..TrialRecord::pending(
+                TrialId::nth(trials.len()).0,
+                id.0.clone(),
+                class.clone(),
+                config.clone(),
+                p.config as u32,
+                repeat,
+            )
+        });
+        if let Some(c) = search.as_mut().and_then(|r| r.classes.get_mut(class)) {
+            c.created += 1;
+            c.open += 1;
         }
     }
     Ok(Plan {
@@ -332,6 +347,7 @@ impl Core {
             trace,
             submitted_by: Some(by),
             cancelled_by: None,
+            order_seed: order_seed(&id, parsed),
         };
         // Sizes before anything changes: the spec (JSON-escaped in the
         // record) and every trial record.

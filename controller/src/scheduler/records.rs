@@ -72,6 +72,10 @@ pub struct SweepRecord {
     /// Who cancelled it, if someone did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_by: Option<String>,
+    /// Seed of the trials' run order (`chimera_domain::order`); 0 in records
+    /// stored before it existed.
+    #[serde(default)]
+    pub order_seed: u64,
 }
 
 /// An agent's registration as stored (attached to its lease).

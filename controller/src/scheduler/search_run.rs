@@ -3,6 +3,7 @@
 
 use super::core::Core;
 use super::effects::{Effects, Write};
+use chimera_domain::order::interleave;
 use chimera_domain::params::Params;
 use chimera_domain::results::{TrialRecord, TrialState};
 use chimera_domain::search::{Observed, Proposal, Search};
@@ -188,22 +189,27 @@ impl Core {
         }
         let mut n = meta.record.trials_total as usize;
         let mut created = Vec::new();
-        for p in &proposals {
-            for repeat in 0..run.repeats {
-                created.push(TrialRecord {
-                    depends_on: run.depends[p.config].clone(),
-                    rung: p.rung,
-                    ..TrialRecord::pending(
-                        TrialId::nth(n).0,
-                        id.0.clone(),
-                        class.to_owned(),
-                        run.configs[p.config].clone(),
-                        p.config as u32,
-                        repeat,
-                    )
-                });
-                n += 1;
-            }
+        // The generation runs in seeded, interleaved rounds like a grid
+        // sweep (a seed of its own per generation: the sweep's, moved on by
+        // the trials before it).
+        let seed = meta.record.order_seed.wrapping_add(n as u64);
+        for (i, repeat) in interleave(proposals.len(), run.repeats, seed) {
+            let Some(p) = proposals.get(i) else {
+                continue;
+            };
+            created.push(TrialRecord {
+                depends_on: run.depends[p.config].clone(),
+                rung: p.rung,
+                ..TrialRecord::pending(
+                    TrialId::nth(n).0,
+                    id.0.clone(),
+                    class.to_owned(),
+                    run.configs[p.config].clone(),
+                    p.config as u32,
+                    repeat,
+                )
+            });
+            n += 1;
         }
         let k = created.len() as u32;
         if let Some(c) = run.classes.get_mut(class) {

@@ -403,26 +403,26 @@ fn placement_each_class_runs_every_configuration_on_every_class() {
     check(
         &ok(s.submit("S", &matmul(1, 2, "each-class"))),
         expect![[r#"
-        write trial S/t00000 pending attempt=0 queue=c1
-        write trial S/t00001 pending attempt=0 queue=c1
-        write trial S/t00002 pending attempt=0 queue=c2
-        write trial S/t00003 pending attempt=0 queue=c2
-        write sweep S running trials_total=4
-        event S running pending=4 running=0 succeeded=0 failed=0 cancelled=0
-    "#]],
+            write trial S/t00000 pending attempt=0 queue=c1
+            write trial S/t00001 pending attempt=0 queue=c2
+            write trial S/t00002 pending attempt=0 queue=c2
+            write trial S/t00003 pending attempt=0 queue=c1
+            write sweep S running trials_total=4
+            event S running pending=4 running=0 succeeded=0 failed=0 cancelled=0
+        "#]],
     );
     check(
         &s.dispatch(),
         expect![[r#"
-        write trial S/t00000 assigned attempt=1 queue=c1 agent=a device=cpu
-        write trial S/t00002 assigned attempt=1 queue=c2 agent=b device=cpu
-        send a#1 assign S/t00000#1 device=cpu input=0 bytes
-        send b#2 assign S/t00002#1 device=cpu input=0 bytes
-        event S trial t00000 assigned
-        event S trial t00002 assigned
-        observe assignment_latency=0ms
-        observe assignment_latency=0ms
-    "#]],
+            write trial S/t00000 assigned attempt=1 queue=c1 agent=a device=cpu
+            write trial S/t00001 assigned attempt=1 queue=c2 agent=b device=cpu
+            send a#1 assign S/t00000#1 device=cpu input=0 bytes
+            send b#2 assign S/t00001#1 device=cpu input=0 bytes
+            event S trial t00000 assigned
+            event S trial t00001 assigned
+            observe assignment_latency=0ms
+            observe assignment_latency=0ms
+        "#]],
     );
 }
 
@@ -578,6 +578,7 @@ fn stored_sweep(yaml: &str) -> SweepRecord {
         trace: BTreeMap::new(),
         submitted_by: None,
         cancelled_by: None,
+        order_seed: 0,
     }
 }
 
@@ -646,5 +647,46 @@ fn recovery_fails_a_dependent_whose_reference_output_is_missing() {
         write sweep S done trials_total=4
         event S trial t00001 failed
     "#]],
+    );
+}
+
+/// Each trial as `id config/repeat` in id order (the run order).
+fn run_order(s: &Sim) -> String {
+    let mut t: Vec<&TrialRecord> = s.core.live.values().collect();
+    t.sort_by(|a, b| a.id.cmp(&b.id));
+    t.iter()
+        .map(|t| format!("{} c{}/r{}\n", t.id, t.config_index, t.repeat))
+        .collect()
+}
+
+#[test]
+fn trials_run_in_seeded_interleaved_rounds() {
+    let mut s = Sim::new();
+    s.at(0);
+    s.join("a", vec![cpu("c1")]);
+    let spec = format!("{}order_seed: 7\n", matmul(3, 2, "each-class"));
+    ok(s.submit("S", &spec));
+    // Round 0 covers every configuration before round 1 starts, each round
+    // in its own shuffled order.
+    expect![[r#"
+        t00000 c0/r0
+        t00001 c2/r0
+        t00002 c1/r0
+        t00003 c2/r1
+        t00004 c1/r1
+        t00005 c0/r1
+    "#]]
+    .assert_eq(&run_order(&s));
+    // Dispatch follows it: the first trial out of the queue is t00000.
+    let fx = s.dispatch();
+    assert!(fx.to_string().contains("assign S/t00000#1"), "{fx}");
+    // The same seed gives the same order on another sweep.
+    let mut again = Sim::new();
+    again.at(0);
+    again.join("a", vec![cpu("c1")]);
+    ok(again.submit("T", &spec));
+    assert_eq!(
+        run_order(&s).replace("S/", ""),
+        run_order(&again).replace("T/", "")
     );
 }

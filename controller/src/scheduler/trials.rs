@@ -281,6 +281,7 @@ impl Core {
         d.busy = Some(trial.clone());
         let device_id = d.device.id.clone();
         a.trials.insert(key.clone(), self.now.at);
+        let unix_ms = self.now.unix_ms;
         if let Some(since) = self.queued_at.remove(key) {
             fx.observations.push(Observation::AssignmentLatency(
                 self.now.at.saturating_duration_since(since),
@@ -292,6 +293,7 @@ impl Core {
             t.agent = Some(agent.0.clone());
             t.device_id = Some(device_id.clone());
             t.error = None;
+            t.assigned_unix_ms = Some(unix_ms);
         });
         let Some(rec) = self.live.get(key) else {
             return;

@@ -97,6 +97,7 @@ impl From<SweepSummary> for proto::Sweep {
             trials_cancelled: s.cancelled,
             submitted_by: s.submitted_by.unwrap_or_default(),
             cancelled_by: s.cancelled_by.unwrap_or_default(),
+            order_seed: s.order_seed,
         }
     }
 }

@@ -26,6 +26,7 @@ fn trial(idx: u32, class: &str, v: f64, state: TrialState) -> TrialRecord {
         depends_on: None,
         rung: None,
         pinned: None,
+        assigned_unix_ms: None,
     }
 }
 
@@ -125,6 +126,7 @@ mod baseline {
             depends_on: None,
             rung: None,
             pinned: None,
+            assigned_unix_ms: None,
         }
     }
 
@@ -193,6 +195,7 @@ mod env {
             depends_on: None,
             rung: None,
             pinned: None,
+            assigned_unix_ms: None,
         };
         let same = compare(&[t("a"), t("a")], "gflop_per_s");
         assert!(!same.rows[0].cells[0].as_ref().unwrap().mixed_env);
@@ -228,6 +231,7 @@ mod pareto {
             depends_on: None,
             rung: None,
             pinned: None,
+            assigned_unix_ms: None,
         }
     }
 

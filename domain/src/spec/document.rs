@@ -34,6 +34,10 @@ pub struct SweepSpec {
     pub repeats: u32,
     /// Measurement settings.
     pub harness: Harness,
+    /// Seed of the trials' run order ([`crate::order::interleave`]); none:
+    /// derived from the sweep's id ([`crate::order::default_seed`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_seed: Option<u64>,
 }
 
 const FIELDS: &[&str] = &[
@@ -49,6 +53,7 @@ const FIELDS: &[&str] = &[
     "repeats",
     "harness",
     "budget",
+    "order_seed",
 ];
 
 impl<'de> Deserialize<'de> for SweepSpec {
@@ -91,6 +96,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
         let mut repeats = None;
         let mut harness = None;
         let mut budget = None;
+        let mut order_seed = None;
         let need_workload = |w: Option<Workload>, key: &str| {
             w.ok_or_else(|| de::Error::custom(format!("`workload` must be given before `{key}`")))
         };
@@ -162,6 +168,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
                     set_once(&mut harness, h, "harness")?
                 }
                 "budget" => set_once(&mut budget, map.next_value()?, "budget")?,
+                "order_seed" => set_once(&mut order_seed, map.next_value()?, "order_seed")?,
                 other => return Err(de::Error::unknown_field(other, FIELDS)),
             }
         }
@@ -179,6 +186,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
             repeats: repeats.unwrap_or(1),
             harness: harness.unwrap_or_default(),
             budget: budget.unwrap_or_default(),
+            order_seed,
         })
     }
 }
