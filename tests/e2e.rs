@@ -212,12 +212,21 @@ fn a_bad_spec_is_refused_naming_field_and_line_and_stores_nothing() {
         ("name: x\nworkload: train\n", "line 2", "train"),
         ("name: x\nworkload: kernel\nparams:\n  op: matmul\n  shape: []\n", "line 5", "empty list"),
         ("name: x\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\nrepeats: lots\n", "line 6", "repeats"),
-        // No device of the target kind is connected: refused at submit.
+        // No device of the target kind is connected, and the operator asked
+        // not to wait for one: refused at submit.
         ("name: x\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\ntarget:\n  kind: gpu\n", "target", "no connected agent"),
     ];
     for (i, (yaml, line, word)) in cases.iter().enumerate() {
         let f = spec_file(dir.path(), &format!("bad{i}.yaml"), yaml);
-        let out = chimera(&c.url, &["sweep", "submit", f.to_str().unwrap()]);
+        let out = chimera(
+            &c.url,
+            &[
+                "sweep",
+                "submit",
+                f.to_str().unwrap(),
+                "--no-wait-for-agents",
+            ],
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "case {i}: {stderr}");
         assert!(out.stdout.is_empty(), "case {i}: nothing on stdout");
@@ -228,6 +237,37 @@ fn a_bad_spec_is_refused_naming_field_and_line_and_stores_nothing() {
     }
     let list = chimera_json(&c.url, &["sweep", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 0, "nothing stored: {list}");
+}
+
+#[test]
+fn a_sweep_submitted_before_its_agent_starts_waits_then_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_controller(&dir.path().join("data"), "127.0.0.1:0", "3s");
+    let f = spec_file(
+        dir.path(),
+        "early.yaml",
+        "name: early\nworkload: kernel\nparams:\n  op: matmul\n  shape: [\"1,64,64\", \"2,64,64\"]\nrepeats: 2\nharness: {warmup_iters: 1, min_iters: 3, min_time_ms: 10}\n",
+    );
+    let id = submit(&c.url, f.to_str().unwrap(), false);
+    let s = chimera_json(&c.url, &["sweep", "status", &id]);
+    assert_eq!(s[0]["state"], "waiting for devices", "{s}");
+    assert!(
+        s[0]["waiting_for"]
+            .as_str()
+            .unwrap()
+            .contains("matching target"),
+        "{s}"
+    );
+    let _a = start_agent(&c.url, "agent-late");
+    let out = chimera(&c.url, &["sweep", "watch", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = trials(&c.url, &id);
+    assert_eq!(t.len(), 4, "2 shapes x 2 repeats");
+    assert!(t.iter().all(|t| t["state"] == "succeeded"), "{t:?}");
 }
 
 const SLOW: &str = "name: slow

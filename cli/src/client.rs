@@ -143,11 +143,13 @@ pub async fn submit(
     client: &mut Client,
     spec: String,
     source_name: &str,
+    wait_for_agents: bool,
 ) -> anyhow::Result<proto::SubmitSweepResponse> {
     let span = tracing::info_span!("chimera.cli.submit", file = %source_name);
     let mut req = tonic::Request::new(proto::SubmitSweepRequest {
         spec_yaml: spec,
         source_name: source_name.to_owned(),
+        no_wait_for_agents: !wait_for_agents,
     });
     chimera_observe::inject_metadata(&span, req.metadata_mut());
     Ok(client

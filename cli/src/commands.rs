@@ -11,13 +11,31 @@ use chimera_domain::diff::FailOn;
 use chimera_proto::v1 as proto;
 use std::path::{Path, PathBuf};
 
-/// `chimera sweep submit FILE [--wait]`.
-pub async fn submit(url: &str, file: &Path, wait: bool) -> anyhow::Result<i32> {
+/// `chimera sweep submit FILE [--wait] [--no-wait-for-agents]`.
+pub async fn submit(
+    url: &str,
+    file: &Path,
+    wait: bool,
+    wait_for_agents: bool,
+) -> anyhow::Result<i32> {
     let mut client = connect(url).await?;
     let spec = read_spec(file)?;
-    let resp = client::submit(&mut client, spec, &file.display().to_string()).await?;
+    let resp = client::submit(
+        &mut client,
+        spec,
+        &file.display().to_string(),
+        wait_for_agents,
+    )
+    .await?;
     output::print_line(&resp.sweep_id)?;
-    eprintln!("submitted sweep {} ({} trials)", resp.sweep_id, resp.trials);
+    if resp.trials == 0 {
+        eprintln!(
+            "submitted sweep {}: waiting for devices (no connected agent has a device its target matches; it starts when one joins)",
+            resp.sweep_id
+        );
+    } else {
+        eprintln!("submitted sweep {} ({} trials)", resp.sweep_id, resp.trials);
+    }
     if wait {
         let last = watch::watch(&mut client, &resp.sweep_id, Some(url)).await?;
         return Ok(watch::exit_code(&last));

@@ -225,6 +225,11 @@ enum SweepCmd {
         /// if any trial failed or was cancelled.
         #[arg(long)]
         wait: bool,
+        /// Refuse the sweep when no connected agent has a device its target
+        /// matches (by default it is stored, `waiting for devices`, and
+        /// starts when one joins).
+        #[arg(long)]
+        no_wait_for_agents: bool,
     },
     /// Every sweep, newest first.
     List,
@@ -309,7 +314,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let result = match cli.command {
         Command::Tls(cmd) => pki::tls(cmd),
         Command::Token(cmd) => pki::token(cmd),
-        Command::Sweep(SweepCmd::Submit { file, wait }) => commands::submit(url, &file, wait).await,
+        Command::Sweep(SweepCmd::Submit {
+            file,
+            wait,
+            no_wait_for_agents,
+        }) => commands::submit(url, &file, wait, !no_wait_for_agents).await,
         Command::Sweep(SweepCmd::List) => commands::sweeps(url, fmt).await,
         Command::Sweep(SweepCmd::Status { sweep }) => commands::sweep_status(url, sweep, fmt).await,
         Command::Sweep(SweepCmd::Watch { sweep }) => commands::watch(url, &sweep, fmt).await,

@@ -129,7 +129,7 @@ async fn sweep(
     spec: &str,
     source_name: &str,
 ) -> anyhow::Result<(ResultsFile, i32)> {
-    let resp = client::submit(client, spec.to_owned(), source_name).await?;
+    let resp = client::submit(client, spec.to_owned(), source_name, false).await?;
     eprintln!(
         "running sweep {} ({source_name}, {} trials) on the local agent",
         resp.sweep_id, resp.trials

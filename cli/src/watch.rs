@@ -73,7 +73,7 @@ pub async fn watch(
                 other => {
                     let finished = last
                         .as_ref()
-                        .is_some_and(|s: &proto::Sweep| s.state != proto::SweepState::Running as i32);
+                        .is_some_and(ended);
                     let lost = match other {
                         Err(s) if !retryable(&s) => return Err(status("watch the sweep")(s)),
                         Err(s) => s.message().to_owned(),
@@ -108,10 +108,17 @@ pub async fn watch(
         let Some(s) = ev.sweep else { continue };
         bar.set_length(s.trials_total.into());
         bar.set_position(done(&s));
-        bar.set_message(format!(
-            "{} running, {} failed",
-            s.trials_running, s.trials_failed
-        ));
+        if s.state == proto::SweepState::Waiting as i32 {
+            bar.set_message(format!("waiting for devices: {}", s.waiting_for));
+            if !tty {
+                eprintln!("waiting for devices: {}", s.waiting_for);
+            }
+        } else {
+            bar.set_message(format!(
+                "{} running, {} failed",
+                s.trials_running, s.trials_failed
+            ));
+        }
         if let Some(t) = ev.trial {
             let state =
                 proto::TrialState::try_from(t.state).unwrap_or(proto::TrialState::Unspecified);
@@ -136,7 +143,7 @@ pub async fn watch(
                 }
             }
         }
-        let finished = s.state != proto::SweepState::Running as i32;
+        let finished = ended(&s);
         last = Some(s);
         if finished {
             break;
@@ -146,7 +153,7 @@ pub async fn watch(
     let last = last.ok_or_else(|| {
         anyhow::anyhow!("watch: the controller closed the stream without any state")
     })?;
-    if last.state == proto::SweepState::Running as i32 {
+    if !ended(&last) {
         anyhow::bail!(
             "watch sweep {}: the controller closed the stream before the sweep finished",
             last.id
@@ -255,4 +262,9 @@ pub fn exit_code(s: &proto::Sweep) -> i32 {
     } else {
         2
     }
+}
+
+/// Whether a sweep has ended (done or cancelled): not running, not waiting.
+fn ended(s: &proto::Sweep) -> bool {
+    s.state == proto::SweepState::Done as i32 || s.state == proto::SweepState::Cancelled as i32
 }

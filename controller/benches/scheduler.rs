@@ -181,7 +181,7 @@ fn main() {
         );
         let start = Instant::now();
         let resp = op
-            .submit_sweep(proto::SubmitSweepRequest { spec_yaml: spec, source_name: "bench".into() })
+            .submit_sweep(proto::SubmitSweepRequest { spec_yaml: spec, source_name: "bench".into(), ..Default::default() })
             .await
             .unwrap()
             .into_inner();

@@ -119,7 +119,7 @@ impl OperatorApi {
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::SweepEvent, Status>> + Send>>;
 
 fn finished(s: &proto::Sweep) -> bool {
-    s.state != proto::SweepState::Running as i32
+    s.state == proto::SweepState::Done as i32 || s.state == proto::SweepState::Cancelled as i32
 }
 
 #[tonic::async_trait]
@@ -160,6 +160,7 @@ impl OperatorService for OperatorApi {
                 parsed: Box::new(parsed),
                 trace: trace.into_iter().collect(),
                 by: submitter,
+                wait: !req.no_wait_for_agents,
                 reply,
             })
             .instrument(span.clone())

@@ -217,6 +217,7 @@ async fn forged_results_and_telemetry_for_another_sessions_trial_are_refused_and
         .submit_sweep(proto::SubmitSweepRequest {
             spec_yaml: ONE.into(),
             source_name: "one.yaml".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -338,6 +339,7 @@ async fn roles_decide_who_may_read_submit_cancel_and_drain() {
     let spec = || proto::SubmitSweepRequest {
         spec_yaml: ONE.into(),
         source_name: "one.yaml".into(),
+        ..Default::default()
     };
     // Nobody: unauthenticated. A wrong token: unauthenticated.
     let e = c

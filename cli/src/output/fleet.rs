@@ -21,6 +21,9 @@ struct SweepRow<'a> {
     submitted_by: &'a str,
     trials: TrialCounts,
     workload: &'a str,
+    /// While waiting for devices: why it cannot start yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting_for: Option<&'a str>,
     /// `sweep status` only: every failed trial with its error in full.
     #[serde(skip_serializing_if = "Option::is_none")]
     failed_trials: Option<Vec<FailedRow<'a>>>,
@@ -83,6 +86,7 @@ impl<'a> From<&'a proto::Sweep> for SweepRow<'a> {
                 total: s.trials_total,
             },
             workload: &s.workload,
+            waiting_for: (!s.waiting_for.is_empty()).then_some(s.waiting_for.as_str()),
             failed_trials: None,
         }
     }
@@ -103,6 +107,9 @@ pub fn sweep_status(s: &proto::Sweep, failed: &[proto::Trial], fmt: Format) -> a
     row.failed_trials = Some(failed.iter().map(FailedRow::from).collect());
     let rows = [row];
     emit(fmt, &sweep_columns(), &rows, &rows)?;
+    if let (Format::Table, Some(why)) = (fmt, rows[0].waiting_for) {
+        super::print_line(&format!("waiting for devices: {why}"))?;
+    }
     let failed_rows = rows[0].failed_trials.as_deref().unwrap_or_default();
     if fmt == Format::Table && !failed_rows.is_empty() {
         emit(fmt, &failed_columns(), failed_rows, failed_rows)?;

@@ -105,6 +105,7 @@ pub fn exit_quietly_on_closed_stdout() {
 pub fn sweep_state(s: i32) -> &'static str {
     match proto::SweepState::try_from(s) {
         Ok(proto::SweepState::Running) => "running",
+        Ok(proto::SweepState::Waiting) => "waiting for devices",
         Ok(proto::SweepState::Done) => "done",
         Ok(proto::SweepState::Cancelled) => "cancelled",
         _ => "unknown",

@@ -140,6 +140,8 @@ impl Core {
             self.requeue(&key, "agent reconnected without it", fx);
         }
         self.reindex_agent(&name);
+        // Sweeps submitted before a device of theirs joined may start now.
+        self.start_waiting(fx);
         (session, kept)
     }
 

@@ -113,6 +113,11 @@ impl SweepMeta {
     pub fn running(&self) -> bool {
         self.record.state == SweepState::Running
     }
+
+    /// Running, or waiting to start: not ended.
+    pub fn active(&self) -> bool {
+        matches!(self.record.state, SweepState::Running | SweepState::Waiting)
+    }
 }
 
 /// A sweep's state and progress, as operators see it.
@@ -135,6 +140,7 @@ pub struct SweepSummary {
     pub submitted_by: Option<String>,
     pub cancelled_by: Option<String>,
     pub order_seed: u64,
+    pub waiting_for: Option<String>,
 }
 
 /// A connected agent, as operators see it.
@@ -234,6 +240,7 @@ impl Core {
             submitted_by: r.submitted_by.clone(),
             cancelled_by: r.cancelled_by.clone(),
             order_seed: r.order_seed,
+            waiting_for: r.waiting_for.clone(),
         })
     }
 

@@ -117,6 +117,9 @@ pub enum Command {
         trace: BTreeMap<String, String>,
         /// Who submitted it (the audit record).
         by: String,
+        /// Store it to wait for a matching device when none is connected
+        /// (else refuse it).
+        wait: bool,
         reply: Reply<(SweepId, u32)>,
     },
     Cancel {
@@ -340,10 +343,11 @@ impl Scheduler {
                 parsed,
                 trace,
                 by,
+                wait,
                 reply,
             } => {
                 let id = SweepId(ulid::Ulid::new().to_string());
-                replies.push(reply, core.submit(id, &parsed, trace, by, fx));
+                replies.push(reply, core.submit(id, &parsed, trace, by, wait, fx));
             }
             Command::Cancel { sweep, by, reply } => {
                 replies.push(reply, core.cancel(&sweep, by, fx));

@@ -17,7 +17,7 @@ use chimera_domain::search::Proposal;
 use chimera_domain::spec::{ParsedSweep, Placement, SpecError};
 use chimera_domain::{AgentId, SweepId, TrialId, TrialKey, TrialRef};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use tracing::info;
+use tracing::{info, warn};
 
 /// A device of the fleet, as planning sees it.
 #[derive(Clone, Copy, Debug)]
@@ -76,6 +76,14 @@ pub(super) fn order_seed(id: &SweepId, parsed: &ParsedSweep) -> u64 {
         .spec
         .order_seed
         .unwrap_or_else(|| default_seed(&id.0))
+}
+
+/// Why a sweep waits: no connected device matches its target.
+fn no_device(spec: &chimera_domain::spec::SweepSpec) -> String {
+    format!(
+        "a connected agent with a device matching target {}",
+        serde_json::to_string(&spec.target).unwrap_or_else(|e| format!("(unprintable: {e})"))
+    )
 }
 
 /// `line N: ` where the spec first sets `key`, or nothing.
@@ -293,24 +301,9 @@ pub(super) fn plan_sweep(
 }
 
 impl Core {
-    /// Plans, stores and queues sweep `id` (a fresh ULID from the shell):
-    /// the answer is its id and how many trials it starts with.
-    pub fn submit(
-        &mut self,
-        id: SweepId,
-        parsed: &ParsedSweep,
-        trace: BTreeMap<String, String>,
-        by: String,
-        fx: &mut Effects,
-    ) -> Result<(SweepId, u32), ApiError> {
-        let active = self.sweeps.values().filter(|m| m.running()).count();
-        if active >= self.config.limits.max_active_sweeps {
-            return Err(ApiError::ResourceExhausted(format!(
-                "{active} sweeps are running, the limit (--max-active-sweeps); wait for one to finish or cancel one"
-            )));
-        }
-        let fleet: Vec<FleetDevice> = self
-            .agents
+    /// The fleet as planning sees it.
+    fn fleet(&self) -> Vec<FleetDevice<'_>> {
+        self.agents
             .iter()
             .flat_map(|(name, a)| {
                 a.devices.iter().map(move |d| FleetDevice {
@@ -321,62 +314,184 @@ impl Core {
                     device: &d.device,
                 })
             })
-            .collect();
-        let plan = plan_sweep(&id, parsed, &fleet, self.config.limits.max_trials_per_sweep)?;
-        let total = u32::try_from(plan.trials.len()).map_err(|_| {
-            ApiError::InvalidArgument(format!(
-                "the sweep expands into {} trials",
-                plan.trials.len()
-            ))
-        })?;
+            .collect()
+    }
+
+    /// Plans, stores and queues sweep `id` (a fresh ULID from the shell):
+    /// the answer is its id and how many trials it starts with. When no
+    /// connected agent has a device the target matches, the sweep is
+    /// stored `waiting` with no trials (and started when one joins:
+    /// [`Core::start_waiting`]), unless `wait` is false: then it is refused.
+    pub fn submit(
+        &mut self,
+        id: SweepId,
+        parsed: &ParsedSweep,
+        trace: BTreeMap<String, String>,
+        by: String,
+        wait: bool,
+        fx: &mut Effects,
+    ) -> Result<(SweepId, u32), ApiError> {
+        let active = self.sweeps.values().filter(|m| m.active()).count();
+        if active >= self.config.limits.max_active_sweeps {
+            return Err(ApiError::ResourceExhausted(format!(
+                "{active} sweeps are running or waiting, the limit (--max-active-sweeps); wait for one to finish or cancel one"
+            )));
+        }
         let spec = &parsed.spec;
+        let fleet = self.fleet();
+        let matching = fleet
+            .iter()
+            .any(|d| d.schedulable && spec.target.matches(&d.view()));
+        let plan = if wait && !matching {
+            None
+        } else {
+            Some(plan_sweep(
+                &id,
+                parsed,
+                &fleet,
+                self.config.limits.max_trials_per_sweep,
+            )?)
+        };
         let record = SweepRecord {
             id: id.0.clone(),
             name: spec.name.clone(),
             workload: spec.workload.name().to_owned(),
             spec_yaml: parsed.source.clone(),
             created_unix_ms: self.now.unix_ms,
-            state: SweepState::Running,
-            trials_total: total,
+            state: SweepState::Waiting,
+            trials_total: 0,
             harness: spec.harness,
             placement: spec.placement,
             target: spec.target.clone(),
             search: spec.search.clone(),
             budget: spec.budget,
-            class_configs: plan.class_configs,
+            class_configs: BTreeMap::new(),
             trace,
             submitted_by: Some(by),
             cancelled_by: None,
             order_seed: order_seed(&id, parsed),
+            waiting_for: Some(no_device(spec)),
         };
-        // Sizes before anything changes: the spec (JSON-escaped in the
-        // record) and every trial record.
         checked_size("the spec", &record)?;
-        for t in &plan.trials {
-            checked_size("a trial of the sweep", t)?;
-        }
         self.sweeps.insert(
             id.clone(),
             SweepMeta {
-                record,
-                counts: HashMap::from([(TrialState::Pending, total)]),
-                search: plan.search,
+                record: record.clone(),
+                counts: HashMap::new(),
+                search: None,
             },
         );
-        // References first, so their dependents find them live.
-        for rec in plan.trials {
-            self.add_trial(&id, rec, fx);
-        }
-        // The sweep's record last: a store that applies a big batch in
-        // pieces (etcd) never shows a sweep without all its trials.
-        if let Some(meta) = self.sweeps.get(&id) {
-            fx.writes.push(Write::Sweep(meta.record.clone()));
-        }
-        info!(sweep = %id, trials = total, classes = plan.targets, "sweep submitted");
+        let total = match plan {
+            Some(plan) => match self.start(&id, plan, fx) {
+                Ok(total) => total,
+                Err(e) => {
+                    self.sweeps.remove(&id);
+                    return Err(e);
+                }
+            },
+            None => {
+                info!(sweep = %id, target = ?spec.target, "sweep waits for a matching device");
+                fx.writes.push(Write::Sweep(record));
+                0
+            }
+        };
         if let Ok(sweep) = self.sweep(&id, false) {
             fx.events.push(SweepEvent { sweep, trial: None });
         }
         Ok((id, total))
+    }
+
+    /// Starts a stored sweep on its plan: its trials are stored and queued
+    /// (references first) and it is running. Sizes are checked before
+    /// anything changes; an error changes nothing.
+    fn start(&mut self, id: &SweepId, plan: Plan, fx: &mut Effects) -> Result<u32, ApiError> {
+        let total = u32::try_from(plan.trials.len()).map_err(|_| {
+            ApiError::InvalidArgument(format!(
+                "the sweep expands into {} trials",
+                plan.trials.len()
+            ))
+        })?;
+        for t in &plan.trials {
+            checked_size("a trial of the sweep", t)?;
+        }
+        let meta = self
+            .sweeps
+            .get_mut(id)
+            .ok_or_else(|| ApiError::NotFound(format!("sweep `{id}` not found")))?;
+        let record = SweepRecord {
+            state: SweepState::Running,
+            trials_total: total,
+            class_configs: plan.class_configs,
+            waiting_for: None,
+            ..meta.record.clone()
+        };
+        checked_size("the spec", &record)?;
+        meta.record = record;
+        meta.counts = HashMap::from([(TrialState::Pending, total)]);
+        meta.search = plan.search;
+        // References first, so their dependents find them live.
+        for rec in plan.trials {
+            self.add_trial(id, rec, fx);
+        }
+        // The sweep's record last: a store that applies a big batch in
+        // pieces (etcd) never shows a sweep without all its trials.
+        if let Some(meta) = self.sweeps.get(id) {
+            fx.writes.push(Write::Sweep(meta.record.clone()));
+        }
+        info!(sweep = %id, trials = total, classes = plan.targets, "sweep started");
+        Ok(total)
+    }
+
+    /// Starts the waiting sweeps a device that joined now matches (after an
+    /// agent connects). One that matches but cannot be planned (an op the
+    /// class cannot run, past the trial cap) keeps waiting, with why.
+    pub(super) fn start_waiting(&mut self, fx: &mut Effects) {
+        let mut waiting: Vec<SweepId> = self
+            .sweeps
+            .iter()
+            .filter(|(_, m)| m.record.state == SweepState::Waiting)
+            .map(|(id, _)| id.clone())
+            .collect();
+        waiting.sort();
+        for id in waiting {
+            let Some(source) = self.sweeps.get(&id).map(|m| m.record.spec_yaml.clone()) else {
+                continue;
+            };
+            let outcome = match chimera_domain::spec::parse(&source) {
+                Err(e) => Err(format!("the stored spec no longer parses: {e}")),
+                Ok(parsed) => {
+                    let fleet = self.fleet();
+                    if !fleet
+                        .iter()
+                        .any(|d| d.schedulable && parsed.spec.target.matches(&d.view()))
+                    {
+                        continue;
+                    }
+                    plan_sweep(
+                        &id,
+                        &parsed,
+                        &fleet,
+                        self.config.limits.max_trials_per_sweep,
+                    )
+                    .map_err(|e| e.to_string())
+                    .and_then(|plan| self.start(&id, plan, fx).map_err(|e| e.to_string()))
+                }
+            };
+            if let Err(why) = outcome {
+                let Some(meta) = self.sweeps.get_mut(&id) else {
+                    continue;
+                };
+                if meta.record.waiting_for.as_deref() == Some(why.as_str()) {
+                    continue;
+                }
+                warn!(sweep = %id, reason = %why, "waiting sweep cannot start yet");
+                meta.record.waiting_for = Some(why);
+                fx.writes.push(Write::Sweep(meta.record.clone()));
+            }
+            if let Ok(sweep) = self.sweep(&id, false) {
+                fx.events.push(SweepEvent { sweep, trial: None });
+            }
+        }
     }
 
     /// Cancels a running sweep: pending trials end, running ones are told to
@@ -392,10 +507,11 @@ impl Core {
             .sweeps
             .get_mut(id)
             .ok_or_else(|| ApiError::NotFound(format!("sweep `{id}` not found")))?;
-        if !meta.running() {
+        if !meta.active() {
             return self.sweep(id, false);
         }
         meta.record.state = SweepState::Cancelled;
+        meta.record.waiting_for = None;
         meta.record.cancelled_by = Some(by);
         fx.writes.push(Write::Sweep(meta.record.clone()));
         let mut keys: Vec<TrialKey> = self

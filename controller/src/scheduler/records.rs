@@ -18,10 +18,12 @@ use std::collections::BTreeMap;
 /// never fails on size (which would stop the scheduler).
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
-/// A sweep's life: running until every trial ended (done) or cancelled.
+/// A sweep's life: waiting for a matching device (when submitted before
+/// one joined), running until every trial ended (done), or cancelled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SweepState {
+    Waiting,
     Running,
     Done,
     Cancelled,
@@ -31,6 +33,7 @@ impl SweepState {
     /// The state's name, as stored.
     pub fn name(self) -> &'static str {
         match self {
+            SweepState::Waiting => "waiting",
             SweepState::Running => "running",
             SweepState::Done => "done",
             SweepState::Cancelled => "cancelled",
@@ -76,6 +79,9 @@ pub struct SweepRecord {
     /// stored before it existed.
     #[serde(default)]
     pub order_seed: u64,
+    /// While waiting: why the sweep cannot start yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// An agent's registration as stored (attached to its lease).
@@ -169,6 +175,7 @@ mod tests {
     #[test]
     fn sweep_state_is_stored_as_before() {
         for (s, text) in [
+            (SweepState::Waiting, "\"waiting\""),
             (SweepState::Running, "\"running\""),
             (SweepState::Done, "\"done\""),
             (SweepState::Cancelled, "\"cancelled\""),

@@ -132,6 +132,11 @@ impl Sim {
     }
 
     fn submit(&mut self, id: &str, yaml: &str) -> Result<Effects, ApiError> {
+        self.submit_with(id, yaml, false)
+    }
+
+    /// `wait`: store a sweep no connected device matches, to wait for one.
+    fn submit_with(&mut self, id: &str, yaml: &str, wait: bool) -> Result<Effects, ApiError> {
         let parsed = chimera_domain::spec::parse(yaml)
             .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
         let mut fx = Effects::default();
@@ -140,6 +145,7 @@ impl Sim {
             &parsed,
             BTreeMap::new(),
             "op".into(),
+            wait,
             &mut fx,
         )?;
         Ok(fx)
@@ -579,6 +585,7 @@ fn stored_sweep(yaml: &str) -> SweepRecord {
         submitted_by: None,
         cancelled_by: None,
         order_seed: 0,
+        waiting_for: None,
     }
 }
 
@@ -689,4 +696,29 @@ fn trials_run_in_seeded_interleaved_rounds() {
         run_order(&s).replace("S/", ""),
         run_order(&again).replace("T/", "")
     );
+}
+
+#[test]
+fn a_sweep_submitted_before_its_device_joins_waits_then_starts() {
+    let mut s = Sim::new();
+    s.at(0);
+    check(
+        &ok(s.submit_with("S", &matmul(2, 1, "each-class"), true)),
+        expect![[r#"
+            write sweep S waiting trials_total=0
+            event S waiting pending=0 running=0 succeeded=0 failed=0 cancelled=0
+        "#]],
+    );
+    // Nothing to dispatch while it waits.
+    check(&s.dispatch(), expect![[r#""#]]);
+    // An agent joins: the sweep is planned on it and runs.
+    s.at(1);
+    s.join("a", vec![cpu("c1")]);
+    expect![[r#"
+        t00000 c0/r0
+        t00001 c1/r0
+    "#]]
+    .assert_eq(&run_order(&s));
+    let fx = s.dispatch();
+    assert!(fx.to_string().contains("assign S/t0000"), "{fx}");
 }

@@ -73,6 +73,7 @@ pub fn to_agent(agent: &AgentId, msg: ToAgent) -> proto::ControllerMessage {
 impl From<SweepState> for proto::SweepState {
     fn from(s: SweepState) -> Self {
         match s {
+            SweepState::Waiting => proto::SweepState::Waiting,
             SweepState::Running => proto::SweepState::Running,
             SweepState::Done => proto::SweepState::Done,
             SweepState::Cancelled => proto::SweepState::Cancelled,
@@ -98,6 +99,7 @@ impl From<SweepSummary> for proto::Sweep {
             submitted_by: s.submitted_by.unwrap_or_default(),
             cancelled_by: s.cancelled_by.unwrap_or_default(),
             order_seed: s.order_seed,
+            waiting_for: s.waiting_for.unwrap_or_default(),
         }
     }
 }

@@ -245,6 +245,7 @@ pub async fn submit(url: &str, yaml: &str) -> Result<proto::SubmitSweepResponse,
         .submit_sweep(proto::SubmitSweepRequest {
             spec_yaml: yaml.into(),
             source_name: "test.yaml".into(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
