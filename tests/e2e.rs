@@ -353,7 +353,7 @@ fn model_workloads_run_across_processes_and_a_failure_leaves_the_agent_healthy()
         &c.url,
         &["sweep", "submit", spec.to_str().unwrap(), "--wait"],
     );
-    assert_eq!(out.status.code(), Some(2), "a failed trial exits 2");
+    assert_eq!(out.status.code(), Some(5), "a failed trial exits 5");
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let t = &trials(&c.url, &id)[0];
     assert_eq!(t["state"], "failed");
