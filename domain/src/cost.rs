@@ -224,6 +224,10 @@ mod tests {
         let r = &rows[0];
         assert!(r.power_included && r.energy_usd_per_month.is_none());
         assert!((r.usd_per_million_tokens.unwrap() - 2.0).abs() < 1e-9);
+        // The shipped example: cloud rentals, power included.
+        let shipped = Prices::parse(include_str!("../../examples/prices.toml")).unwrap();
+        assert!(!shipped.devices.is_empty());
+        assert!(shipped.devices.iter().all(|d| d.power_included));
         let e = Prices::parse("energy_usd_per_kwh = -1\n").unwrap_err();
         assert!(e.contains("energy_usd_per_kwh = -1"), "{e}");
         let e = Prices::parse("energy_usd_per_kwh = 0.1\ncolour = 1\n").unwrap_err();
