@@ -191,29 +191,28 @@ fn finish(va: Values, vb: Values, metric: &str, higher: bool, class_label: Optio
 /// rows as measured) would have to reject it. A significant row is better
 /// or worse only where the interval of the change also excludes 0.
 fn judge_rows(rows: &mut [DiffRow], higher: bool) {
-    let p: Vec<f64> = rows.iter().map(|r| r.p.unwrap_or(1.0)).collect();
+    // The family Holm corrects over: the rows that were tested (2+ repeats
+    // on each side); an untested row adds no test.
+    let tested: Vec<usize> = (0..rows.len()).filter(|i| rows[*i].p.is_some()).collect();
+    let p: Vec<f64> = tested.iter().map(|i| rows[*i].p.unwrap_or(1.0)).collect();
     let adjusted = stats::holm(&p);
-    for (i, row) in rows.iter_mut().enumerate() {
-        row.p_adjusted = row.p.map(|_| adjusted[i]);
+    for (k, &i) in tested.iter().enumerate() {
+        let row = &mut rows[i];
+        row.p_adjusted = Some(adjusted[k]);
         let mut best_case = p.clone();
-        best_case[i] = stats::mann_whitney_min_p(row.a.n, row.b.n);
-        let decidable = row.p.is_some()
-            && row.change.is_some()
-            && row.ci().is_some()
-            && stats::holm(&best_case)[i] < ALPHA;
-        row.verdict = if !decidable {
-            Verdict::Inconclusive
-        } else {
-            match row.ci() {
-                Some((lo, hi)) if adjusted[i] < ALPHA && (lo > 0.0 || hi < 0.0) => {
-                    if (lo > 0.0) == higher {
-                        Verdict::Better
-                    } else {
-                        Verdict::Worse
-                    }
+        best_case[k] = stats::mann_whitney_min_p(row.a.n, row.b.n);
+        let decidable =
+            row.change.is_some() && row.ci().is_some() && stats::holm(&best_case)[k] < ALPHA;
+        row.verdict = match row.ci() {
+            _ if !decidable => Verdict::Inconclusive,
+            Some((lo, hi)) if adjusted[k] < ALPHA && (lo > 0.0 || hi < 0.0) => {
+                if (lo > 0.0) == higher {
+                    Verdict::Better
+                } else {
+                    Verdict::Worse
                 }
-                _ => Verdict::WithinNoise,
             }
+            _ => Verdict::WithinNoise,
         };
     }
 }
@@ -491,6 +490,17 @@ mod tests {
         assert!(d.rows.iter().all(|r| r.verdict == Verdict::Inconclusive));
         let d = diff(&a[..10], &b[..10], "gflop_per_s");
         assert!(d.rows.iter().all(|r| r.verdict == Verdict::Worse));
+        // A configuration measured once is not tested: it does not widen
+        // the correction for the others.
+        let d = diff(&a[..6], &b[..6], "gflop_per_s");
+        let verdicts: Vec<Verdict> = d.rows.iter().map(|r| r.verdict).collect();
+        assert_eq!(
+            verdicts,
+            [Verdict::Worse, Verdict::Inconclusive],
+            "{:?}",
+            d.rows
+        );
+        assert!((d.rows[0].p_adjusted.unwrap() - 2.0 / 252.0).abs() < 1e-12);
     }
 
     #[test]
