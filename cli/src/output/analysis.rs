@@ -277,8 +277,9 @@ fn diff_columns(d: &Diff, table: bool) -> Vec<Column<'static, DiffRow>> {
 pub fn diff_note(d: &Diff) -> String {
     format!(
         "{} ({}): B against A, change of the median over n repeats; 95% interval: \
-         bootstrap interval of the change (seeded); p: Mann-Whitney rank test, Holm-corrected \
-         over the {} configuration(s); better/worse: p < 0.05 and the interval excludes 0; \
+         bootstrap interval of the change (seeded); p: Mann-Whitney rank test, \
+         Holm-corrected over the {} configuration(s) with 2+ repeats a side; \
+         better/worse: p < 0.05 and the interval excludes 0; \
          inconclusive: too few repeats to decide{}",
         d.metric,
         if d.higher_is_better {
@@ -286,7 +287,7 @@ pub fn diff_note(d: &Diff) -> String {
         } else {
             "lower is better"
         },
-        d.rows.len(),
+        d.rows.iter().filter(|r| r.p.is_some()).count(),
         if d.unmatched > 0 {
             format!("; {} configuration(s) in only one sweep", d.unmatched)
         } else {
