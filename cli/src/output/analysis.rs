@@ -399,6 +399,14 @@ fn comparison_columns(c: &Comparison, table: bool) -> Vec<Column<'static, Row>> 
         Column::new("setup", Col::text(8, 14), |r: &Row| r.setup.clone()),
     ];
     let cell_of = |ci: usize| move |r: &Row| r.cells.get(ci).and_then(Option::as_ref).cloned();
+    // Cells say their n where it is not the same for all (the note says it otherwise).
+    let ns: BTreeSet<usize> = c
+        .rows
+        .iter()
+        .flat_map(|r| r.cells.iter().flatten())
+        .map(|cell| cell.samples)
+        .collect();
+    let mixed_n = ns.len() > 1;
     for (ci, class) in c.classes.iter().enumerate() {
         let cell = cell_of(ci);
         if !table {
@@ -442,8 +450,13 @@ fn comparison_columns(c: &Comparison, table: bool) -> Vec<Column<'static, Row>> 
                         .ci95()
                         .map(|(lo, hi)| format!(" ({}–{})", num(lo), num(hi)))
                         .unwrap_or_default();
+                    let n = if mixed_n {
+                        format!(" n={}", cell.samples)
+                    } else {
+                        String::new()
+                    };
                     format!(
-                        "{}{ci}{}{}{}",
+                        "{}{ci}{n}{}{}{}",
                         num(cell.value),
                         if cell.best {
                             " *"
@@ -505,7 +518,8 @@ pub fn comparison_note(c: &Comparison) -> String {
         "the best setup for the problem"
     };
     format!(
-        "{} ({}): median over n = {n} repeats, (low–high): 95% bootstrap interval of the median \
+        "{} ({}): median over n = {n} repeats (n=K in a cell where they differ), \
+         (low–high): 95% bootstrap interval of the median \
          (none with one repeat); * = best setup for the problem on the device class, its interval \
          clear of every other's; = = tied for best: intervals overlap (or one repeat), no best can \
          be named; speed-up: how many times better than {against} (above 1 = better), whatever the \

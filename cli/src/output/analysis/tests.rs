@@ -33,11 +33,11 @@ fn the_comparison_table_marks_only_a_clear_best_and_reads_speed_ups_one_way() {
     let c = chimera_domain::compare::compare(&sweep(), "gflop_per_s");
     expect_test::expect![[r#"
         problem | setup | cpu: test x2 [GFLOP/s] | speed-up vs best
-        shape=1,64,64 | op=qmatmul format=q8_0 | 10.05 (9.900–10.20) = | 1.00×
-        shape=1,64,64 | op=qmatmul format=q4_0 | 6.000 (5.000–7.500) | 0.60×
-        shape=1,64,64 | op=qmatmul format=q4_1 | 6.200 = | 0.62×"#]]
+        shape=1,64,64 | op=qmatmul format=q8_0 | 10.05 (9.900–10.20) n=5 = | 1.00×
+        shape=1,64,64 | op=qmatmul format=q4_0 | 6.000 (5.000–7.500) n=5 | 0.60×
+        shape=1,64,64 | op=qmatmul format=q4_1 | 6.200 n=1 = | 0.62×"#]]
     .assert_eq(&lines(comparison_table(&c, true)));
-    expect_test::expect!["gflop_per_s (higher is better): median over n = 1 to 5 repeats, (low–high): 95% bootstrap interval of the median (none with one repeat); * = best setup for the problem on the device class, its interval clear of every other's; = = tied for best: intervals overlap (or one repeat), no best can be named; speed-up: how many times better than the best setup for the problem (above 1 = better), whatever the metric's direction; (throttled) = measured while the device's clocks were held down; (mixed env) = repeats from different agent builds or CPUs"].assert_eq(&comparison_note(&c));
+    expect_test::expect!["gflop_per_s (higher is better): median over n = 1 to 5 repeats (n=K in a cell where they differ), (low–high): 95% bootstrap interval of the median (none with one repeat); * = best setup for the problem on the device class, its interval clear of every other's; = = tied for best: intervals overlap (or one repeat), no best can be named; speed-up: how many times better than the best setup for the problem (above 1 = better), whatever the metric's direction; (throttled) = measured while the device's clocks were held down; (mixed env) = repeats from different agent builds or CPUs"].assert_eq(&comparison_note(&c));
     // Lower is better: the speed-up still reads above 1 = better.
     let mut t = repeats(0, 0, "q8_0", "rmse", &[0.01, 0.0101, 0.0099]);
     t.extend(repeats(3, 1, "q4_0", "rmse", &[0.02, 0.0201, 0.0199]));
