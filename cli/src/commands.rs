@@ -144,14 +144,25 @@ pub async fn telemetry(
     Ok(0)
 }
 
-/// `chimera diff A B [--metric M] [--fail-on RULE]`: exit 1 when the rule
-/// finds a regression.
+/// How `chimera diff` gates: the rule and whether undecided
+/// configurations pass.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DiffGate {
+    /// `--fail-on regression>N%`.
+    pub fail_on: Option<FailOn>,
+    /// `--allow-inconclusive`: configurations too noisy or with too few
+    /// repeats to decide do not fail the gate.
+    pub allow_inconclusive: bool,
+}
+
+/// `chimera diff A B [--metric M] [--fail-on RULE]`: exit 3 when the rule
+/// finds a regression, 4 when it cannot decide (unless allowed).
 pub async fn diff(
     url: &str,
     a: &str,
     b: &str,
     metric: Option<String>,
-    fail_on: Option<FailOn>,
+    gate: DiffGate,
     fmt: Format,
 ) -> anyhow::Result<i32> {
     let ra = load_results(url, a).await?;
@@ -166,18 +177,14 @@ pub async fn diff(
             d.unmatched
         );
     }
-    if let Some(rule) = fail_on {
-        let bad = rule.violations(&d);
-        if !bad.is_empty() {
-            eprintln!(
-                "{} configuration(s) regressed by more than {:.1}%",
-                bad.len(),
-                rule.threshold * 100.0
-            );
-            return Ok(1);
-        }
+    let Some(rule) = gate.fail_on else {
+        return Ok(0);
+    };
+    let verdict = rule.gate(&d);
+    for line in verdict.messages(gate.allow_inconclusive) {
+        eprintln!("{line}");
     }
-    Ok(0)
+    Ok(verdict.outcome(gate.allow_inconclusive).exit_code())
 }
 
 /// The load `chimera cost` prices.

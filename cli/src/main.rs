@@ -14,9 +14,21 @@ use clap::{Parser, Subcommand, ValueEnum};
 use output::Format;
 use std::path::PathBuf;
 
+/// Exit codes, each with one meaning (also in the README).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (and, with `diff --fail-on`, no regression)
+  1  error: a file, the controller or the data could not be used
+  2  usage: a flag or argument was wrong
+  3  `diff --fail-on`: a configuration regressed beyond the threshold
+  4  `diff --fail-on`: some configuration could not be decided (too few
+     repeats or too much noise); `--allow-inconclusive` passes it
+  5  a sweep had trials that failed or were cancelled (`run`, `demo`,
+     `sweep submit --wait`, `sweep watch`)";
+
 /// Chimera: a fleet-wide lab for LLM inference performance.
 #[derive(Parser, Debug)]
-#[command(name = "chimera", version)]
+#[command(name = "chimera", version, after_help = EXIT_CODES)]
 struct Cli {
     /// Controller URL, or several comma-separated (a cluster's controllers):
     /// commands go to whichever leads.
@@ -96,8 +108,9 @@ enum Command {
         metric: Option<String>,
     },
     /// Two sweeps compared: per configuration and device class, the relative
-    /// change of a metric with its 95% confidence interval and a verdict from
-    /// Welch's t-test on the repeats. Each side is a sweep id or a results.json.
+    /// change of the median of a metric with its 95% bootstrap interval and a
+    /// verdict from the Mann-Whitney rank test, Holm-corrected across the
+    /// configurations. Each side is a sweep id or a results.json.
     Diff {
         /// The baseline: sweep id or results.json path.
         a: String,
@@ -106,10 +119,16 @@ enum Command {
         /// Metric (default: the workload's headline metric).
         #[arg(long, short)]
         metric: Option<String>,
-        /// Exit 1 when a configuration is significantly worse by more than
-        /// this, e.g. `regression>5%` (for CI gates).
+        /// Exit 3 when a configuration is worse by more than this for
+        /// certain (significant, the whole interval of the change beyond it),
+        /// e.g. `regression>5%` (for CI gates); exit 4 when some
+        /// configuration cannot be decided (too few repeats, too much noise).
         #[arg(long, value_parser = |s: &str| s.parse::<chimera_domain::diff::FailOn>())]
         fail_on: Option<chimera_domain::diff::FailOn>,
+        /// With --fail-on: configurations that cannot be decided pass
+        /// instead of exiting 4.
+        #[arg(long, requires = "fail_on")]
+        allow_inconclusive: bool,
     },
     /// What a token costs per configuration and device class: measured
     /// throughput (and energy, where measured) priced with a prices file.
@@ -221,7 +240,7 @@ enum SweepCmd {
     /// Submit a sweep spec; prints only the new sweep's id on stdout.
     Submit {
         file: PathBuf,
-        /// Wait until every trial finished, showing progress on stderr. Exits 2
+        /// Wait until every trial finished, showing progress on stderr. Exits 5
         /// if any trial failed or was cancelled.
         #[arg(long)]
         wait: bool,
@@ -331,7 +350,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             b,
             metric,
             fail_on,
-        } => commands::diff(url, &a, &b, metric, fail_on, fmt).await,
+            allow_inconclusive,
+        } => {
+            let gate = commands::DiffGate {
+                fail_on,
+                allow_inconclusive,
+            };
+            commands::diff(url, &a, &b, metric, gate, fmt).await
+        }
         Command::Cost {
             sweep,
             prices,

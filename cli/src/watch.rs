@@ -255,12 +255,16 @@ async fn live_line(client: &mut Client, sweep: &str) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(" | "))
 }
 
-/// 0 when every trial succeeded, 2 otherwise.
+/// The exit code when some trial of a sweep failed or was cancelled (see
+/// `chimera --help`).
+pub const EXIT_FAILED_TRIALS: i32 = 5;
+
+/// 0 when every trial succeeded, [`EXIT_FAILED_TRIALS`] otherwise.
 pub fn exit_code(s: &proto::Sweep) -> i32 {
     if s.trials_succeeded == s.trials_total {
         0
     } else {
-        2
+        EXIT_FAILED_TRIALS
     }
 }
 

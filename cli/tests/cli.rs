@@ -51,20 +51,44 @@ fn compare_reads_a_results_file_offline_and_checks_its_format() {
 #[test]
 fn diff_gates_on_a_significant_regression_offline() {
     let dir = tempfile::tempdir().unwrap();
-    let a = repeats_file(dir.path(), "a", "gflop_per_s", &[100.0, 101.0, 99.0]);
-    let b = repeats_file(dir.path(), "b", "gflop_per_s", &[80.0, 81.0, 79.0]);
+    let a = repeats_file(
+        dir.path(),
+        "a",
+        "gflop_per_s",
+        &[100.0, 101.0, 99.0, 100.5, 99.5],
+    );
+    let b = repeats_file(
+        dir.path(),
+        "b",
+        "gflop_per_s",
+        &[80.0, 81.0, 79.0, 80.5, 79.5],
+    );
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
     let out = chimera(&["diff", a, b, "--output", "json"]);
     assert_eq!(out.status.code(), Some(0));
     let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(d["rows"][0]["verdict"], "worse", "{d}");
     let out = chimera(&["diff", a, b, "--fail-on", "regression>5%"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("regressed by more than 5.0%"));
     let out = chimera(&["diff", a, b, "--fail-on", "regression>50%"]);
     assert_eq!(out.status.code(), Some(0));
     let out = chimera(&["diff", b, a, "--fail-on", "regression>5%"]);
     assert_eq!(out.status.code(), Some(0), "the reverse is an improvement");
+    let out = chimera(&["diff", a, b, "--output", "csv"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rows = csv::Reader::from_reader(text.as_bytes());
+    let header = rows.headers().unwrap().clone();
+    for row in rows.records() {
+        for (h, cell) in header.iter().zip(row.unwrap().iter()) {
+            if !["problem", "setup", "class", "verdict"].contains(&h) {
+                assert!(
+                    cell.is_empty() || cell.parse::<f64>().is_ok(),
+                    "{h}: `{cell}`"
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! What a token costs: measured throughput and energy per configuration and
-//! device class, priced with an operator's prices file.
+//! device class, priced with an operator's prices file (energy added only
+//! where the device's price does not include power).
 
 use crate::compare::split;
 use crate::metrics;
@@ -35,6 +36,11 @@ pub struct DevicePrice {
     pub pattern: String,
     /// Rent (or amortised cost) of one device, US dollars per hour.
     pub usd_per_hour: f64,
+    /// Whether `usd_per_hour` already pays for the device's electricity (a
+    /// cloud rental does; an amortised purchase does not). Default false:
+    /// the measured energy is priced at `energy_usd_per_kwh` and added.
+    #[serde(default)]
+    pub power_included: bool,
     /// Where the figure comes from.
     #[serde(default)]
     pub source: String,
@@ -75,11 +81,15 @@ pub struct CostRow {
     pub class: String,
     /// Median over repeats, tokens/s per device.
     pub tokens_per_s: f64,
+    /// Repeats the median is over.
+    pub samples: usize,
+    /// The device's price already includes its electricity: no energy is added.
+    pub power_included: bool,
     /// Devices needed for the monthly volume at the target utilisation.
     pub devices: u64,
     pub hardware_usd_per_month: Option<f64>,
     /// From the measured `joules_per_token`; none when the device had no
-    /// energy sensor.
+    /// energy sensor, or its price includes power.
     pub energy_usd_per_month: Option<f64>,
     /// Hardware + energy per million tokens at the target utilisation.
     pub usd_per_million_tokens: Option<f64>,
@@ -116,20 +126,23 @@ pub fn cost(
     }
     tps.into_iter()
         .map(|(key, mut v)| {
+            let samples = v.len();
             let rate = median(&mut v);
             let per_device_month = rate * 3600.0 * HOURS_PER_MONTH * utilization;
             let devices = (tokens_per_month / per_device_month).ceil().max(1.0) as u64;
             let price = prices.device(&key.2);
+            let power_included = price.is_some_and(|p| p.power_included);
             let hardware = price.map(|p| devices as f64 * p.usd_per_hour * HOURS_PER_MONTH);
-            let energy = jpt.get_mut(&key).map(|j| {
-                let kwh = tokens_per_month * median(j) / 3.6e6;
-                kwh * prices.energy_usd_per_kwh
-            });
+            // Joules per token, where measured and not already paid for.
+            let joules = jpt
+                .get_mut(&key)
+                .filter(|_| !power_included)
+                .map(|j| median(j));
+            let energy = joules.map(|j| tokens_per_month * j / 3.6e6 * prices.energy_usd_per_kwh);
             let per_million = price.map(|p| {
                 let hw = p.usd_per_hour / (rate * 3600.0 * utilization) * 1e6;
-                let en = jpt
-                    .get_mut(&key)
-                    .map(|j| median(j) * 1e6 / 3.6e6 * prices.energy_usd_per_kwh)
+                let en = joules
+                    .map(|j| j * 1e6 / 3.6e6 * prices.energy_usd_per_kwh)
                     .unwrap_or(0.0);
                 hw + en
             });
@@ -138,6 +151,8 @@ pub fn cost(
                 setup: key.1,
                 class: key.2,
                 tokens_per_s: rate,
+                samples,
+                power_included,
                 devices,
                 hardware_usd_per_month: hardware,
                 energy_usd_per_month: energy,
@@ -186,14 +201,34 @@ mod tests {
             assigned_unix_ms: None,
         };
         // 1000 tokens/s at 50 %: 1.296e9 tokens per device-month.
-        let rows = cost(&[t], &prices, "decode_tokens_per_s", 2.0e9, 0.5);
+        let rows = cost(
+            std::slice::from_ref(&t),
+            &prices,
+            "decode_tokens_per_s",
+            2.0e9,
+            0.5,
+        );
         let r = &rows[0];
         assert_eq!(r.devices, 2);
+        assert!(!r.power_included, "the default: energy is added");
         assert!((r.hardware_usd_per_month.unwrap() - 2.0 * 3.6 * 720.0).abs() < 1e-9);
         // 2e9 tokens x 0.36 J = 200 kWh -> $20.
         assert!((r.energy_usd_per_month.unwrap() - 20.0).abs() < 1e-9);
         // $3.6/h / (1.8e6 tokens/h) = $2 per million, + 0.01 energy.
         assert!((r.usd_per_million_tokens.unwrap() - 2.01).abs() < 1e-9);
+        // A rental price that includes power: the energy is not added again.
+        let rental = Prices::parse(
+            "energy_usd_per_kwh = 0.10\n[[device]]\nmatch = \"H100\"\nusd_per_hour = 3.6\npower_included = true\n",
+        )
+        .unwrap();
+        let rows = cost(&[t], &rental, "decode_tokens_per_s", 2.0e9, 0.5);
+        let r = &rows[0];
+        assert!(r.power_included && r.energy_usd_per_month.is_none());
+        assert!((r.usd_per_million_tokens.unwrap() - 2.0).abs() < 1e-9);
+        // The shipped example: cloud rentals, power included.
+        let shipped = Prices::parse(include_str!("../../examples/prices.toml")).unwrap();
+        assert!(!shipped.devices.is_empty());
+        assert!(shipped.devices.iter().all(|d| d.power_included));
         let e = Prices::parse("energy_usd_per_kwh = -1\n").unwrap_err();
         assert!(e.contains("energy_usd_per_kwh = -1"), "{e}");
         let e = Prices::parse("energy_usd_per_kwh = 0.1\ncolour = 1\n").unwrap_err();

@@ -241,7 +241,7 @@ pub fn summarize(
             .filter(|v| v.is_finite())
             .collect()
     };
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let mean = crate::stats::mean;
     let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let p = values(field::POWER_W);

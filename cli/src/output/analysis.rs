@@ -5,7 +5,7 @@
 
 use super::{emit, grid, num, num_or_dash, with_unit, Column, Format};
 use crate::table::Col;
-use chimera_domain::compare::{Comparison, ParetoPoint, Row, TradeoffRow};
+use chimera_domain::compare::{Cell, Comparison, ParetoPoint, Row, TradeoffRow};
 use chimera_domain::cost::CostRow;
 use chimera_domain::diff::{Diff, DiffRow};
 use chimera_domain::metrics;
@@ -118,20 +118,76 @@ pub(super) fn trial_table_columns(
     Ok(columns)
 }
 
-/// A Pareto front per class.
-pub fn pareto(front: &[ParetoPoint], x: &str, y: &str, fmt: Format) -> anyhow::Result<()> {
+/// A value as a listing shows it: the table's four significant digits
+/// (`-` for none), or the whole number for CSV (empty for none).
+fn value(table: bool, v: Option<f64>) -> String {
+    match (v, table) {
+        (Some(v), true) => num(v),
+        (Some(v), false) => v.to_string(),
+        (None, true) => "-".into(),
+        (None, false) => String::new(),
+    }
+}
+
+/// A Pareto front's columns; `t`: the table's, else CSV's.
+fn pareto_columns(x: &str, y: &str, t: bool) -> Vec<Column<'static, ParetoPoint>> {
     type P = ParetoPoint;
-    let columns = [
+    vec![
         Column::new("class", Col::text(5, 12), |p: &P| p.class.clone()),
         Column::new("configuration", Col::text(8, 16), |p: &P| p.config.clone()),
-        Column::new(with_unit(x), Col::key(), |p: &P| num(p.x)),
-        Column::new(with_unit(y), Col::key(), |p: &P| num(p.y)),
-    ];
+        Column::new(with_unit(x), Col::key(), move |p: &P| value(t, Some(p.x))),
+        Column::new(with_unit(y), Col::key(), move |p: &P| value(t, Some(p.y))),
+    ]
+}
+
+/// A Pareto front per class.
+pub fn pareto(front: &[ParetoPoint], x: &str, y: &str, fmt: Format) -> anyhow::Result<()> {
+    let columns = pareto_columns(x, y, fmt == Format::Table);
     emit(fmt, &columns, front, front)?;
     if fmt == Format::Table {
         println!("Pareto-optimal configurations per class (medians over repeats): none is beaten on both metrics");
     }
     Ok(())
+}
+
+/// The cost listing's columns: the table rounds dollars to cents and
+/// writes `incl.` for energy a price includes; CSV has the whole numbers
+/// and a `power_included` column.
+fn cost_columns(t: bool) -> Vec<Column<'static, CostRow>> {
+    let usd = move |v: Option<f64>| match (v, t) {
+        (Some(v), true) => format!("{v:.2}"),
+        _ => value(t, v),
+    };
+    type C = CostRow;
+    let mut columns = vec![
+        Column::new("problem", Col::text(6, 12), |r: &C| r.group.clone()),
+        Column::new("setup", Col::text(8, 12), |r: &C| r.setup.clone()),
+        Column::new("class", Col::text(7, 12), |r: &C| r.class.clone()),
+        Column::new("tokens/s per device", Col::num(9), move |r: &C| {
+            value(t, Some(r.tokens_per_s))
+        }),
+        Column::new("n", Col::num(1), |r: &C| r.samples.to_string()),
+        Column::new("devices", Col::num(9), |r: &C| r.devices.to_string()),
+        Column::new("hardware [$/month]", Col::num(6), move |r: &C| {
+            usd(r.hardware_usd_per_month)
+        }),
+        Column::new("energy [$/month]", Col::num(5), move |r: &C| {
+            if r.power_included && t {
+                "incl.".into()
+            } else {
+                usd(r.energy_usd_per_month)
+            }
+        }),
+        Column::new("[$/M tokens]", Col::key(), move |r: &C| {
+            usd(r.usd_per_million_tokens)
+        }),
+    ];
+    if !t {
+        columns.push(Column::new("power_included", Col::key(), |r: &C| {
+            r.power_included.to_string()
+        }));
+    }
+    columns
 }
 
 /// Cost per configuration and class.
@@ -141,31 +197,14 @@ pub fn cost(
     utilization: f64,
     fmt: Format,
 ) -> anyhow::Result<()> {
-    let usd = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
-    type C = CostRow;
-    let columns = [
-        Column::new("problem", Col::text(6, 12), |r: &C| r.group.clone()),
-        Column::new("setup", Col::text(8, 12), |r: &C| r.setup.clone()),
-        Column::new("class", Col::text(7, 12), |r: &C| r.class.clone()),
-        Column::new("tokens/s per device", Col::num(9), |r: &C| {
-            num(r.tokens_per_s)
-        }),
-        Column::new("devices", Col::num(9), |r: &C| r.devices.to_string()),
-        Column::new("hardware [$/month]", Col::num(6), move |r: &C| {
-            usd(r.hardware_usd_per_month)
-        }),
-        Column::new("energy [$/month]", Col::num(5), move |r: &C| {
-            usd(r.energy_usd_per_month)
-        }),
-        Column::new("[$/M tokens]", Col::key(), move |r: &C| {
-            usd(r.usd_per_million_tokens)
-        }),
-    ];
+    let t = fmt == Format::Table;
+    let columns = cost_columns(t);
     emit(fmt, &columns, rows, rows)?;
-    if fmt == Format::Table {
+    if t {
         println!(
-            "{} tokens/month at {:.0}% utilisation, 720 h/month; medians over repeats; \
-             - = no price for the class, or no energy measured on it",
+            "{} tokens/month at {:.0}% utilisation, 720 h/month; medians over n repeats; \
+             incl. = the device's price includes power (power_included in the prices file), \
+             so no energy is added; - = no price for the class, or no energy measured on it",
             num(tokens_per_month),
             utilization * 100.0
         );
@@ -173,52 +212,102 @@ pub fn cost(
     Ok(())
 }
 
+/// The columns of a diff: the table's (medians with n, change, its
+/// interval, p, verdict) or, for CSV, one whole number per quantity.
+fn diff_columns(d: &Diff, table: bool) -> Vec<Column<'static, DiffRow>> {
+    type D = DiffRow;
+    let text = |h: &'static str, col: Col, f: fn(&D) -> String| Column::new(h, col, f);
+    let mut columns = vec![
+        text("problem", Col::text(6, 12), |r| r.group.clone()),
+        text("setup", Col::text(8, 12), |r| r.setup.clone()),
+        text("class", Col::text(7, 12), |r| r.class.clone()),
+    ];
+    if table {
+        let unit = metrics::unit(&d.metric);
+        let unit = if unit.is_empty() {
+            String::new()
+        } else {
+            format!(" [{unit}]")
+        };
+        let pct = |v: f64| format!("{:+.1}%", v * 100.0);
+        columns.extend([
+            Column::new(format!("A median{unit}"), Col::num(5), |r: &D| {
+                format!("{} (n={})", num(r.a.median), r.a.n)
+            }),
+            Column::new(format!("B median{unit}"), Col::num(5), |r: &D| {
+                format!("{} (n={})", num(r.b.median), r.b.n)
+            }),
+            Column::new("change", Col::key(), move |r: &D| {
+                r.change.map(pct).unwrap_or_else(|| "-".into())
+            }),
+            Column::new("95% interval", Col::num(4), move |r: &D| {
+                r.ci()
+                    .map(|(lo, hi)| format!("{} .. {}", pct(lo), pct(hi)))
+                    .unwrap_or_else(|| "-".into())
+            }),
+            Column::new("p (Holm)", Col::num(3), |r: &D| num_or_dash(r.p_adjusted)),
+            Column::new("verdict", Col::text(Col::KEEP, 12), |r: &D| {
+                r.verdict.name().to_owned()
+            }),
+        ]);
+        return columns;
+    }
+    let v = |f: fn(&D) -> Option<f64>| move |r: &D| value(false, f(r));
+    let n = |h: &'static str, f: fn(&D) -> Option<f64>| Column::new(h, Col::key(), v(f));
+    columns.extend([
+        n("a_median", |r| Some(r.a.median)),
+        n("a_ci_low", |r| r.a.ci_low),
+        n("a_ci_high", |r| r.a.ci_high),
+        n("a_n", |r| Some(r.a.n as f64)),
+        n("b_median", |r| Some(r.b.median)),
+        n("b_ci_low", |r| r.b.ci_low),
+        n("b_ci_high", |r| r.b.ci_high),
+        n("b_n", |r| Some(r.b.n as f64)),
+        n("change", |r| r.change),
+        n("change_ci_low", |r| r.ci_low),
+        n("change_ci_high", |r| r.ci_high),
+        n("p", |r| r.p),
+        n("p_adjusted", |r| r.p_adjusted),
+        text("verdict", Col::key(), |r| r.verdict.name().to_owned()),
+    ]);
+    columns
+}
+
+/// What a diff table's columns mean.
+pub fn diff_note(d: &Diff) -> String {
+    format!(
+        "{} ({}): B against A, change of the median over n repeats; 95% interval: \
+         bootstrap interval of the change (seeded); p: Mann-Whitney rank test, \
+         Holm-corrected over the {} configuration(s) with 2+ repeats a side; \
+         better/worse: p < 0.05 and the interval excludes 0; \
+         inconclusive: too few repeats to decide{}",
+        d.metric,
+        if d.higher_is_better {
+            "higher is better"
+        } else {
+            "lower is better"
+        },
+        d.rows.iter().filter(|r| r.p.is_some()).count(),
+        if d.unmatched > 0 {
+            format!("; {} configuration(s) in only one sweep", d.unmatched)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// A diff as a table: header and rows (see [`diff_columns`]).
+#[cfg(test)]
+fn diff_table(d: &Diff, table: bool) -> (Vec<String>, Vec<Vec<String>>) {
+    grid(&diff_columns(d, table), &d.rows)
+}
+
 /// Two sweeps compared.
 pub fn diff(d: &Diff, fmt: Format) -> anyhow::Result<()> {
-    let unit = metrics::unit(&d.metric);
-    let unit = if unit.is_empty() {
-        String::new()
-    } else {
-        format!(" [{unit}]")
-    };
-    let pct = |v: f64| format!("{:+.1}%", v * 100.0);
-    type D = DiffRow;
-    let columns = [
-        Column::new("problem", Col::text(6, 12), |r: &D| r.group.clone()),
-        Column::new("setup", Col::text(8, 12), |r: &D| r.setup.clone()),
-        Column::new("class", Col::text(7, 12), |r: &D| r.class.clone()),
-        Column::new(format!("A mean{unit}"), Col::num(5), |r: &D| {
-            format!("{} (n={})", num(r.a.mean), r.a.n)
-        }),
-        Column::new(format!("B mean{unit}"), Col::num(5), |r: &D| {
-            format!("{} (n={})", num(r.b.mean), r.b.n)
-        }),
-        Column::new("change", Col::key(), move |r: &D| pct(r.change)),
-        Column::new("95% CI", Col::num(4), move |r: &D| {
-            r.ci.map(|(lo, hi)| format!("{} .. {}", pct(lo), pct(hi)))
-                .unwrap_or_else(|| "-".into())
-        }),
-        Column::new("p", Col::num(3), |r: &D| num_or_dash(r.p_value)),
-        Column::new("verdict", Col::text(Col::KEEP, 12), |r: &D| {
-            r.verdict.name().to_owned()
-        }),
-    ];
-    emit(fmt, &columns, &d.rows, d)?;
-    if fmt == Format::Table {
-        println!(
-            "{} ({}): B against A, change of the mean over repeats; verdict by Welch's t-test at 5%{}",
-            d.metric,
-            if d.higher_is_better {
-                "higher is better"
-            } else {
-                "lower is better"
-            },
-            if d.unmatched > 0 {
-                format!("; {} configuration(s) in only one sweep", d.unmatched)
-            } else {
-                String::new()
-            }
-        );
+    let table = fmt == Format::Table;
+    emit(fmt, &diff_columns(d, table), &d.rows, d)?;
+    if table {
+        println!("{}", diff_note(d));
     }
     Ok(())
 }
@@ -281,9 +370,12 @@ pub fn tradeoff(rows: &[TradeoffRow], fmt: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One number of a comparison cell, for its CSV column.
+type Quantity = fn(&Cell) -> Option<f64>;
+
 /// A comparison's columns. `table` gives the terminal's cells (median with
-/// its ±95% interval, marks, a ratio column per class); otherwise one plain
-/// number per class (CSV).
+/// its interval and marks, a speed-up column per class); otherwise (CSV)
+/// one whole number per quantity and class: median, interval, n, speed-up, cov.
 fn comparison_columns(c: &Comparison, table: bool) -> Vec<Column<'static, Row>> {
     let unit = if c.unit.is_empty() {
         String::new()
@@ -294,56 +386,105 @@ fn comparison_columns(c: &Comparison, table: bool) -> Vec<Column<'static, Row>> 
         .rows
         .iter()
         .flat_map(|r| r.cells.iter().flatten())
-        .any(|cell| cell.vs_baseline.is_some());
+        .any(|cell| cell.speedup_vs_baseline.is_some());
+    let speedup = move |cell: &Cell| {
+        if baseline {
+            cell.speedup_vs_baseline
+        } else {
+            cell.speedup_vs_best
+        }
+    };
     let mut columns = vec![
         Column::new("problem", Col::text(7, 12), |r: &Row| r.group.clone()),
         Column::new("setup", Col::text(8, 14), |r: &Row| r.setup.clone()),
     ];
+    let cell_of = |ci: usize| move |r: &Row| r.cells.get(ci).and_then(Option::as_ref).cloned();
+    // Cells say their n where it is not the same for all (the note says it otherwise).
+    let ns: BTreeSet<usize> = c
+        .rows
+        .iter()
+        .flat_map(|r| r.cells.iter().flatten())
+        .map(|cell| cell.samples)
+        .collect();
+    let mixed_n = ns.len() > 1;
     for (ci, class) in c.classes.iter().enumerate() {
+        let cell = cell_of(ci);
+        if !table {
+            let quantities: [(&str, Quantity); 5] = [
+                ("ci_low", |c| c.ci_low),
+                ("ci_high", |c| c.ci_high),
+                ("n", |c| Some(c.samples as f64)),
+                ("cov", |c| c.cov),
+                ("trial_cov", |c| c.trial_cov),
+            ];
+            columns.push(Column::new(
+                format!("{class} median{unit}"),
+                Col::key(),
+                move |r: &Row| value(false, cell(r).map(|c| c.value)),
+            ));
+            for (name, f) in quantities {
+                columns.push(Column::new(
+                    format!("{class} {name}"),
+                    Col::key(),
+                    move |r: &Row| value(false, cell(r).and_then(|c| f(&c))),
+                ));
+            }
+            let head = if baseline {
+                "speedup_vs_baseline"
+            } else {
+                "speedup_vs_best"
+            };
+            columns.push(Column::new(
+                format!("{class} {head}"),
+                Col::key(),
+                move |r: &Row| value(false, cell(r).and_then(|c| speedup(&c))),
+            ));
+            continue;
+        }
         columns.push(Column::new(
             format!("{class}{unit}"),
             Col::num(9),
-            move |r: &Row| match r.cells.get(ci).and_then(Option::as_ref) {
-                Some(cell) if table => {
-                    // The 95% interval of the mean, as a +- share of the value.
+            move |r: &Row| match cell(r) {
+                Some(cell) => {
                     let ci = cell
-                        .ci95
-                        .filter(|_| cell.value != 0.0)
-                        .map(|(lo, hi)| {
-                            format!(" ±{:.0}%", (hi - lo) / 2.0 / cell.value.abs() * 100.0)
-                        })
+                        .ci95()
+                        .map(|(lo, hi)| format!(" ({}–{})", num(lo), num(hi)))
                         .unwrap_or_default();
+                    let n = if mixed_n {
+                        format!(" n={}", cell.samples)
+                    } else {
+                        String::new()
+                    };
                     format!(
-                        "{}{ci}{}{}{}",
+                        "{}{ci}{n}{}{}{}",
                         num(cell.value),
-                        if cell.best { " *" } else { "" },
+                        if cell.best {
+                            " *"
+                        } else if cell.tied {
+                            " ="
+                        } else {
+                            ""
+                        },
                         if cell.throttled { " (throttled)" } else { "" },
                         if cell.mixed_env { " (mixed env)" } else { "" }
                     )
                 }
-                Some(cell) => cell.value.to_string(),
-                None if table => "-".into(),
-                None => String::new(),
+                None => "-".into(),
             },
         ));
-        if table {
-            let head = if baseline { "vs baseline" } else { "vs best" };
-            columns.push(Column::new(head, Col::num(3), move |r: &Row| {
-                match r.cells.get(ci).and_then(Option::as_ref) {
-                    Some(cell) => {
-                        let ratio = if baseline {
-                            cell.vs_baseline
-                        } else {
-                            cell.ratio_to_best
-                        };
-                        ratio
-                            .map(|r| format!("{r:.2}x"))
-                            .unwrap_or_else(|| "-".into())
-                    }
-                    None => String::new(),
-                }
-            }));
-        }
+        let head = if baseline {
+            "speed-up vs baseline"
+        } else {
+            "speed-up vs best"
+        };
+        columns.push(Column::new(head, Col::num(3), move |r: &Row| {
+            match cell(r) {
+                Some(cell) => speedup(&cell)
+                    .map(|r| format!("{r:.2}×"))
+                    .unwrap_or_else(|| "-".into()),
+                None => String::new(),
+            }
+        }));
     }
     columns
 }
@@ -355,8 +496,35 @@ pub fn comparison_table(c: &Comparison, table: bool) -> (Vec<String>, Vec<Vec<St
 
 /// What a comparison table's cells and marks mean.
 pub fn comparison_note(c: &Comparison) -> String {
+    let ns: BTreeSet<usize> = c
+        .rows
+        .iter()
+        .flat_map(|r| r.cells.iter().flatten())
+        .map(|cell| cell.samples)
+        .collect();
+    let n = match (ns.first(), ns.last()) {
+        (Some(a), Some(b)) if a == b => format!("{a}"),
+        (Some(a), Some(b)) => format!("{a} to {b}"),
+        _ => "0".into(),
+    };
+    let against = if c
+        .rows
+        .iter()
+        .flat_map(|r| r.cells.iter().flatten())
+        .any(|cell| cell.speedup_vs_baseline.is_some())
+    {
+        "the same setup on the baseline class"
+    } else {
+        "the best setup for the problem"
+    };
     format!(
-        "{} ({}): median over repeats, ±: 95% interval of the mean; * = best setup for the problem on the device class; (throttled) = measured while the device's clocks were held down; (mixed env) = repeats from different agent builds or CPUs",
+        "{} ({}): median over n = {n} repeats (n=K in a cell where they differ), \
+         (low–high): 95% bootstrap interval of the median \
+         (none with one repeat); * = best setup for the problem on the device class, its interval \
+         clear of every other's; = = tied for best: intervals overlap (or one repeat), no best can \
+         be named; speed-up: how many times better than {against} (above 1 = better), whatever the \
+         metric's direction; (throttled) = measured while the device's clocks were held down; \
+         (mixed env) = repeats from different agent builds or CPUs",
         c.metric,
         if c.higher_is_better {
             "higher is better"
@@ -366,12 +534,20 @@ pub fn comparison_note(c: &Comparison) -> String {
     )
 }
 
-/// A comparison: configurations x classes, best per class marked with `*`.
+/// A comparison: configurations x classes, best per class marked with `*`
+/// where its interval is clear, ties with `=`; warnings about noisy cells
+/// go to stderr.
 pub fn comparison(c: &Comparison, fmt: Format) -> anyhow::Result<()> {
     let table = fmt == Format::Table;
     emit(fmt, &comparison_columns(c, table), &c.rows, c)?;
     if table {
         println!("{}", comparison_note(c));
     }
+    for w in c.warnings() {
+        eprintln!("{w}");
+    }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -145,7 +145,7 @@ pub fn common_problem(c: &Comparison) -> Option<&str> {
 }
 
 /// The metric per configuration and class: horizontal bars at the median,
-/// whiskers over the 95% interval of the mean where there are repeats.
+/// whiskers over the 95% bootstrap interval of the median where there are repeats.
 pub fn metric_chart(c: &Comparison) -> anyhow::Result<Option<String>> {
     let rows: Vec<&compare::Row> = c
         .rows
@@ -167,7 +167,7 @@ pub fn metric_chart(c: &Comparison) -> anyhow::Result<Option<String>> {
     }
     let span = hi - lo;
     let (lo_limit, hi_limit) = (lo - span * 0.25, hi + span);
-    for (a, b) in cells().filter_map(|c| c.ci95.filter(|_| c.samples > 1)) {
+    for (a, b) in cells().filter_map(|c| c.ci95().filter(|_| c.samples > 1)) {
         lo = lo.min(a.max(lo_limit));
         hi = hi.max(b.min(hi_limit));
     }
@@ -225,7 +225,7 @@ pub fn metric_chart(c: &Comparison) -> anyhow::Result<Option<String>> {
                     )))
                     .map_err(draw_err("metric"))?;
                 let mut right = cell.value.max(0.0);
-                if let Some((a, b)) = cell.ci95.filter(|_| cell.samples > 1) {
+                if let Some((a, b)) = cell.ci95().filter(|_| cell.samples > 1) {
                     let (a2, b2) = (a.max(clip_lo), b.min(clip_hi));
                     right = right.max(b2);
                     let cap = band * 0.3;

@@ -305,9 +305,9 @@ fn metric_section(k: usize, s: &Section, cmp: &Comparison) -> anyhow::Result<Mar
                             "Every configuration solves " (p) ". "
                         }
                         "Bars: median of " (s.metric) " over the succeeded repeats ("
-                        (direction(&s.metric)) "); whiskers: 95% interval of the mean where a \
+                        (direction(&s.metric)) "); whiskers: 95% bootstrap interval of the median where a \
                          configuration has two repeats or more (one cut at the chart's edge ends \
-                         without a cap); * = best setup for its problem on the class, as in the table."
+                         without a cap); * = best setup for its problem on the class (its interval clear of the others'), as in the table."
                     }
                 }
             } @else {

@@ -11,9 +11,8 @@ mod pareto;
 mod table;
 mod tradeoff;
 
-pub use crate::stats::ci95;
 pub use pareto::{default_pareto, pareto, pareto_front, pareto_points, ParetoPoint};
-pub use table::{compare, Cell, Comparison, Row};
+pub use table::{compare, speedup, Cell, Comparison, Row, NOISY_COV};
 pub use tradeoff::{tradeoff, TradeoffRow};
 
 use crate::metrics;

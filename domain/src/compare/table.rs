@@ -1,37 +1,74 @@
-//! One metric as a table: configurations x device classes, medians over repeats, the best per class marked.
+//! One metric as a table: configurations x device classes, medians over repeats with their intervals, the best per class marked only where it is clear.
 
 use super::split;
 use crate::metrics;
 use crate::params::label;
 use crate::results::{TrialRecord, TrialState};
-use crate::stats::{ci95, median};
+use crate::stats::{median, summarize, Summary};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// One cell: the median of a metric over the successful repeats of a
-/// configuration on a class.
+/// configuration on a class, with the bootstrap interval of that median.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Cell {
+    /// Median over the repeats.
     pub value: f64,
+    /// 95 % bootstrap interval of the median (seeded), with 2+ repeats.
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
     /// Successful trials the median is over.
     pub samples: usize,
-    /// The best configuration of its group on this class for the metric.
+    /// Coefficient of variation of the metric across the repeats (2+ repeats).
+    pub cov: Option<f64>,
+    /// Median over the repeats of the trials' own `cov` metric (the spread
+    /// of the iterations within a trial), where the workload reports it.
+    pub trial_cov: Option<f64>,
+    /// The best setup of its problem on this class, its interval clear of
+    /// every other setup's (`*`).
     pub best: bool,
-    /// value / best value of the group on this class (1.0 for the best); none
-    /// when the best is 0 (an exact result: the ratio means nothing).
-    pub ratio_to_best: Option<f64>,
+    /// Among the setups that cannot be told apart from the best (`=`):
+    /// their intervals overlap the best's, or one has a single repeat.
+    pub tied: bool,
+    /// How many times better than the best setup of its problem on this
+    /// class, whatever the metric's direction (1 for the best, below 1 for
+    /// the others); none when the best is exactly 0.
+    pub speedup_vs_best: Option<f64>,
     /// Some repeat was measured while the device's clocks were throttled
     /// (`throttled_frac` > 0 in its telemetry).
     pub throttled: bool,
-    /// 95 % confidence interval of the mean over the repeats (Student's t),
-    /// with two or more repeats.
-    pub ci95: Option<(f64, f64)>,
-    /// value / the same configuration's value on the baseline class, when a
-    /// baseline is given (`chimera compare --baseline CLASS`).
-    pub vs_baseline: Option<f64>,
+    /// How many times better than the same configuration on the baseline
+    /// class (above 1: better), when a baseline is given (`chimera compare
+    /// --baseline CLASS`).
+    pub speedup_vs_baseline: Option<f64>,
     /// The repeats were measured in different environments (agent build,
     /// candle or rustc version, CPU model): the median mixes them.
     pub mixed_env: bool,
+}
+
+impl Cell {
+    /// The 95 % interval of the median, with 2+ repeats.
+    pub fn ci95(&self) -> Option<(f64, f64)> {
+        self.ci_low.zip(self.ci_high)
+    }
+}
+
+/// A spread across repeats (or within a trial) above this share of the
+/// value is too much to rank configurations by: the comparison warns.
+pub const NOISY_COV: f64 = 0.10;
+
+/// How many times better `value` is than `reference` for a metric in this
+/// direction (above 1: better); none when the ratio means nothing (a zero).
+pub fn speedup(value: f64, reference: f64, higher_is_better: bool) -> Option<f64> {
+    if value == reference {
+        return Some(1.0);
+    }
+    let (num, den) = if higher_is_better {
+        (value, reference)
+    } else {
+        (reference, value)
+    };
+    (num != 0.0 && den != 0.0).then(|| num / den)
 }
 
 /// A configuration's row.
@@ -60,8 +97,8 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// Sets every cell's ratio to the same configuration on `class`; an error
-    /// names the classes there are when `class` is not one of them.
+    /// Sets every cell's speed-up against the same configuration on `class`;
+    /// an error names the classes there are when `class` is not one of them.
     pub fn with_baseline(mut self, class: &str) -> Result<Self, String> {
         let Some(b) = self.classes.iter().position(|c| c == class) else {
             return Err(format!(
@@ -69,15 +106,87 @@ impl Comparison {
                 self.classes.join(", ")
             ));
         };
+        let higher = self.higher_is_better;
         for row in &mut self.rows {
             let base = row.cells.get(b).and_then(|c| c.as_ref()).map(|c| c.value);
             for cell in row.cells.iter_mut().flatten() {
-                cell.vs_baseline = base.filter(|b| *b != 0.0).map(|b| cell.value / b);
+                cell.speedup_vs_baseline = base.and_then(|b| speedup(cell.value, b, higher));
             }
         }
         Ok(self)
     }
+
+    /// Warnings (hyperfine-style) about cells too noisy to rank: a spread
+    /// across repeats, or within a trial, above [`NOISY_COV`].
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for row in &self.rows {
+            for (class, cell) in self.classes.iter().zip(&row.cells) {
+                let Some(cell) = cell else { continue };
+                let worst = [
+                    ("across repeats", cell.cov),
+                    ("within a trial", cell.trial_cov),
+                ]
+                .into_iter()
+                .filter_map(|(what, c)| c.filter(|c| *c > NOISY_COV).map(|c| (what, c)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+                if let Some((what, c)) = worst {
+                    out.push(format!(
+                        "warning: {} on {class} varies by {:.0}% (cov) {what}, more than {:.0}%: \
+                         too noisy to rank; measure on a quieter machine or with more repeats",
+                        row.config,
+                        c * 100.0,
+                        NOISY_COV * 100.0
+                    ));
+                }
+            }
+        }
+        out
+    }
 }
+
+/// Marks the best of cells of one problem on one class, `(row, summary)`:
+/// `*` where its interval is clear of every other's, otherwise `=` on it
+/// and on every setup that cannot be told apart from it.
+fn rank<K: Clone + PartialEq>(cells: &[(K, Summary)], higher: bool) -> (Vec<K>, Vec<K>) {
+    let better = |a: f64, b: f64| if higher { a > b } else { a < b };
+    let Some(best) = cells
+        .iter()
+        .fold(None::<&(K, Summary)>, |acc, c| match acc {
+            Some(b) if !better(c.1.median, b.1.median) => Some(b),
+            _ => Some(c),
+        })
+    else {
+        return (Vec::new(), Vec::new());
+    };
+    // Clear when both have intervals and they do not overlap.
+    let clear = |other: &Summary| match (best.1.ci, other.ci) {
+        (Some((blo, bhi)), Some((olo, ohi))) => {
+            if higher {
+                blo > ohi
+            } else {
+                bhi < olo
+            }
+        }
+        _ => false,
+    };
+    let tied: Vec<K> = cells
+        .iter()
+        .filter(|c| c.0 != best.0 && !clear(&c.1))
+        .map(|c| c.0.clone())
+        .collect();
+    if tied.is_empty() {
+        (vec![best.0.clone()], Vec::new())
+    } else {
+        (
+            Vec::new(),
+            std::iter::once(best.0.clone()).chain(tied).collect(),
+        )
+    }
+}
+
+/// A cell's configuration index and device class.
+type CellKey = (u32, String);
 
 /// Builds the comparison of `metric` over the successful trials.
 pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
@@ -87,6 +196,7 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
     let mut values: BTreeMap<(u32, String), Vec<f64>> = BTreeMap::new();
     let mut throttled: std::collections::BTreeSet<(u32, String)> = Default::default();
     let mut envs: BTreeMap<(u32, String), std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut trial_cov: BTreeMap<(u32, String), Vec<f64>> = BTreeMap::new();
     for t in trials {
         configs.entry(t.config_index).or_insert_with(|| {
             let (problem, setup) = split(&t.params);
@@ -115,32 +225,50 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
                     f.agent_git_sha, f.candle_version, f.rustc_version, f.cpu_model
                 ));
         }
+        if let Some(c) = t.metrics.get(metrics::COV).filter(|c| c.is_finite()) {
+            trial_cov
+                .entry((t.config_index, t.device_class.clone()))
+                .or_default()
+                .push(*c);
+        }
         values
             .entry((t.config_index, t.device_class.clone()))
             .or_default()
             .push(v);
     }
     classes.sort();
-    let ci: BTreeMap<(u32, String), (f64, f64)> = values
+    let summaries: BTreeMap<(u32, String), Summary> = values
         .iter()
-        .filter_map(|(k, v)| ci95(v).map(|c| (k.clone(), c)))
+        .filter_map(|(k, v)| summarize(v).map(|s| (k.clone(), s)))
         .collect();
-    let medians: BTreeMap<(u32, String), (f64, usize)> = values
-        .into_iter()
-        .map(|(k, mut v)| {
-            let n = v.len();
-            (k, (median(&mut v), n))
-        })
-        .collect();
-    // Best per (group, class).
-    let mut best: BTreeMap<(&str, &str), f64> = BTreeMap::new();
-    for ((idx, class), (v, _)) in &medians {
-        let Some((group, ..)) = configs.get(idx) else {
-            continue;
-        };
-        best.entry((group.as_str(), class.as_str()))
-            .and_modify(|b| *b = if higher { b.max(*v) } else { b.min(*v) })
-            .or_insert(*v);
+    // Marks per (group, class).
+    let mut by_group: BTreeMap<(&str, &str), Vec<(CellKey, Summary)>> = BTreeMap::new();
+    for (key, s) in &summaries {
+        if let Some((group, ..)) = configs.get(&key.0) {
+            by_group
+                .entry((group.as_str(), key.1.as_str()))
+                .or_default()
+                .push((key.clone(), s.clone()));
+        }
+    }
+    let mut best_of: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    let mut marks: BTreeMap<CellKey, (bool, bool)> = BTreeMap::new();
+    for (group_class, cells) in &by_group {
+        let (best, tied) = rank(cells, higher);
+        marks.extend(best.into_iter().map(|k| (k, (true, false))));
+        marks.extend(tied.into_iter().map(|k| (k, (false, true))));
+        let top = cells.iter().map(|c| c.1.median).reduce(
+            |b, v| {
+                if higher {
+                    b.max(v)
+                } else {
+                    b.min(v)
+                }
+            },
+        );
+        if let Some(top) = top {
+            best_of.insert(*group_class, top);
+        }
     }
     let mut order: Vec<(&u32, &(String, String, String))> = configs.iter().collect();
     order.sort_by(|a, b| (&a.1 .0, a.0).cmp(&(&b.1 .0, b.0)));
@@ -154,26 +282,27 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
             cells: classes
                 .iter()
                 .map(|c| {
-                    medians.get(&(idx, c.clone())).map(|&(value, samples)| {
-                        let b = best
+                    let key = (idx, c.clone());
+                    summaries.get(&key).map(|s| {
+                        let b = best_of
                             .get(&(group.as_str(), c.as_str()))
                             .copied()
-                            .unwrap_or(value);
+                            .unwrap_or(s.median);
+                        let (best, tied) = marks.get(&key).copied().unwrap_or_default();
+                        let trial_cov = trial_cov.get(&key).map(|v| median(&mut v.clone()));
                         Cell {
-                            value,
-                            samples,
-                            best: value == b,
-                            ratio_to_best: if b != 0.0 {
-                                Some(value / b)
-                            } else if value == 0.0 {
-                                Some(1.0)
-                            } else {
-                                None
-                            },
-                            throttled: throttled.contains(&(idx, c.clone())),
-                            ci95: ci.get(&(idx, c.clone())).copied(),
-                            vs_baseline: None,
-                            mixed_env: envs.get(&(idx, c.clone())).is_some_and(|e| e.len() > 1),
+                            value: s.median,
+                            ci_low: s.ci.map(|c| c.0),
+                            ci_high: s.ci.map(|c| c.1),
+                            samples: s.n,
+                            cov: s.cov,
+                            trial_cov,
+                            best,
+                            tied,
+                            speedup_vs_best: speedup(s.median, b, higher),
+                            throttled: throttled.contains(&key),
+                            speedup_vs_baseline: None,
+                            mixed_env: envs.get(&key).is_some_and(|e| e.len() > 1),
                         }
                     })
                 })

@@ -43,10 +43,62 @@ fn marks_best_per_class_and_takes_medians() {
     let c = compare(&trials, "gflop_per_s");
     assert_eq!(c.classes, vec!["a", "b"]);
     let a0 = c.rows[0].cells[0].as_ref().unwrap();
-    assert_eq!((a0.value, a0.samples, a0.best), (20.0, 3, false));
-    assert!(c.rows[1].cells[0].as_ref().unwrap().best);
+    assert_eq!((a0.value, a0.samples), (20.0, 3));
+    // One repeat of the higher median has no interval: it cannot be told
+    // apart from the other, so both are tied, neither is best.
+    let a1 = c.rows[1].cells[0].as_ref().unwrap();
+    assert_eq!(
+        (a0.best, a0.tied, a1.best, a1.tied),
+        (false, true, false, true)
+    );
     assert!(c.rows[0].cells[1].is_none(), "failed trials do not count");
-    assert!(c.rows[1].cells[1].as_ref().unwrap().best);
+    assert!(
+        c.rows[1].cells[1].as_ref().unwrap().best,
+        "alone in its problem"
+    );
+}
+
+fn repeats(idx: u32, values: &[f64]) -> Vec<TrialRecord> {
+    values
+        .iter()
+        .map(|v| trial(idx, "a", *v, TrialState::Succeeded))
+        .collect()
+}
+
+#[test]
+fn best_only_where_its_interval_is_clear_of_the_others() {
+    let mut trials = repeats(0, &[10.0, 10.1, 9.9, 10.05, 9.95]);
+    trials.extend(repeats(1, &[5.0, 5.1, 4.9, 5.05, 4.95]));
+    let c = compare(&trials, "gflop_per_s");
+    let cells: Vec<&Cell> = c
+        .rows
+        .iter()
+        .map(|r| r.cells[0].as_ref().unwrap())
+        .collect();
+    assert!(cells[0].best && !cells[0].tied && !cells[1].best && !cells[1].tied);
+    assert_eq!(cells[1].speedup_vs_best, Some(0.5));
+    // Overlapping intervals (17 +- a lot against 10.8 +- little): tied.
+    let mut trials = repeats(0, &[1.0, 17.3, 40.0, 2.0, 30.0]);
+    trials.extend(repeats(1, &[10.8, 10.9, 10.7, 10.85, 10.75]));
+    let c = compare(&trials, "gflop_per_s");
+    let cells: Vec<&Cell> = c
+        .rows
+        .iter()
+        .map(|r| r.cells[0].as_ref().unwrap())
+        .collect();
+    assert!(cells.iter().all(|c| c.tied && !c.best), "{cells:?}");
+    let warnings = c.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("format=f0"), "{warnings:?}");
+}
+
+#[test]
+fn speedups_read_the_same_way_whatever_the_direction() {
+    assert_eq!(speedup(5.0, 10.0, true), Some(0.5), "half the throughput");
+    assert_eq!(speedup(20.0, 10.0, false), Some(0.5), "twice the error");
+    assert_eq!(speedup(5.0, 10.0, false), Some(2.0), "half the error");
+    assert_eq!(speedup(0.0, 0.0, false), Some(1.0));
+    assert_eq!(speedup(1.0, 0.0, false), None);
 }
 
 #[test]
@@ -64,17 +116,21 @@ fn best_is_chosen_among_configs_of_the_same_problem() {
         trials.push(t);
     }
     let c = compare(&trials, "gflop_per_s");
-    let best: Vec<(u32, bool)> = c
+    let speedups: Vec<(u32, Option<f64>)> = c
         .rows
         .iter()
-        .map(|r| (r.config_index, r.cells[0].as_ref().unwrap().best))
+        .map(|r| (r.config_index, r.cells[0].as_ref().unwrap().speedup_vs_best))
         .collect();
-    assert_eq!(best, vec![(0, false), (1, true), (2, true), (3, false)]);
-    assert_eq!(c.rows[0].group, "shape=1,8,8");
     assert_eq!(
-        c.rows[0].cells[0].as_ref().unwrap().ratio_to_best,
-        Some(0.5)
+        speedups,
+        vec![
+            (0, Some(0.5)),
+            (1, Some(1.0)),
+            (2, Some(1.0)),
+            (3, Some(0.8))
+        ]
     );
+    assert_eq!(c.rows[0].group, "shape=1,8,8");
 }
 
 #[test]
@@ -143,13 +199,13 @@ mod baseline {
             .unwrap();
         let cells: Vec<&Cell> = c.rows[0].cells.iter().flatten().collect();
         let h100 = cells.iter().find(|c| c.value == 100.0).unwrap();
-        assert_eq!(h100.vs_baseline, Some(10.0));
-        assert!(h100.ci95.is_none(), "one repeat: no interval");
+        assert_eq!(h100.speedup_vs_baseline, Some(10.0));
+        assert!(h100.ci95().is_none(), "one repeat: no interval");
         let laptop = cells.iter().find(|c| c.value == 10.0).unwrap();
-        let (lo, hi) = laptop.ci95.unwrap();
-        // mean 10, sd 1, n 3: t(0.975, 2) = 4.303 -> +-2.484
+        let (lo, hi) = laptop.ci95().unwrap();
+        // The bootstrap interval of the median of 9, 10, 11 lies within them.
         assert!(
-            (lo - 7.516).abs() < 1e-3 && (hi - 12.484).abs() < 1e-3,
+            (9.0..=10.0).contains(&lo) && (10.0..=11.0).contains(&hi) && lo < hi,
             "{lo} {hi}"
         );
         assert!(compare(&trials, "gflop_per_s")
