@@ -22,24 +22,17 @@ fn synthetic_results(dir: &Path, name: &str, values: &[f64]) -> PathBuf {
         .iter()
         .enumerate()
         .map(|(i, v)| TrialRecord {
-            id: format!("t{i:05}"),
-            sweep_id: name.into(),
             state: TrialState::Succeeded,
-            device_class: "cpu: synthetic".into(),
-            params: params.clone(),
-            config_index: 0,
-            repeat: i as u32,
             attempt: 1,
-            agent: None,
-            device_id: None,
             metrics: [("gflop_per_s".to_owned(), *v)].into(),
-            fingerprint: None,
-            error: None,
-            wall_ms: None,
-            detail: None,
-            depends_on: None,
-            rung: None,
-            pinned: None,
+            ..TrialRecord::pending(
+                format!("t{i:05}"),
+                name.into(),
+                "cpu: synthetic".into(),
+                params.clone(),
+                0,
+                i as u32,
+            )
         })
         .collect();
     let file = ResultsFile::new(
@@ -49,6 +42,7 @@ fn synthetic_results(dir: &Path, name: &str, values: &[f64]) -> PathBuf {
             workload: "kernel".into(),
             state: "done".into(),
             created_unix_ms: 0,
+            order_seed: None,
         },
         trials,
     );
