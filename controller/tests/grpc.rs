@@ -136,11 +136,12 @@ async fn each_class_runs_every_config_on_every_class_and_any_runs_it_once() {
     let tb = b.assignment().await;
     assert!(a.finish(ta.trial.as_ref().unwrap(), 1.0).await.accepted);
     assert!(b.finish(tb.trial.as_ref().unwrap(), 1.0).await.accepted);
-    let classes: Vec<String> = trials(&h.url, &each.sweep_id)
+    let mut classes: Vec<String> = trials(&h.url, &each.sweep_id)
         .await
         .into_iter()
         .map(|t| t.device_class)
         .collect();
+    classes.sort();
     assert_eq!(classes, vec!["class-a", "class-b"]);
 
     let any = submit(&h.url, &format!("{ONE}placement: any\n"))
@@ -647,8 +648,8 @@ async fn placement_all_pins_a_trial_to_every_device_and_selectors_read_labels() 
         "b has no `site` label"
     );
 
-    // A selector nothing meets is refused, naming it.
-    let e = submit(
+    // A selector nothing meets is refused (when asked not to wait), naming it.
+    let e = submit_no_wait(
         &h.url,
         &format!("{ONE}target: {{select: \"gpu.name ~ H100\"}}\n"),
     )

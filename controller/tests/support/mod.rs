@@ -251,6 +251,23 @@ pub async fn submit(url: &str, yaml: &str) -> Result<proto::SubmitSweepResponse,
         .map(|r| r.into_inner())
 }
 
+/// Submits a spec that must be refused rather than wait when no connected
+/// device matches it (`--no-wait-for-agents`).
+pub async fn submit_no_wait(
+    url: &str,
+    yaml: &str,
+) -> Result<proto::SubmitSweepResponse, tonic::Status> {
+    operator(url)
+        .await
+        .submit_sweep(proto::SubmitSweepRequest {
+            spec_yaml: yaml.into(),
+            source_name: "test.yaml".into(),
+            no_wait_for_agents: true,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
 pub async fn trials(url: &str, sweep: &str) -> Vec<proto::Trial> {
     operator(url)
         .await
