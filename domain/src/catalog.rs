@@ -3,12 +3,13 @@
 //! (block sizes, which parameters an op takes). The agent implements them; the
 //! controller validates against them without linking candle.
 
+use crate::names::{hint, pick};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
 /// A workload compiled into the agent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Workload {
     /// A single kernel microbenchmark (`matmul`, `qmatmul`, `softmax`, ...).
@@ -51,15 +52,17 @@ impl Workload {
     }
 }
 
+crate::deserialize_from_str!(Workload);
+
 impl FromStr for Workload {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Workload::ALL
-            .into_iter()
-            .find(|w| w.name() == s)
-            .ok_or_else(|| {
-                format!("unknown workload `{s}`, expected one of: kernel, quantize, generate, eval")
-            })
+        pick(s, &Workload::ALL, Workload::name).map_err(|near| {
+            format!(
+                "unknown workload `{s}`, expected one of: kernel, quantize, generate, eval{}",
+                hint(near)
+            )
+        })
     }
 }
 
@@ -78,7 +81,7 @@ pub fn capability(workload: &str, params: &crate::params::Params) -> String {
 }
 
 /// A kernel op of the `kernel` workload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KernelOp {
     /// Dense `x[m,k] @ w[n,k]^T` in `dtype`.
@@ -147,21 +150,23 @@ impl KernelOp {
     }
 }
 
+crate::deserialize_from_str!(KernelOp);
+
 impl FromStr for KernelOp {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        KernelOp::ALL
-            .into_iter()
-            .find(|op| op.name() == s)
-            .ok_or_else(|| {
-                format!("unknown op `{s}`, expected one of: matmul, qmatmul, softmax, rmsnorm, rope, attention")
-            })
+        pick(s, &KernelOp::ALL, KernelOp::name).map_err(|near| {
+            format!(
+                "unknown op `{s}`, expected one of: matmul, qmatmul, softmax, rmsnorm, rope, attention{}",
+                hint(near)
+            )
+        })
     }
 }
 
 /// How an op is computed: candle's fused kernel, or the same maths composed
 /// from elementary tensor ops (what a model without the kernel would run).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
     Fused,
@@ -178,19 +183,22 @@ impl Variant {
     }
 }
 
+crate::deserialize_from_str!(Variant);
+
 impl FromStr for Variant {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "fused" => Ok(Variant::Fused),
-            "naive" => Ok(Variant::Naive),
-            _ => Err(format!("unknown variant `{s}`, expected fused or naive")),
-        }
+        pick(s, &[Variant::Fused, Variant::Naive], Variant::name).map_err(|near| {
+            format!(
+                "unknown variant `{s}`, expected fused or naive{}",
+                hint(near)
+            )
+        })
     }
 }
 
 /// A dense floating-point type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DType {
     F32,
@@ -212,18 +220,22 @@ impl DType {
     }
 }
 
+crate::deserialize_from_str!(DType);
+
 impl FromStr for DType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        DType::ALL
-            .into_iter()
-            .find(|d| d.name() == s)
-            .ok_or_else(|| format!("unknown dtype `{s}`, expected one of: f32, f16, bf16"))
+        pick(s, &DType::ALL, DType::name).map_err(|near| {
+            format!(
+                "unknown dtype `{s}`, expected one of: f32, f16, bf16{}",
+                hint(near)
+            )
+        })
     }
 }
 
 /// A GGML quantization format, named as candle names its `GgmlDType`s, lower case.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QuantFormat {
     Q4_0,
@@ -285,19 +297,19 @@ impl QuantFormat {
     }
 }
 
+crate::deserialize_from_str!(QuantFormat);
+
 impl FromStr for QuantFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        QuantFormat::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = QuantFormat::ALL.iter().map(|f| f.name()).collect();
-                format!(
-                    "unknown format `{s}`, expected one of: {}",
-                    names.join(", ")
-                )
-            })
+        pick(s, &QuantFormat::ALL, QuantFormat::name).map_err(|near| {
+            let names: Vec<&str> = QuantFormat::ALL.iter().map(|f| f.name()).collect();
+            format!(
+                "unknown format `{s}`, expected one of: {}{}",
+                names.join(", "),
+                hint(near)
+            )
+        })
     }
 }
 

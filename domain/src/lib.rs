@@ -16,6 +16,7 @@ pub mod identity;
 pub mod ids;
 pub mod metrics;
 pub mod models;
+pub mod names;
 pub mod order;
 pub mod params;
 pub mod results;

@@ -55,16 +55,15 @@ impl fmt::Display for WeightFormat {
 impl FromStr for WeightFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        WeightFormat::all()
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = WeightFormat::all().iter().map(|f| f.name()).collect();
-                format!(
-                    "format `{s}` is not one candle can quantize to; expected one of: {}",
-                    names.join(", ")
-                )
-            })
+        let all = WeightFormat::all();
+        crate::names::pick(s, &all, WeightFormat::name).map_err(|near| {
+            let names: Vec<&str> = all.iter().map(|f| f.name()).collect();
+            format!(
+                "format `{s}` is not one candle can quantize to; expected one of: {}{}",
+                names.join(", "),
+                crate::names::hint(near)
+            )
+        })
     }
 }
 

@@ -54,3 +54,52 @@ pub fn find_line(source: &str, field: &str, value: Option<&str>) -> Option<usize
         .or_else(|| source.lines().position(|l| l.contains(&key)))
         .map(|i| i + 1)
 }
+
+/// serde's wording made readable for a spec's author: Rust type names become
+/// words (`expected u32` → `expected a whole number`), and an unknown field
+/// or name gets the closest expected one as a suggestion.
+pub fn readable(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (rust, words) in [
+        ("expected u8", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+        ("expected a string", "expected text"),
+    ] {
+        if let Some(rest) = out.strip_suffix(rust) {
+            out = format!("{rest}{words}");
+            break;
+        }
+    }
+    // `invalid type: string "many", expected ...` → `` `many` is text, expected ...``
+    if let Some(rest) = out.strip_prefix("invalid type: string \"") {
+        if let Some((value, tail)) = rest.split_once("\", ") {
+            out = format!("`{value}` is text, {tail}");
+        }
+    }
+    // `unknown field `colour`, expected one of `op`, ...` and the same for
+    // variants: suggest the closest.
+    for kind in ["unknown field `", "unknown variant `"] {
+        let Some(rest) = out.strip_prefix(kind) else {
+            continue;
+        };
+        let Some((word, expected)) = rest.split_once('`') else {
+            continue;
+        };
+        if out.contains("did you mean") {
+            break;
+        }
+        let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        if let Some(near) = crate::names::closest(word, names) {
+            out = format!("{out}{}", crate::names::hint(Some(near)));
+        }
+        break;
+    }
+    out
+}

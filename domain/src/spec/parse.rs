@@ -2,7 +2,7 @@
 
 use super::expansion::{count_spaces, spaces};
 use super::{check_nesting, expand, find_line, Limits, Placement, Search, Space, SpecError};
-use super::{SweepSpec, Target};
+use super::{readable, SweepSpec, Target};
 use crate::params::Params;
 
 /// A spec parsed and expanded: what the controller stores and schedules.
@@ -71,7 +71,7 @@ pub fn parse_with(source: &str, limits: &Limits) -> Result<ParsedSweep, SpecErro
         SpecError {
             path,
             line,
-            message,
+            message: readable(&message),
         }
     })?;
     let when_in_params = match &spec.params {

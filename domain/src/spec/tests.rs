@@ -368,3 +368,30 @@ fn a_parsed_sweep_keeps_its_text_and_finds_lines() {
     assert_eq!(p.line_of("threads"), find_line(GOOD, "threads", None));
     assert_eq!(p.line_of("budget"), None);
 }
+
+/// The error a spec gets, as an operator reads it.
+fn refusal(yaml: &str) -> String {
+    match parse(yaml) {
+        Ok(_) => "accepted".to_owned(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn names_are_read_case_aside_and_errors_read_as_words_with_suggestions() {
+    let base = "name: x\nworkload: kernel\nparams:\n  op: qmatmul\n  shape: 1,64,64\n";
+    // Case aside, where unambiguous.
+    let upper = parse(&format!("{base}  format: Q8_0\n")).unwrap();
+    assert_eq!(upper.configs[0]["format"].to_string(), "q8_0");
+    assert!(parse("name: x\nworkload: Kernel\nparams:\n  op: MatMul\n  shape: 1,64,64\n").is_ok());
+    expect_test::expect![[r#"line 6: params.format: unknown format `q8-0`, expected one of: q4_0, q4_1, q5_0, q5_1, q8_0, q2k, q3k, q4k, q5k, q6k, q8k; did you mean `q8_0`?"#]]
+        .assert_eq(&refusal(&format!("{base}  format: q8-0\n")));
+    expect_test::expect![[r#"line 6: params.threads: `many` is text, expected a whole number"#]]
+        .assert_eq(&refusal(&format!("{base}  threads: many\n")));
+    expect_test::expect![[r#"line 6: params.colour: unknown field `colour`, expected one of `op`, `dtype`, `format`, `shape`, `threads`, `variant`, `when`"#]]
+        .assert_eq(&refusal(&format!("{base}  colour: red\n")));
+    expect_test::expect![[r#"line 6: params.shapes: unknown field `shapes`, expected one of `op`, `dtype`, `format`, `shape`, `threads`, `variant`, `when`; did you mean `shape`?"#]]
+        .assert_eq(&refusal(&format!("{base}  shapes: 1,8,8\n")));
+    expect_test::expect![[r#"line 6: placement: unknown variant `each_class`, expected one of `each-class`, `any`, `all`; did you mean `each-class`?"#]]
+        .assert_eq(&refusal(&format!("{base}placement: each_class\n")));
+}
