@@ -445,10 +445,19 @@ fn model_workloads_run_across_processes_and_a_failure_leaves_the_agent_healthy()
         }
         t["metrics"]["kl_mean"].as_f64().unwrap()
     };
-    assert!(kl("q4_0", "topk") > kl("q8_0", "topk"), "q4_0 diverges more than q8_0");
-    assert!(kl("q4_0", "full") > kl("q8_0", "full"), "the same over the full vocabulary");
+    assert!(
+        kl("q4_0", "topk") > kl("q8_0", "topk"),
+        "q4_0 diverges more than q8_0"
+    );
+    assert!(
+        kl("q4_0", "full") > kl("q8_0", "full"),
+        "the same over the full vocabulary"
+    );
     for f in ["q8_0", "q4_0"] {
-        assert!(kl(f, "full") >= kl(f, "topk") - 1e-6, "{f}: top-K is a lower bound");
+        assert!(
+            kl(f, "full") >= kl(f, "topk") - 1e-6,
+            "{f}: top-K is a lower bound"
+        );
     }
 
     // A missing model fails its trial with the reason ...

@@ -86,6 +86,11 @@ pub const PERPLEXITY: &str = "perplexity";
 pub const PERPLEXITY_SE: &str = "perplexity_se";
 /// Mean negative log-likelihood per scored token, nats.
 pub const NLL_MEAN: &str = "nll_mean";
+/// Mean per-token NLL minus the reference's on the same tokens (paired), i.e.
+/// ln(perplexity / the reference's perplexity), nats (`kl: full`).
+pub const LN_PPL_RATIO: &str = "ln_ppl_ratio";
+/// Standard error of [`LN_PPL_RATIO`], nats.
+pub const LN_PPL_RATIO_SE: &str = "ln_ppl_ratio_se";
 /// Mean KL divergence from the reference, per token, nats.
 pub const KL_MEAN: &str = "kl_mean";
 /// Standard error of [`KL_MEAN`] over the scored tokens, nats.
@@ -228,6 +233,8 @@ pub const METRICS: &[Metric] = &[
     m(PERPLEXITY_SE, "", Lower, "Standard error of the perplexity (perplexity x standard error of the mean NLL)."),
     m(NLL_MEAN, "nats", Lower, "Mean negative log-likelihood per scored token."),
     m(KL_MEAN, "nats", Lower, "Mean KL divergence from the reference, per token (full vocabulary with `kl: full`; a lower bound with `kl: topk`)."),
+    m(LN_PPL_RATIO, "nats", Lower, "ln(perplexity / reference perplexity): the mean per-token NLL difference from the reference on the same tokens (`kl: full`)."),
+    m(LN_PPL_RATIO_SE, "nats", Lower, "Standard error of ln_ppl_ratio (paired over the scored tokens, so far tighter than perplexity_se)."),
     m(KL_MEAN_SE, "nats", Lower, "Standard error of the mean KL divergence over the scored tokens."),
     m(KL_P99, "nats", Lower, "99th-percentile KL divergence from the reference."),
     m(TOP1_AGREE, "", Higher, "Fraction of positions whose most likely token matches the reference's."),
@@ -389,6 +396,8 @@ fn workload_metrics(workload: Workload) -> &'static [&'static str] {
         Workload::Generate => &[LOAD_S, WEIGHT_BYTES, ITERATIONS],
         Workload::Eval => &[
             PERPLEXITY_SE,
+            LN_PPL_RATIO,
+            LN_PPL_RATIO_SE,
             KL_MEAN_SE,
             TOP1_AGREE_SE,
             NLL_MEAN,

@@ -316,6 +316,8 @@ pub fn eval(t: &EvalTrial, ctx: &Context) -> Result<Output, String> {
     let started = Instant::now();
     let mut nll = Vec::new();
     let mut kls = Vec::new();
+    // Per scored token: its NLL minus the reference's (`kl: full`).
+    let mut nll_delta = Vec::new();
     let mut agree = 0usize;
     let mut top = Vec::new();
     pool.install(|| {
@@ -345,6 +347,7 @@ pub fn eval(t: &EvalTrial, ctx: &Context) -> Result<Output, String> {
                             r.vocab
                         ));
                         }
+                        nll_delta.push(nll_of(row, next) - nll_of(reft, next));
                         (kl::kl_full(reft, row), Some(kl::argmax(reft)))
                     }
                 };
@@ -385,6 +388,11 @@ pub fn eval(t: &EvalTrial, ctx: &Context) -> Result<Output, String> {
         out.insert(metrics::KL_MEAN.into(), kl_mean.mean);
         out.insert(metrics::KL_MEAN_SE.into(), kl_mean.se);
         out.insert(metrics::KL_P99.into(), kl::p99(&kls));
+        if !nll_delta.is_empty() {
+            let d = kl::mean_se(&nll_delta);
+            out.insert(metrics::LN_PPL_RATIO.into(), d.mean);
+            out.insert(metrics::LN_PPL_RATIO_SE.into(), d.se);
+        }
         let top1 = kl::proportion(agree, kls.len());
         out.insert(metrics::TOP1_AGREE.into(), top1.mean);
         out.insert(metrics::TOP1_AGREE_SE.into(), top1.se);
