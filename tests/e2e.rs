@@ -418,29 +418,47 @@ fn model_workloads_run_across_processes_and_a_failure_leaves_the_agent_healthy()
     );
     wait_for_agents(&c.url, 1);
 
-    // eval: the reference runs once and feeds both formats.
+    // eval: with `kl: topk` the reference runs once and feeds both formats;
+    // with `kl: full` each trial computes its reference itself.
     let spec = spec_file(
         dir.path(),
         "eval.yaml",
-        "name: ev\nworkload: eval\nparams:\n  model: SmolLM2-135M-Instruct.Q4_1.gguf\n  format: [q8_0, q4_0]\n  context: 32\n  chunks: 2\n",
+        "name: ev\nworkload: eval\nparams:\n  model: SmolLM2-135M-Instruct.Q4_1.gguf\n  format: [q8_0, q4_0]\n  kl: [topk, full]\n  context: 32\n  chunks: 2\n",
     );
     let id = submit(&c.url, spec.to_str().unwrap(), true);
     let all = trials(&c.url, &id);
-    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all.len(), 5, "{all:?}");
     assert!(all.iter().all(|t| t["state"] == "succeeded"), "{all:?}");
     let reference = all
         .iter()
         .find(|t| t["params"]["role"] == "reference")
         .expect("a reference trial");
-    let kl = |f: &str| {
+    let kl = |f: &str, mode: &str| {
         let t = all
             .iter()
-            .find(|t| t["params"]["format"] == f && t.get("depends_on").is_some())
+            .find(|t| t["params"]["format"] == f && t["params"]["kl"] == mode)
             .unwrap();
-        assert_eq!(t["depends_on"], reference["id"]);
+        if mode == "topk" {
+            assert_eq!(t["depends_on"], reference["id"]);
+        } else {
+            assert!(t.get("depends_on").is_none(), "{t}");
+        }
         t["metrics"]["kl_mean"].as_f64().unwrap()
     };
-    assert!(kl("q4_0") > kl("q8_0"), "q4_0 diverges more than q8_0");
+    assert!(
+        kl("q4_0", "topk") > kl("q8_0", "topk"),
+        "q4_0 diverges more than q8_0"
+    );
+    assert!(
+        kl("q4_0", "full") > kl("q8_0", "full"),
+        "the same over the full vocabulary"
+    );
+    for f in ["q8_0", "q4_0"] {
+        assert!(
+            kl(f, "full") >= kl(f, "topk") - 1e-6,
+            "{f}: top-K is a lower bound"
+        );
+    }
 
     // A missing model fails its trial with the reason ...
     let spec = spec_file(

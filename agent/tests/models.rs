@@ -175,11 +175,12 @@ fn generate_reports_latency_and_throughput() {
 }
 
 #[test]
-fn eval_reference_then_quantized_variants() {
+fn eval_top_k_reference_then_quantized_variants() {
     let base = [
         ("model", text(MODEL)),
         ("context", ParamValue::Int(64)),
         ("chunks", ParamValue::Int(2)),
+        ("kl", text("topk")),
     ];
     let reference_params = chimera_domain::models::EvalTrial::reference_params(&params(&base));
     let reference = run("eval", &reference_params, &[]).expect("reference");
@@ -190,16 +191,17 @@ fn eval_reference_then_quantized_variants() {
         "reference perplexity {ppl_ref}"
     );
 
-    let score = |format: &str| {
+    let score = |format: &str, kl: &str| {
         let mut p = params(&base);
         p.insert("format".into(), text(format));
+        p.insert("kl".into(), text(kl));
         run("eval", &p, &reference.artifact)
             .unwrap_or_else(|e| panic!("{format}: {e}"))
             .metrics
     };
-    let f32m = score("f32");
-    let q8 = score("q8_0");
-    let q2 = score("q2k");
+    let f32m = score("f32", "topk");
+    let q8 = score("q8_0", "topk");
+    let q2 = score("q2k", "topk");
     // The reference format against itself: no divergence, full agreement.
     assert!(f32m["kl_mean"] < 1e-4, "{f32m:?}");
     assert!((f32m["top1_agree"] - 1.0).abs() < 1e-9);
@@ -208,13 +210,67 @@ fn eval_reference_then_quantized_variants() {
     assert!(q2["top1_agree"] <= q8["top1_agree"]);
     assert_eq!(q8["scored_tokens"], 2.0 * 31.0);
 
-    // Without the reference an eval trial fails with the reason.
+    // Full-vocabulary KL of the same model on the same tokens is at least
+    // the top-K lower bound, and f32 against itself is exactly no divergence.
+    let q2_full = score("q2k", "full");
+    assert!(
+        q2_full["kl_mean"] >= q2["kl_mean"] - 1e-6,
+        "full {q2_full:?} vs top-K {q2:?}"
+    );
+    assert_eq!(q2_full["perplexity"], q2["perplexity"]);
+    let f32_full = score("f32", "full");
+    assert!(f32_full["kl_mean"] < 1e-9, "{f32_full:?}");
+    assert_eq!(f32_full["top1_agree"], 1.0);
+    assert_eq!(f32_full["top1_agree_se"], 0.0);
+
+    // Without the reference a top-K eval trial fails with the reason.
     let mut p = params(&base);
     p.insert("format".into(), text("q8_0"));
     let e = run("eval", &p, &[]).err().expect("no reference");
     assert!(e.contains("reference"), "{e}");
     let e = run("eval", &p, b"garbage").err().expect("bad reference");
     assert!(e.contains("malformed"), "{e}");
+}
+
+#[test]
+fn eval_full_kl_needs_no_reference_trial_and_reports_standard_errors() {
+    let base = [
+        ("model", text(MODEL)),
+        ("context", ParamValue::Int(64)),
+        ("chunks", ParamValue::Int(2)),
+    ];
+    let score = |format: &str| {
+        let mut p = params(&base);
+        p.insert("format".into(), text(format));
+        run("eval", &p, &[]).unwrap_or_else(|e| panic!("{format}: {e}"))
+    };
+    let f32o = score("f32");
+    let f32m = &f32o.metrics;
+    assert!(f32m["kl_mean"] < 1e-9, "f32 against itself: {f32m:?}");
+    assert_eq!(f32m["kl_mean_se"], 0.0);
+    assert_eq!(f32m["top1_agree"], 1.0);
+    assert!(f32o.artifact.is_empty());
+    let detail = f32o.detail.as_ref().expect("detail");
+    assert!(detail["kl"]
+        .as_str()
+        .unwrap_or("")
+        .contains("full vocabulary"));
+    // The reference's own perplexity comes with every full-KL trial.
+    assert_eq!(detail["reference_perplexity"]["mean"], f32m["perplexity"]);
+
+    let q4 = score("q4_0").metrics;
+    assert_eq!(q4["scored_tokens"], 2.0 * 31.0);
+    for k in ["kl_mean", "kl_mean_se", "perplexity_se", "top1_agree_se"] {
+        assert!(q4[k] > 0.0, "{k}: {q4:?}");
+    }
+    assert!(q4["kl_mean_se"] < q4["kl_mean"], "{q4:?}");
+    assert!(q4["kl_p99"] >= q4["kl_mean"], "{q4:?}");
+    // Delta method: perplexity_se / perplexity is the SE of the mean NLL,
+    // which is well under the NLL itself over 62 tokens.
+    assert!(
+        q4["perplexity_se"] / q4["perplexity"] < q4["nll_mean"],
+        "{q4:?}"
+    );
 }
 
 #[test]
@@ -424,6 +480,7 @@ fn a_safetensors_llama_runs_like_its_gguf() {
     let mut hf = params(&base);
     hf.insert("model".into(), text("smollm2-hf"));
     hf.insert("format".into(), text("f32"));
+    hf.insert("kl".into(), text("topk"));
     let m = run_in(&dirs, "eval", &hf, &reference.artifact)
         .expect("eval the safetensors model")
         .metrics;

@@ -150,8 +150,10 @@ async fn each_class_runs_every_config_on_every_class_and_any_runs_it_once() {
     assert_eq!(any.trials, 1, "once on any device");
 }
 
+/// An eval sweep scored against a reference trial (`kl: topk`; `kl: full`
+/// trials compute their reference themselves and need none).
 const EVAL: &str =
-    "name: ev\nworkload: eval\nparams:\n  model: m.gguf\n  format: [q8_0, q4k]\n  context: 64\n";
+    "name: ev\nworkload: eval\nparams:\n  model: m.gguf\n  format: [q8_0, q4k]\n  context: 64\n  kl: topk\n";
 
 fn param(a: &proto::AssignTrial, name: &str) -> String {
     match a.params.get(name).and_then(|v| v.kind.clone()) {

@@ -81,14 +81,26 @@ pub const LOAD_S: &str = "load_s";
 // `eval`.
 /// Perplexity of the text under the model.
 pub const PERPLEXITY: &str = "perplexity";
+/// Standard error of [`PERPLEXITY`] (delta method: perplexity x the standard
+/// error of the mean negative log-likelihood).
+pub const PERPLEXITY_SE: &str = "perplexity_se";
 /// Mean negative log-likelihood per scored token, nats.
 pub const NLL_MEAN: &str = "nll_mean";
+/// Mean per-token NLL minus the reference's on the same tokens (paired), i.e.
+/// ln(perplexity / the reference's perplexity), nats (`kl: full`).
+pub const LN_PPL_RATIO: &str = "ln_ppl_ratio";
+/// Standard error of [`LN_PPL_RATIO`], nats.
+pub const LN_PPL_RATIO_SE: &str = "ln_ppl_ratio_se";
 /// Mean KL divergence from the reference, per token, nats.
 pub const KL_MEAN: &str = "kl_mean";
+/// Standard error of [`KL_MEAN`] over the scored tokens, nats.
+pub const KL_MEAN_SE: &str = "kl_mean_se";
 /// 99th-percentile KL divergence from the reference, nats.
 pub const KL_P99: &str = "kl_p99";
 /// Fraction of positions whose most likely token matches the reference's.
 pub const TOP1_AGREE: &str = "top1_agree";
+/// Standard error of [`TOP1_AGREE`] (binomial, over the scored tokens).
+pub const TOP1_AGREE_SE: &str = "top1_agree_se";
 /// Time the evaluation took, s.
 pub const EVAL_S: &str = "eval_s";
 /// Tokens evaluated per second, tokens/s.
@@ -218,14 +230,19 @@ pub const METRICS: &[Metric] = &[
     m(LOAD_S, "s", Lower, "Time to load the model (`generate`, `eval`)."),
     // `eval`.
     m(PERPLEXITY, "", Lower, "Perplexity of the text under the model."),
+    m(PERPLEXITY_SE, "", Lower, "Standard error of the perplexity (perplexity x standard error of the mean NLL)."),
     m(NLL_MEAN, "nats", Lower, "Mean negative log-likelihood per scored token."),
-    m(KL_MEAN, "nats", Lower, "Mean KL divergence from the reference, per token."),
+    m(KL_MEAN, "nats", Lower, "Mean KL divergence from the reference, per token (full vocabulary with `kl: full`; a lower bound with `kl: topk`)."),
+    m(LN_PPL_RATIO, "nats", Lower, "ln(perplexity / reference perplexity): the mean per-token NLL difference from the reference on the same tokens (`kl: full`)."),
+    m(LN_PPL_RATIO_SE, "nats", Lower, "Standard error of ln_ppl_ratio (paired over the scored tokens, so far tighter than perplexity_se)."),
+    m(KL_MEAN_SE, "nats", Lower, "Standard error of the mean KL divergence over the scored tokens."),
     m(KL_P99, "nats", Lower, "99th-percentile KL divergence from the reference."),
     m(TOP1_AGREE, "", Higher, "Fraction of positions whose most likely token matches the reference's."),
+    m(TOP1_AGREE_SE, "", Lower, "Standard error of the top-1 agreement (binomial, over the scored tokens)."),
     m(EVAL_S, "s", Lower, "Time the evaluation took."),
     m(EVAL_TOKENS_PER_S, "tokens/s", Higher, "Tokens evaluated per second."),
     m(SCORED_TOKENS, "", Lower, "Number of tokens scored."),
-    m(REFERENCE_BYTES, "bytes", Lower, "Bytes of the reference distribution a reference trial hands on."),
+    m(REFERENCE_BYTES, "bytes", Lower, "Bytes of the reference distribution a reference trial hands on (`kl: topk`)."),
     // Telemetry summary (every workload, where the device has the sensor).
     m(TELEMETRY_SAMPLES, "", Lower, "Telemetry samples taken in the measured window."),
     m(ENERGY_J, "J", Lower, "Energy used in the measured window."),
@@ -378,6 +395,11 @@ fn workload_metrics(workload: Workload) -> &'static [&'static str] {
         Workload::Quantize => &[PARAMETERS, QUANTIZE_GB_PER_S, FALLBACK_TENSORS, FILE_BYTES],
         Workload::Generate => &[LOAD_S, WEIGHT_BYTES, ITERATIONS],
         Workload::Eval => &[
+            PERPLEXITY_SE,
+            LN_PPL_RATIO,
+            LN_PPL_RATIO_SE,
+            KL_MEAN_SE,
+            TOP1_AGREE_SE,
             NLL_MEAN,
             SCORED_TOKENS,
             REFERENCE_BYTES,

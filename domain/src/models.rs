@@ -283,6 +283,39 @@ impl GenerateTrial {
     }
 }
 
+/// How an `eval` trial measures its divergence from the reference (the `kl`
+/// parameter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KlMode {
+    /// Over the whole vocabulary: the trial computes the reference
+    /// distribution itself, on its own device, and no reference trial runs.
+    Full,
+    /// Over the reference's top [`REFERENCE_TOP_K`] tokens plus one bucket for
+    /// the rest, handed on by a reference trial: a lower bound of the full KL,
+    /// for vocabularies whose full distributions are too large to keep.
+    TopK,
+}
+
+impl KlMode {
+    /// The spelling in a spec.
+    pub fn name(self) -> &'static str {
+        match self {
+            KlMode::Full => "full",
+            KlMode::TopK => "topk",
+        }
+    }
+}
+
+impl FromStr for KlMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [KlMode::Full, KlMode::TopK]
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("`{s}` is not a KL mode; the modes are: full, topk"))
+    }
+}
+
 /// An `eval` trial: perplexity over the shipped text and, against the reference
 /// distribution, KL divergence and top-1 agreement.
 #[derive(Clone, Debug, PartialEq)]
@@ -297,6 +330,8 @@ pub struct EvalTrial {
     /// Chunks of the text evaluated.
     pub chunks: u32,
     pub threads: Option<u32>,
+    /// Full-vocabulary KL computed in the trial, or top-K against a reference trial.
+    pub kl: KlMode,
     /// This trial computes the reference distribution for the others.
     pub is_reference: bool,
 }
@@ -310,7 +345,8 @@ impl EvalTrial {
         "context",
         "chunks",
         "threads",
-        ROLE,
+        "kl",
+        ROLE, // last: set by the controller, never in a spec
     ];
 
     /// Reads and checks a configuration.
@@ -336,6 +372,7 @@ impl EvalTrial {
             context: r.int("context", 16, MAX_TOKENS)?.unwrap_or(256),
             chunks: r.int("chunks", 1, MAX_CHUNKS)?.unwrap_or(1),
             threads: r.threads()?,
+            kl: r.parsed("kl")?.unwrap_or(KlMode::Full),
             is_reference,
         };
         Ok(t)
@@ -362,8 +399,8 @@ impl EvalTrial {
     }
 }
 
-/// The reference trials of an `eval` sweep, and which one each configuration
-/// is scored against: what [`eval_references`] computes.
+/// The reference trials of an `eval` sweep, and which one each `kl: topk`
+/// configuration is scored against: what [`eval_references`] computes.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EvalRefs {
     /// One reference configuration per distinct
@@ -372,9 +409,8 @@ pub struct EvalRefs {
     /// and the sweep's other trials are numbered after the references.
     pub references: Vec<Params>,
     /// Per configuration (in the order given): the index into
-    /// [`EvalRefs::references`] of the reference it depends on. `Some` for
-    /// every configuration; an `Option` so it lines up with the trials'
-    /// `depends_on`, which is `None` outside eval sweeps.
+    /// [`EvalRefs::references`] of the reference it depends on; `None` for a
+    /// `kl: full` configuration, which computes its reference itself.
     pub depends: Vec<Option<usize>>,
 }
 
@@ -386,13 +422,17 @@ impl EvalRefs {
 }
 
 /// The reference numbering of an `eval` sweep: one reference trial per
-/// distinct [`EvalTrial::reference_params`] of `configs`, in order of first
-/// use, reference `i` with trial id [`TrialId::nth(i)`](TrialId::nth), and
+/// distinct [`EvalTrial::reference_params`] of its `kl: topk` configurations
+/// (`kl: full` ones need none), in order of first use, reference `i` with trial id [`TrialId::nth(i)`](TrialId::nth), and
 /// each configuration's dependency on its reference. A pure function of the
 /// configurations, so a restarted controller numbers a stored sweep the same.
 pub fn eval_references(configs: &[Params]) -> EvalRefs {
     let mut out = EvalRefs::default();
     for config in configs {
+        if !needs_reference(config) {
+            out.depends.push(None);
+            continue;
+        }
         let r = EvalTrial::reference_params(config);
         let i = match out.references.iter().position(|p| *p == r) {
             Some(i) => i,
@@ -404,6 +444,13 @@ pub fn eval_references(configs: &[Params]) -> EvalRefs {
         out.depends.push(Some(i));
     }
     out
+}
+
+/// Whether an `eval` configuration is scored against a reference trial's
+/// artifact (`kl: topk`). Unreadable configurations were refused at submit;
+/// here they count as the default, `full`.
+fn needs_reference(config: &Params) -> bool {
+    matches!(config.get("kl"), Some(ParamValue::Text(m)) if m.parse() == Ok(KlMode::TopK))
 }
 
 #[cfg(test)]
@@ -479,6 +526,7 @@ mod tests {
                 ("model", ParamValue::Text(model.into())),
                 ("format", ParamValue::Text(format.into())),
                 ("context", ParamValue::Int(context)),
+                ("kl", ParamValue::Text("topk".into())),
             ])
         };
         let configs = [
@@ -504,5 +552,54 @@ mod tests {
             ]
         );
         assert_eq!(eval_references(&[]), EvalRefs::default());
+    }
+
+    #[test]
+    fn full_kl_configurations_need_no_reference_trial() {
+        let eval = |format: &str, kl: Option<&str>| {
+            let mut p = params(&[
+                ("model", ParamValue::Text("m.gguf".into())),
+                ("format", ParamValue::Text(format.into())),
+            ]);
+            if let Some(kl) = kl {
+                p.insert("kl".into(), ParamValue::Text(kl.into()));
+            }
+            p
+        };
+        let configs = [
+            eval("q4k", None),          // default: full
+            eval("q8_0", Some("topk")), // reference 0
+            eval("q4_0", Some("full")), // full: none
+            eval("q2k", Some("TopK")),  // case aside: reference 0 again
+        ];
+        let refs = eval_references(&configs);
+        assert_eq!(refs.references.len(), 1);
+        assert_eq!(refs.depends, [None, Some(0), None, Some(0)]);
+        assert_eq!(
+            eval_references(&configs[..1]),
+            EvalRefs {
+                references: vec![],
+                depends: vec![None]
+            }
+        );
+    }
+
+    #[test]
+    fn kl_mode_defaults_to_full_and_names_a_bad_value() {
+        let model = ("model", ParamValue::Text("m.gguf".into()));
+        let t = EvalTrial::from_params(&params(std::slice::from_ref(&model))).unwrap();
+        assert_eq!(t.kl, KlMode::Full);
+        let t = EvalTrial::from_params(&params(&[
+            model.clone(),
+            ("kl", ParamValue::Text("topk".into())),
+        ]))
+        .unwrap();
+        assert_eq!(t.kl, KlMode::TopK);
+        let e = EvalTrial::from_params(&params(&[model, ("kl", ParamValue::Text("half".into()))]))
+            .unwrap_err();
+        expect_test::expect![[
+            r#"parameter `kl`: `half` is not a KL mode; the modes are: full, topk"#
+        ]]
+        .assert_eq(&e);
     }
 }

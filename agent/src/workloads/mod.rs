@@ -4,7 +4,9 @@
 //! Architecture invariant: candle is used only under `agent::workloads` and
 //! `agent::models`.
 
+pub mod eval;
 pub mod kernel;
+pub mod kl;
 pub mod model;
 
 use crate::harness::Settings;
@@ -87,7 +89,7 @@ pub fn run(workload: &str, params: &Params, ctx: &Context) -> Result<Output, Str
         }
         Ok(Workload::Quantize) => model::quantize(&QuantizeTrial::from_params(params)?, ctx),
         Ok(Workload::Generate) => model::generate(&GenerateTrial::from_params(params)?, ctx),
-        Ok(Workload::Eval) => model::eval(&EvalTrial::from_params(params)?, ctx),
+        Ok(Workload::Eval) => eval::eval(&EvalTrial::from_params(params)?, ctx),
         Err(_) => Err(format!(
             "workload `{workload}` is not built into this agent"
         )),

@@ -1,16 +1,14 @@
-//! The model workloads: `quantize`, `generate` and `eval`, on llama-family
-//! models read through the model-directory guard.
+//! The model workloads `quantize` and `generate` on llama-family models read
+//! through the model-directory guard, and the loading `eval` shares.
 
 use super::{Context, Output};
 use crate::harness::{self, HarnessError};
 use crate::models::llama::{argmax_rows, Llama};
 use crate::models::quant::{self, TensorReport};
 use crate::models::{self, ggml_type, Weights};
-use candle_core::{Device, Tensor, D};
+use candle_core::{Device, Tensor};
 use chimera_domain::metrics;
-use chimera_domain::models::{
-    EvalTrial, GenerateTrial, ModelPath, QuantizeTrial, WeightFormat, REFERENCE_TOP_K,
-};
+use chimera_domain::models::{GenerateTrial, ModelPath, QuantizeTrial, WeightFormat};
 use chimera_domain::telemetry::Phase;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -24,11 +22,11 @@ use std::time::{Instant, SystemTime};
 /// agent evaluates exactly the same tokens.
 pub const EVAL_TEXT: &str = include_str!("../../data/eval.txt");
 
-fn cerr(e: candle_core::Error) -> String {
+pub(super) fn cerr(e: candle_core::Error) -> String {
     e.to_string()
 }
 
-fn threads_of(t: Option<u32>) -> usize {
+pub(super) fn threads_of(t: Option<u32>) -> usize {
     t.map(|t| t as usize).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -240,7 +238,7 @@ pub fn load(
 }
 
 /// The shipped text as tokens, repeated until there are `n`.
-fn text_tokens(tok: &tokenizers::Tokenizer, n: usize) -> Result<Vec<u32>, String> {
+pub(super) fn text_tokens(tok: &tokenizers::Tokenizer, n: usize) -> Result<Vec<u32>, String> {
     let ids = tok
         .encode(EVAL_TEXT, false)
         .map_err(|e| format!("tokenizer: {e}"))?
@@ -361,310 +359,4 @@ pub fn generate(t: &GenerateTrial, ctx: &Context) -> Result<Output, String> {
         })),
         artifact: Vec::new(),
     })
-}
-
-// ---- eval --------------------------------------------------------------------
-
-/// The reference distribution: per scored position, the top-K token ids and
-/// their log-probabilities under the reference model.
-#[derive(Debug, PartialEq)]
-pub struct Reference {
-    /// Hash of the evaluated token ids: a reference only scores the same text.
-    pub tokens_hash: u64,
-    pub k: usize,
-    /// `positions x k` (id, logprob), best first.
-    pub top: Vec<Vec<(u32, f32)>>,
-}
-
-const REF_MAGIC: &[u8; 8] = b"CHMREF01";
-
-impl Reference {
-    /// Little-endian binary: magic, hash, k, positions, then (id u32, logprob f32).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(24 + self.top.len() * self.k * 8);
-        b.extend_from_slice(REF_MAGIC);
-        b.extend_from_slice(&self.tokens_hash.to_le_bytes());
-        b.extend_from_slice(&(self.k as u32).to_le_bytes());
-        b.extend_from_slice(&(self.top.len() as u32).to_le_bytes());
-        for row in &self.top {
-            for (id, lp) in row {
-                b.extend_from_slice(&id.to_le_bytes());
-                b.extend_from_slice(&lp.to_le_bytes());
-            }
-        }
-        b
-    }
-
-    /// Parses [`Reference::encode`]'s output; any inconsistency is an error.
-    pub fn decode(b: &[u8]) -> Result<Self, String> {
-        let bad = || "the reference distribution sent with the trial is malformed".to_owned();
-        if b.len() < 24 || &b[..8] != REF_MAGIC {
-            return Err(bad());
-        }
-        let u32_at = |i: usize| -> Result<u32, String> {
-            b.get(i..i + 4)
-                .and_then(|s| s.try_into().ok())
-                .map(u32::from_le_bytes)
-                .ok_or_else(bad)
-        };
-        let tokens_hash = u64::from_le_bytes(b[8..16].try_into().map_err(|_| bad())?);
-        let k = u32_at(16)? as usize;
-        let n = u32_at(20)? as usize;
-        if k == 0 || b.len() != 24 + n * k * 8 {
-            return Err(bad());
-        }
-        let mut top = Vec::with_capacity(n);
-        let mut i = 24;
-        for _ in 0..n {
-            let mut row = Vec::with_capacity(k);
-            for _ in 0..k {
-                let id = u32_at(i)?;
-                let lp = f32::from_bits(u32_at(i + 4)?);
-                row.push((id, lp));
-                i += 8;
-            }
-            top.push(row);
-        }
-        Ok(Reference {
-            tokens_hash,
-            k,
-            top,
-        })
-    }
-}
-
-fn hash_tokens(t: &[u32]) -> u64 {
-    // FNV-1a: stable across builds and machines (std's hasher is not).
-    let mut h: u64 = 0xcbf29ce484222325;
-    for x in t {
-        for byte in x.to_le_bytes() {
-            h ^= byte as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    }
-    h
-}
-
-/// KL(P_ref || Q) over the reference's top-K tokens plus one bucket for all
-/// the others: the divergence of the two distributions coarsened to K+1
-/// outcomes (a lower bound of the full KL; tight when the top-K hold nearly
-/// all of the reference mass).
-pub fn kl_topk(reference: &[(u32, f32)], logprobs: &[f32]) -> f64 {
-    let mut kl = 0.0f64;
-    let (mut p_mass, mut q_mass) = (0.0f64, 0.0f64);
-    for &(id, lp) in reference {
-        let p = (lp as f64).exp();
-        let lq = logprobs
-            .get(id as usize)
-            .copied()
-            .unwrap_or(f32::NEG_INFINITY) as f64;
-        p_mass += p;
-        q_mass += lq.exp();
-        if p > 0.0 {
-            kl += p * (lp as f64 - lq.max(-1e30));
-        }
-    }
-    let p_tail = (1.0 - p_mass).max(0.0);
-    let q_tail = (1.0 - q_mass).max(1e-30);
-    if p_tail > 1e-12 {
-        kl += p_tail * (p_tail / q_tail).ln();
-    }
-    kl.max(0.0)
-}
-
-/// Perplexity over the shipped text; with a reference, KL and top-1 agreement.
-pub fn eval(t: &EvalTrial, ctx: &Context) -> Result<Output, String> {
-    let threads = threads_of(t.threads);
-    let pool = super::kernel::pool(threads)?;
-    let device = super::kernel::candle_device(ctx.device_id)?;
-    let reference = if t.is_reference {
-        None
-    } else if ctx.input.is_empty() {
-        return Err("no reference distribution came with this eval trial".into());
-    } else {
-        Some(Reference::decode(ctx.input)?)
-    };
-    let format = if t.is_reference {
-        Some(t.reference)
-    } else {
-        t.format
-    };
-    let m = load(ctx, &t.model, format, &device, &pool)?;
-    let ctx_len = m.llama.config.context_length;
-    if t.context as usize > ctx_len {
-        return Err(format!(
-            "context {} exceeds the model's context length {ctx_len}",
-            t.context
-        ));
-    }
-    let n = t.context as usize;
-    let available = m
-        .tokenizer
-        .encode(EVAL_TEXT, false)
-        .map(|e| e.len())
-        .unwrap_or(0);
-    if n * t.chunks as usize > available {
-        return Err(format!(
-            "context {} x chunks {} = {} tokens, but the evaluation text has {available}",
-            t.context,
-            t.chunks,
-            n * t.chunks as usize
-        ));
-    }
-    let tokens = text_tokens(&m.tokenizer, n * t.chunks as usize)?;
-    let tokens_hash = hash_tokens(&tokens);
-    if let Some(r) = &reference {
-        if r.tokens_hash != tokens_hash {
-            return Err(
-                "the reference was computed on different tokens (another tokenizer or text)".into(),
-            );
-        }
-    }
-    // As llama.cpp's perplexity: score the second half of each chunk, the
-    // first half being context.
-    let first = n / 2;
-    ctx.settings.phases.mark(Phase::Measure);
-    let started = Instant::now();
-    let mut nll = Vec::new();
-    let mut kls = Vec::new();
-    let mut agree = 0usize;
-    let mut top = Vec::new();
-    pool.install(|| -> Result<(), String> {
-        for chunk in tokens.chunks(n) {
-            if ctx.cancel.load(Ordering::Relaxed) {
-                return Err("cancelled".into());
-            }
-            let x = Tensor::new(chunk, &device)
-                .and_then(|x| x.unsqueeze(0))
-                .map_err(cerr)?;
-            let mut cache = m.llama.cache();
-            let logits = m.llama.forward_from(&x, &mut cache, first).map_err(cerr)?;
-            let lp = candle_nn::ops::log_softmax(&logits.squeeze(0).map_err(cerr)?, D::Minus1)
-                .and_then(|t| t.to_vec2::<f32>())
-                .map_err(cerr)?;
-            for pos in first..n - 1 {
-                let row = &lp[pos - first];
-                nll.push(-(row[chunk[pos + 1] as usize] as f64));
-                let argmax = row
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map(|(i, _)| i as u32)
-                    .unwrap_or(0);
-                match &reference {
-                    None => {
-                        let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-                        let k = REFERENCE_TOP_K.min(idx.len());
-                        idx.select_nth_unstable_by(k - 1, |a, b| {
-                            row[*b as usize].total_cmp(&row[*a as usize])
-                        });
-                        let mut best: Vec<(u32, f32)> =
-                            idx[..k].iter().map(|i| (*i, row[*i as usize])).collect();
-                        best.sort_by(|a, b| b.1.total_cmp(&a.1));
-                        top.push(best);
-                    }
-                    Some(r) => {
-                        let i = kls.len();
-                        let reft = r.top.get(i).ok_or(
-                            "the reference has fewer positions than this evaluation scores",
-                        )?;
-                        kls.push(kl_topk(reft, row));
-                        if reft.first().map(|x| x.0) == Some(argmax) {
-                            agree += 1;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    })?;
-    let eval_s = started.elapsed().as_secs_f64();
-    ctx.settings.phases.mark(Phase::Cooldown);
-    let mean_nll = nll.iter().sum::<f64>() / nll.len().max(1) as f64;
-    let mut out = BTreeMap::new();
-    out.insert(metrics::PERPLEXITY.into(), mean_nll.exp());
-    out.insert(metrics::NLL_MEAN.into(), mean_nll);
-    out.insert(metrics::SCORED_TOKENS.into(), nll.len() as f64);
-    out.insert(metrics::EVAL_S.into(), eval_s);
-    out.insert(
-        metrics::EVAL_TOKENS_PER_S.into(),
-        tokens.len() as f64 / eval_s.max(1e-9),
-    );
-    out.insert(metrics::WEIGHT_BYTES.into(), m.llama.weight_bytes as f64);
-    let mut artifact = Vec::new();
-    if let Some(r) = &reference {
-        if r.top.len() != kls.len() {
-            return Err(format!(
-                "the reference has {} positions, this evaluation scored {}",
-                r.top.len(),
-                kls.len()
-            ));
-        }
-        let mut sorted = kls.clone();
-        sorted.sort_by(f64::total_cmp);
-        out.insert(
-            metrics::KL_MEAN.into(),
-            kls.iter().sum::<f64>() / kls.len().max(1) as f64,
-        );
-        let rank = ((0.99 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
-        out.insert(
-            metrics::KL_P99.into(),
-            sorted.get(rank - 1).copied().unwrap_or(0.0),
-        );
-        out.insert(
-            metrics::TOP1_AGREE.into(),
-            agree as f64 / kls.len().max(1) as f64,
-        );
-    } else {
-        artifact = Reference {
-            tokens_hash,
-            k: REFERENCE_TOP_K,
-            top,
-        }
-        .encode();
-        out.insert(metrics::REFERENCE_BYTES.into(), artifact.len() as f64);
-    }
-    Ok(Output {
-        metrics: out,
-        threads: threads as u32,
-        detail: Some(serde_json::json!({
-            "weights": m.stored,
-            "reference": if t.is_reference { "this trial (the reference)".to_owned() } else { format!("{} of the same model", t.reference) },
-            "kl": format!("over the reference's top-{REFERENCE_TOP_K} tokens plus one bucket for the rest"),
-        })),
-        artifact,
-        measure_s: Some(eval_s),
-        work: Some((tokens.len() as f64, metrics::JOULES_PER_TOKEN)),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reference_round_trips_and_rejects_garbage() {
-        let r = Reference {
-            tokens_hash: 42,
-            k: 2,
-            top: vec![vec![(1, -0.1), (7, -2.5)], vec![(3, -0.01), (0, -5.0)]],
-        };
-        assert_eq!(Reference::decode(&r.encode()).unwrap(), r);
-        assert!(Reference::decode(b"nonsense").is_err());
-        let mut short = r.encode();
-        short.pop();
-        assert!(Reference::decode(&short).is_err());
-    }
-
-    #[test]
-    fn kl_is_zero_for_the_same_distribution_and_grows_with_difference() {
-        let lp: Vec<f32> = [0.7f32, 0.2, 0.1].iter().map(|p| p.ln()).collect();
-        let reference = vec![(0, lp[0]), (1, lp[1])];
-        assert!(kl_topk(&reference, &lp) < 1e-9);
-        let other: Vec<f32> = [0.4f32, 0.4, 0.2].iter().map(|p| p.ln()).collect();
-        let exact =
-            0.7 * (0.7f64 / 0.4).ln() + 0.2 * (0.2f64 / 0.4).ln() + 0.1 * (0.1f64 / 0.2).ln();
-        let got = kl_topk(&reference, &other);
-        assert!((got - exact).abs() < 1e-6, "{got} vs {exact}");
-    }
 }

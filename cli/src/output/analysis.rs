@@ -358,7 +358,8 @@ pub fn tradeoff_table(rows: &[TradeoffRow], marks: bool) -> (Vec<String>, Vec<Ve
 pub const TRADEOFF_NOTE: &str =
     "medians over repeats; * = fastest decode / closest to the reference on the class; \
      pareto = no format is both faster and closer. KL is against the f32 reference \
-     (the model's Q4_1 weights dequantized), over its top-32 tokens plus the rest.";
+     (the model's Q4_1 weights dequantized), over the full vocabulary \
+     (over the top 32 tokens plus the rest, a lower bound, where the eval sweep says `kl: topk`).";
 
 /// The speed / accuracy trade-off per weight format.
 pub fn tradeoff(rows: &[TradeoffRow], fmt: Format) -> anyhow::Result<()> {
