@@ -582,3 +582,7 @@ impl Core {
         Ok(sweep)
     }
 }
+
+#[cfg(test)]
+#[path = "plan_unusable_tests.rs"]
+mod unusable_tests;
