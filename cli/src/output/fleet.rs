@@ -108,7 +108,7 @@ pub fn sweep_status(s: &proto::Sweep, failed: &[proto::Trial], fmt: Format) -> a
     let rows = [row];
     emit(fmt, &sweep_columns(), &rows, &rows)?;
     if let (Format::Table, Some(why)) = (fmt, rows[0].waiting_for) {
-        super::print_line(&format!("waiting for devices: {why}"))?;
+        super::print_line(format!("waiting for devices: {why}"))?;
     }
     let failed_rows = rows[0].failed_trials.as_deref().unwrap_or_default();
     if fmt == Format::Table && !failed_rows.is_empty() {
