@@ -111,6 +111,22 @@ pub fn gpu_device(gpu: &NvmlGpu, cuda_built: bool) -> proto::Device {
     }
 }
 
+/// GPU `index` as NVML describes it.
+fn nvml_gpu(nvml: &nvml_wrapper::Nvml, index: u32, driver: &str) -> Option<NvmlGpu> {
+    let dev = nvml.device_by_index(index).ok()?;
+    Some(NvmlGpu {
+        index,
+        model: dev.name().unwrap_or_else(|_| "NVIDIA GPU".into()),
+        memory_bytes: dev.memory_info().map(|m| m.total).unwrap_or(0),
+        cores: dev.num_cores().unwrap_or(0),
+        compute_capability: dev
+            .cuda_compute_capability()
+            .map(|c| format!("{}.{}", c.major, c.minor))
+            .unwrap_or_default(),
+        driver_version: driver.to_owned(),
+    })
+}
+
 /// The GPUs NVML sees (none when `libnvidia-ml.so.1` is absent).
 fn nvml_gpus() -> Vec<NvmlGpu> {
     let nvml = match nvml_wrapper::Nvml::init() {
@@ -122,24 +138,52 @@ fn nvml_gpus() -> Vec<NvmlGpu> {
     };
     let driver = nvml.sys_driver_version().unwrap_or_default();
     let count = nvml.device_count().unwrap_or(0);
-    let mut out = Vec::new();
-    for index in 0..count {
-        let Ok(dev) = nvml.device_by_index(index) else {
-            continue;
-        };
-        out.push(NvmlGpu {
-            index,
-            model: dev.name().unwrap_or_else(|_| "NVIDIA GPU".into()),
-            memory_bytes: dev.memory_info().map(|m| m.total).unwrap_or(0),
-            cores: dev.num_cores().unwrap_or(0),
-            compute_capability: dev
-                .cuda_compute_capability()
-                .map(|c| format!("{}.{}", c.major, c.minor))
-                .unwrap_or_default(),
-            driver_version: driver.clone(),
-        });
+    (0..count)
+        .filter_map(|i| nvml_gpu(&nvml, i, &driver))
+        .collect()
+}
+
+/// What a GPU trial's fingerprint adds to `extra`: the GPU's model, compute
+/// capability and driver version, and the CUDA version the driver supports
+/// (`cuda_driver` as NVML encodes it: 13000 is 13.0).
+pub fn gpu_fingerprint(gpu: &NvmlGpu, cuda_driver: Option<i32>) -> BTreeMap<String, String> {
+    let mut extra = BTreeMap::new();
+    let mut put = |k: &str, v: String| {
+        if !v.is_empty() {
+            extra.insert(k.to_owned(), v);
+        }
+    };
+    put("gpu_model", gpu.model.clone());
+    put("gpu_compute_capability", gpu.compute_capability.clone());
+    put("gpu_driver_version", gpu.driver_version.clone());
+    if let Some(v) = cuda_driver.filter(|v| *v > 0) {
+        put(
+            "cuda_driver_version",
+            format!("{}.{}", v / 1000, (v % 1000) / 10),
+        );
     }
-    out
+    put("cuda_build", env!("CHIMERA_CUDA_BUILD").to_owned());
+    extra
+}
+
+/// The environment of a trial on `device_id`: [`fingerprint`], and on a
+/// GPU what NVML says of it ([`gpu_fingerprint`]).
+pub fn fingerprint_on(device_id: &str, threads: u32) -> Fingerprint {
+    let mut f = fingerprint(threads);
+    let Some(index) = device_id
+        .strip_prefix("gpu:")
+        .and_then(|i| i.parse::<u32>().ok())
+    else {
+        return f;
+    };
+    if let Ok(nvml) = nvml_wrapper::Nvml::init() {
+        let driver = nvml.sys_driver_version().unwrap_or_default();
+        if let Some(gpu) = nvml_gpu(&nvml, index, &driver) {
+            f.extra
+                .extend(gpu_fingerprint(&gpu, nvml.sys_cuda_driver_version().ok()));
+        }
+    }
+    f
 }
 
 fn nvidia_gpus() -> Vec<proto::Device> {
@@ -238,6 +282,28 @@ mod tests {
         assert!(d.unusable_reason.is_empty());
         // What `cuda_built` offers is this build's capability list for a GPU.
         assert_eq!(d.capabilities, workloads::capabilities("gpu:0"));
+    }
+
+    #[test]
+    fn a_gpu_trial_fingerprint_names_the_gpu_its_capability_and_versions() {
+        let extra = gpu_fingerprint(&h100(), Some(13000));
+        assert_eq!(extra["gpu_model"], "NVIDIA H100 80GB HBM3");
+        assert_eq!(extra["gpu_compute_capability"], "9.0");
+        assert_eq!(extra["gpu_driver_version"], "580.65.06");
+        assert_eq!(extra["cuda_driver_version"], "13.0");
+        assert_eq!(
+            gpu_fingerprint(&h100(), Some(12040))["cuda_driver_version"],
+            "12.4"
+        );
+        let unknown = NvmlGpu {
+            compute_capability: String::new(),
+            ..h100()
+        };
+        let extra = gpu_fingerprint(&unknown, None);
+        assert!(!extra.contains_key("gpu_compute_capability"), "{extra:?}");
+        assert!(!extra.contains_key("cuda_driver_version"), "{extra:?}");
+        // A CPU trial's fingerprint names no GPU.
+        assert!(!fingerprint_on("cpu", 1).extra.contains_key("gpu_model"));
     }
 
     #[test]
