@@ -1,5 +1,6 @@
 //! Records what the environment fingerprint needs to know about this build:
-//! the git commit, the rustc, and the candle-core version from Cargo.lock.
+//! the git commit, the rustc, the candle-core version from Cargo.lock, and
+//! for a CUDA build its compute capability and CUDA version.
 
 use std::path::Path;
 use std::process::Command;
@@ -40,6 +41,22 @@ fn main() {
     println!("cargo:rustc-env=CHIMERA_RUSTC_VERSION={rustc_version}");
     println!("cargo:rustc-env=CHIMERA_CANDLE_VERSION={candle}");
     println!("cargo:rerun-if-changed={}", lock.display());
+    // A CUDA build (feature `cuda`, deploy/build-cuda-agent.sh): the compute
+    // capability and CUDA version its kernels were built for.
+    let cuda = if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "unknown".into());
+        let version = std::env::var("CUDARC_CUDA_VERSION")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
+            .unwrap_or_else(|| "unknown".into());
+        format!("sm_{cap}, CUDA {version}")
+    } else {
+        String::new()
+    };
+    println!("cargo:rustc-env=CHIMERA_CUDA_BUILD={cuda}");
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    println!("cargo:rerun-if-env-changed=CUDARC_CUDA_VERSION");
     // Rebuild when the commit changes: HEAD names a branch, the branch file (or
     // packed-refs) holds the commit.
     let git = root.join(".git");

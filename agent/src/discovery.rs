@@ -10,7 +10,7 @@ use chimera_domain::device::{cpu_class, gpu_class};
 use chimera_domain::results::Fingerprint;
 use chimera_proto::v1 as proto;
 use std::collections::BTreeMap;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// What the host's CPU is.
 #[derive(Clone, Debug)]
@@ -62,12 +62,73 @@ pub fn discover() -> Vec<proto::Device> {
         driver_version: String::new(),
         device_class: cpu_class(&cpu.model, cpu.logical_cores),
         capabilities: workloads::capabilities("cpu"),
+        unusable_reason: String::new(),
     }];
     devices.extend(nvidia_gpus());
     devices
 }
 
-fn nvidia_gpus() -> Vec<proto::Device> {
+/// A GPU as NVML describes it: what [`gpu_device`] needs, so discovery can
+/// be tested without one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NvmlGpu {
+    pub index: u32,
+    pub model: String,
+    pub memory_bytes: u64,
+    /// Streaming multiprocessors (0 when NVML does not say).
+    pub cores: u32,
+    /// `major.minor`, empty when NVML does not say.
+    pub compute_capability: String,
+    pub driver_version: String,
+}
+
+/// Why a GPU cannot run trials in a build without the `cuda` feature.
+pub const NO_CUDA_REASON: &str = "this agent was built without CUDA: build it with \
+     deploy/build-cuda-agent.sh (cargo feature `cuda`) for this GPU's compute capability";
+
+/// The device an NVML GPU is for this agent: usable for trials only when
+/// the build has CUDA (`cuda_built`); otherwise present, with no
+/// capabilities and [`NO_CUDA_REASON`].
+pub fn gpu_device(gpu: &NvmlGpu, cuda_built: bool) -> proto::Device {
+    let id = format!("gpu:{}", gpu.index);
+    let (capabilities, unusable_reason) = if cuda_built {
+        (workloads::capabilities(&id), String::new())
+    } else {
+        (Vec::new(), NO_CUDA_REASON.to_owned())
+    };
+    proto::Device {
+        id,
+        kind: "gpu".into(),
+        vendor: "NVIDIA".into(),
+        device_class: gpu_class(&gpu.model, gpu.memory_bytes),
+        model: gpu.model.clone(),
+        memory_bytes: gpu.memory_bytes,
+        cores: gpu.cores,
+        compute_capability: gpu.compute_capability.clone(),
+        driver_version: gpu.driver_version.clone(),
+        capabilities,
+        unusable_reason,
+    }
+}
+
+/// GPU `index` as NVML describes it.
+fn nvml_gpu(nvml: &nvml_wrapper::Nvml, index: u32, driver: &str) -> Option<NvmlGpu> {
+    let dev = nvml.device_by_index(index).ok()?;
+    Some(NvmlGpu {
+        index,
+        model: dev.name().unwrap_or_else(|_| "NVIDIA GPU".into()),
+        memory_bytes: dev.memory_info().map(|m| m.total).unwrap_or(0),
+        cores: dev.num_cores().unwrap_or(0),
+        compute_capability: dev
+            .cuda_compute_capability()
+            .map(|c| format!("{}.{}", c.major, c.minor))
+            .unwrap_or_default(),
+        driver_version: driver.to_owned(),
+    })
+}
+
+/// The GPUs NVML sees (none when `libnvidia-ml.so.1` is absent).
+fn nvml_gpus() -> Vec<NvmlGpu> {
     let nvml = match nvml_wrapper::Nvml::init() {
         Ok(n) => n,
         Err(e) => {
@@ -77,33 +138,73 @@ fn nvidia_gpus() -> Vec<proto::Device> {
     };
     let driver = nvml.sys_driver_version().unwrap_or_default();
     let count = nvml.device_count().unwrap_or(0);
-    let mut out = Vec::new();
-    for i in 0..count {
-        let Ok(dev) = nvml.device_by_index(i) else {
-            continue;
-        };
-        let model = dev.name().unwrap_or_else(|_| "NVIDIA GPU".into());
-        let memory = dev.memory_info().map(|m| m.total).unwrap_or(0);
-        let cc = dev
-            .cuda_compute_capability()
-            .map(|c| format!("{}.{}", c.major, c.minor))
-            .unwrap_or_default();
-        let id = format!("gpu:{i}");
-        info!(device = %id, %model, "found GPU");
-        out.push(proto::Device {
-            capabilities: workloads::capabilities(&id),
-            id,
-            kind: "gpu".into(),
-            vendor: "NVIDIA".into(),
-            device_class: gpu_class(&model, memory),
-            model,
-            memory_bytes: memory,
-            cores: dev.num_cores().unwrap_or(0),
-            compute_capability: cc,
-            driver_version: driver.clone(),
-        });
+    (0..count)
+        .filter_map(|i| nvml_gpu(&nvml, i, &driver))
+        .collect()
+}
+
+/// What a GPU trial's fingerprint adds to `extra`: the GPU's model, compute
+/// capability and driver version, and the CUDA version the driver supports
+/// (`cuda_driver` as NVML encodes it: 13000 is 13.0).
+pub fn gpu_fingerprint(gpu: &NvmlGpu, cuda_driver: Option<i32>) -> BTreeMap<String, String> {
+    let mut extra = BTreeMap::new();
+    let mut put = |k: &str, v: String| {
+        if !v.is_empty() {
+            extra.insert(k.to_owned(), v);
+        }
+    };
+    put("gpu_model", gpu.model.clone());
+    put("gpu_compute_capability", gpu.compute_capability.clone());
+    put("gpu_driver_version", gpu.driver_version.clone());
+    if let Some(v) = cuda_driver.filter(|v| *v > 0) {
+        put(
+            "cuda_driver_version",
+            format!("{}.{}", v / 1000, (v % 1000) / 10),
+        );
     }
-    out
+    put("cuda_build", env!("CHIMERA_CUDA_BUILD").to_owned());
+    extra
+}
+
+/// The environment of a trial on `device_id`: [`fingerprint`], and on a
+/// GPU what NVML says of it ([`gpu_fingerprint`]).
+pub fn fingerprint_on(device_id: &str, threads: u32) -> Fingerprint {
+    let mut f = fingerprint(threads);
+    let Some(index) = device_id
+        .strip_prefix("gpu:")
+        .and_then(|i| i.parse::<u32>().ok())
+    else {
+        return f;
+    };
+    if let Ok(nvml) = nvml_wrapper::Nvml::init() {
+        let driver = nvml.sys_driver_version().unwrap_or_default();
+        if let Some(gpu) = nvml_gpu(&nvml, index, &driver) {
+            f.extra
+                .extend(gpu_fingerprint(&gpu, nvml.sys_cuda_driver_version().ok()));
+        }
+    }
+    f
+}
+
+fn nvidia_gpus() -> Vec<proto::Device> {
+    nvml_gpus()
+        .iter()
+        .map(|g| {
+            let d = gpu_device(g, cfg!(feature = "cuda"));
+            if d.unusable_reason.is_empty() {
+                info!(device = %d.id, model = %d.model, "found GPU");
+            } else {
+                warn!(
+                    device = %d.id,
+                    model = %d.model,
+                    compute_capability = %d.compute_capability,
+                    reason = %d.unusable_reason,
+                    "found a GPU that this agent cannot run trials on"
+                );
+            }
+            d
+        })
+        .collect()
 }
 
 /// The environment a result was measured in.
@@ -148,6 +249,61 @@ mod tests {
         assert!(cpu.cores >= 1);
         assert!(cpu.device_class.starts_with("cpu: "));
         assert!(cpu.capabilities.contains(&"kernel/qmatmul".to_owned()));
+    }
+
+    fn h100() -> NvmlGpu {
+        NvmlGpu {
+            index: 0,
+            model: "NVIDIA H100 80GB HBM3".into(),
+            memory_bytes: 80 << 30,
+            cores: 132,
+            compute_capability: "9.0".into(),
+            driver_version: "580.65.06".into(),
+        }
+    }
+
+    #[test]
+    fn an_nvml_gpu_without_cuda_is_present_but_unusable_with_the_reason() {
+        let d = gpu_device(&h100(), false);
+        assert_eq!((d.id.as_str(), d.kind.as_str()), ("gpu:0", "gpu"));
+        assert_eq!(d.device_class, "NVIDIA H100 80GB HBM3 80GiB");
+        assert_eq!(d.compute_capability, "9.0");
+        assert!(d.capabilities.is_empty(), "{:?}", d.capabilities);
+        assert_eq!(d.unusable_reason, NO_CUDA_REASON);
+        assert!(d.unusable_reason.contains("deploy/build-cuda-agent.sh"));
+        let domain = chimera_domain::device::Device::from(d);
+        assert!(!domain.usable());
+        assert_eq!(domain.why_unusable().as_deref(), Some(NO_CUDA_REASON));
+    }
+
+    #[test]
+    fn an_nvml_gpu_with_cuda_runs_kernels_and_has_no_reason() {
+        let d = gpu_device(&h100(), true);
+        assert!(d.unusable_reason.is_empty());
+        // What `cuda_built` offers is this build's capability list for a GPU.
+        assert_eq!(d.capabilities, workloads::capabilities("gpu:0"));
+    }
+
+    #[test]
+    fn a_gpu_trial_fingerprint_names_the_gpu_its_capability_and_versions() {
+        let extra = gpu_fingerprint(&h100(), Some(13000));
+        assert_eq!(extra["gpu_model"], "NVIDIA H100 80GB HBM3");
+        assert_eq!(extra["gpu_compute_capability"], "9.0");
+        assert_eq!(extra["gpu_driver_version"], "580.65.06");
+        assert_eq!(extra["cuda_driver_version"], "13.0");
+        assert_eq!(
+            gpu_fingerprint(&h100(), Some(12040))["cuda_driver_version"],
+            "12.4"
+        );
+        let unknown = NvmlGpu {
+            compute_capability: String::new(),
+            ..h100()
+        };
+        let extra = gpu_fingerprint(&unknown, None);
+        assert!(!extra.contains_key("gpu_compute_capability"), "{extra:?}");
+        assert!(!extra.contains_key("cuda_driver_version"), "{extra:?}");
+        // A CPU trial's fingerprint names no GPU.
+        assert!(!fingerprint_on("cpu", 1).extra.contains_key("gpu_model"));
     }
 
     #[test]

@@ -48,7 +48,8 @@ struct Args {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "CHIMERA_AGENT_TLS_KEY", value_name = "PEM")]
     tls_key: Option<std::path::PathBuf>,
-    /// Print the devices this agent would offer (id, class, memory bytes, capabilities; tab-separated) and exit.
+    /// Print the devices this agent sees (id, class, memory bytes, capabilities,
+    /// why it cannot run trials on one; tab-separated) and exit.
     #[arg(long)]
     list_devices: bool,
 }
@@ -99,11 +100,12 @@ async fn main() {
     if args.list_devices {
         for d in chimera_agent::discovery::discover() {
             println!(
-                "{}\t{}\t{}\t{}",
+                "{}\t{}\t{}\t{}\t{}",
                 d.id,
                 d.device_class,
                 d.memory_bytes,
-                d.capabilities.join(",")
+                d.capabilities.join(","),
+                d.unusable_reason
             );
         }
         return;

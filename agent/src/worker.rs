@@ -159,7 +159,7 @@ fn run_job(mut job: Job, telemetry: Option<&Arc<DeviceTelemetry>>) -> Outcome {
             );
             let output = TrialOutput {
                 metrics: out.metrics,
-                fingerprint: discovery::fingerprint(out.threads),
+                fingerprint: discovery::fingerprint_on(&job.device_id, out.threads),
                 wall_ms: start.elapsed().as_secs_f64() * 1e3,
                 detail: out.detail,
                 artifact: out.artifact,

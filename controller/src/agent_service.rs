@@ -102,6 +102,11 @@ fn check_device(i: usize, d: &proto::Device) -> Result<(), String> {
     for c in &d.capabilities {
         wire::check_text(&field("capabilities"), c, wire::MAX_NAME)?;
     }
+    wire::check_text(
+        &field("unusable_reason"),
+        &d.unusable_reason,
+        wire::MAX_TEXT,
+    )?;
     Ok(())
 }
 

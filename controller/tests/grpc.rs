@@ -702,3 +702,57 @@ async fn a_variant_runs_only_on_the_devices_it_is_for() {
         e.message()
     );
 }
+
+#[tokio::test]
+async fn a_gpu_seen_without_cuda_is_listed_unusable_and_a_sweep_for_it_is_refused_with_why() {
+    let h = start(Duration::from_secs(5)).await;
+    // What an agent built without the `cuda` feature declares for an NVML GPU.
+    let reason = "this agent was built without CUDA: build it with deploy/build-cuda-agent.sh";
+    let mut gpu = device("gpu:0", "NVIDIA H100 80GB HBM3 80GiB", &[]);
+    gpu.kind = "gpu".into();
+    gpu.unusable_reason = reason.into();
+    let cpu = device("cpu", "cpu: test x2", &["kernel/matmul"]);
+    let _a = Agent::connect(&h.url, "a", vec![cpu, gpu], vec![]).await;
+
+    let agents = operator(&h.url)
+        .await
+        .list_agents(proto::ListAgentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    let listed = &agents[0].devices;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|d| (d.id.as_str(), d.unusable_reason.as_str()))
+            .collect::<Vec<_>>(),
+        [("cpu", ""), ("gpu:0", reason)]
+    );
+
+    let spec =
+        "name: g\nworkload: kernel\nparams:\n  op: matmul\n  shape: 8,8,8\ntarget: {kind: gpu}\n";
+    for e in [
+        submit(&h.url, spec).await.unwrap_err(),
+        submit_no_wait(&h.url, spec).await.unwrap_err(),
+    ] {
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+        assert!(e.message().contains("line 6: target"), "{}", e.message());
+        assert!(e.message().contains("a/gpu:0"), "{}", e.message());
+        assert!(e.message().contains(reason), "{}", e.message());
+    }
+    let sweeps = operator(&h.url)
+        .await
+        .list_sweeps(proto::ListSweepsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .sweeps;
+    assert!(
+        sweeps.is_empty(),
+        "nothing stored, nothing waits: {sweeps:?}"
+    );
+    // The agent's CPU still takes sweeps.
+    let cpu_spec = spec.replace("kind: gpu", "kind: cpu");
+    assert_eq!(submit(&h.url, &cpu_spec).await.unwrap().trials, 1);
+}

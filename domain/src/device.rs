@@ -333,6 +333,9 @@ pub struct Device {
     /// The workload ops the agent can run on it (`kernel/matmul`); none: it
     /// is reported but never scheduled.
     pub capabilities: Vec<String>,
+    /// Why it cannot run trials (empty when it can): a GPU seen through
+    /// NVML by an agent built without CUDA.
+    pub unusable_reason: String,
 }
 
 impl Device {
@@ -361,6 +364,20 @@ impl Device {
     pub fn usable(&self) -> bool {
         !self.capabilities.is_empty()
     }
+
+    /// Why no trial can run on it: the agent's reason, or a generic one
+    /// for a device without capabilities whose agent gave none; `None`
+    /// when it is usable.
+    pub fn why_unusable(&self) -> Option<String> {
+        if self.usable() {
+            return None;
+        }
+        Some(if self.unusable_reason.trim().is_empty() {
+            "its agent reports no workload it can run on it".to_owned()
+        } else {
+            self.unusable_reason.trim().to_owned()
+        })
+    }
 }
 
 impl From<chimera_proto::v1::Device> for Device {
@@ -376,6 +393,7 @@ impl From<chimera_proto::v1::Device> for Device {
             driver_version: d.driver_version,
             class: d.device_class,
             capabilities: d.capabilities,
+            unusable_reason: d.unusable_reason,
         }
     }
 }
@@ -393,6 +411,7 @@ impl From<&Device> for chimera_proto::v1::Device {
             driver_version: d.driver_version.clone(),
             device_class: d.class.clone(),
             capabilities: d.capabilities.clone(),
+            unusable_reason: d.unusable_reason.clone(),
         }
     }
 }

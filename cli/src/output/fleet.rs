@@ -108,7 +108,7 @@ pub fn sweep_status(s: &proto::Sweep, failed: &[proto::Trial], fmt: Format) -> a
     let rows = [row];
     emit(fmt, &sweep_columns(), &rows, &rows)?;
     if let (Format::Table, Some(why)) = (fmt, rows[0].waiting_for) {
-        super::print_line(&format!("waiting for devices: {why}"))?;
+        super::print_line(format!("waiting for devices: {why}"))?;
     }
     let failed_rows = rows[0].failed_trials.as_deref().unwrap_or_default();
     if fmt == Format::Table && !failed_rows.is_empty() {
@@ -190,7 +190,17 @@ struct DeviceRow<'a> {
     kind: &'a str,
     memory_bytes: u64,
     model: &'a str,
+    /// Why no trial can run on it (a GPU of an agent built without CUDA);
+    /// absent when it can.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unusable_reason: Option<String>,
     vendor: &'a str,
+}
+
+/// Why a device cannot run trials: the agent's reason, or a generic one
+/// when it has no capabilities and gave none; `None` when it is usable.
+fn unusable_reason(d: &proto::Device) -> Option<String> {
+    chimera_domain::device::Device::from(d.clone()).why_unusable()
 }
 
 /// A trial an agent runs now.
@@ -218,6 +228,7 @@ impl<'a> From<&'a proto::Agent> for AgentRow<'a> {
                     kind: &d.kind,
                     memory_bytes: d.memory_bytes,
                     model: &d.model,
+                    unusable_reason: unusable_reason(d),
                     vendor: &d.vendor,
                 })
                 .collect(),
@@ -286,6 +297,14 @@ fn agent_columns<'r, 'a>() -> Vec<Column<'static, Line<'r, 'a>>> {
         Column::number("memory_GiB", 2, |(_, d): &Line| {
             Some(d.memory_bytes as f64 / (1u64 << 30) as f64)
         }),
+        Column::new(
+            "usable",
+            Col::text(Col::KEEP, 24),
+            |(_, d): &Line| match &d.unusable_reason {
+                None => "yes".to_owned(),
+                Some(why) => format!("no: {why}"),
+            },
+        ),
         Column::new("running", Col::text(5, 12), |(a, _): &Line| {
             a.running
                 .iter()
@@ -470,35 +489,46 @@ mod tests {
 
     #[test]
     fn the_agent_table_has_a_row_per_device_and_csv_raw_numbers() {
-        let agents = [agent("cert:operator/bob")];
+        let mut a = agent("cert:operator/bob");
+        // gpu:1 as an agent built without CUDA reports it.
+        a.devices[1].capabilities.clear();
+        a.devices[1].unusable_reason = "this agent was built without CUDA".into();
+        let agents = [a];
         let rows: Vec<AgentRow> = agents.iter().map(AgentRow::from).collect();
         type Line<'r, 'a> = (&'r AgentRow<'a>, &'r DeviceRow<'a>);
         let lines: Vec<Line> = rows
             .iter()
             .flat_map(|a| a.devices.iter().map(move |d| (a, d)))
             .collect();
+        let json = serde_json::to_value(&rows[0].devices).unwrap();
+        assert_eq!(
+            json[1]["unusable_reason"],
+            "this agent was built without CUDA"
+        );
+        assert!(json[0].get("unusable_reason").is_none(), "{json}");
         expect![[r#"
-            ┌──────┬──────────┬─────────┬───────────┬──────────┬────────┬──────────────┬────────────┬──────────────┬──────────────┐
-            │ name ┆ hostname ┆ version ┆ connected ┆ draining ┆ device ┆ device_class ┆ memory_GiB ┆ running      ┆ last_seen_ms │
-            ╞══════╪══════════╪═════════╪═══════════╪══════════╪════════╪══════════════╪════════════╪══════════════╪══════════════╡
-            │ a1   ┆ host-1   ┆ 0.1.0   ┆ true      ┆ true     ┆ gpu:0  ┆ gpu: H100    ┆ 80.00      ┆ 01S/t00001#2 ┆ 1500         │
-            │ a1   ┆ host-1   ┆ 0.1.0   ┆ true      ┆ true     ┆ gpu:1  ┆ gpu: H100    ┆ 80.00      ┆ 01S/t00001#2 ┆ 1500         │
-            └──────┴──────────┴─────────┴───────────┴──────────┴────────┴──────────────┴────────────┴──────────────┴──────────────┘
-            dropped: []
+            ┌──────┬──────────┬─────────┬────────┬────────┬────────┬───────────┬─────────┬──────────────────────────┬──────────────┐
+            │ name ┆ hostname ┆ version ┆ conne… ┆ drain… ┆ device ┆ device_   ┆ memory_ ┆ usable                   ┆ running      │
+            │      ┆          ┆         ┆        ┆        ┆        ┆ class     ┆ GiB     ┆                          ┆              │
+            ╞══════╪══════════╪═════════╪════════╪════════╪════════╪═══════════╪═════════╪══════════════════════════╪══════════════╡
+            │ a1   ┆ host-1   ┆ 0.1.0   ┆ true   ┆ true   ┆ gpu:0  ┆ gpu: H100 ┆ 80.00   ┆ yes                      ┆ 01S/t00001#2 │
+            │ a1   ┆ host-1   ┆ 0.1.0   ┆ true   ┆ true   ┆ gpu:1  ┆ gpu: H100 ┆ 80.00   ┆ no: this agent was buil… ┆ 01S/t00001#2 │
+            └──────┴──────────┴─────────┴────────┴────────┴────────┴───────────┴─────────┴──────────────────────────┴──────────────┘
+            dropped: ["last_seen_ms"]
         "#]].assert_eq(&table(&agent_columns(), &lines, Some(120)));
         expect![[r#"
 
-            | name | hostname | version | connected | draining | device | device_class | memory_GiB | running | last_seen_ms |
-            | --- | --- | --- | --- | --- | --- | --- | ---: | --- | ---: |
-            | a1 | host-1 | 0.1.0 | true | true | gpu:0 | gpu: H100 | 80.00 | 01S/t00001#2 | 1500 |
-            | a1 | host-1 | 0.1.0 | true | true | gpu:1 | gpu: H100 | 80.00 | 01S/t00001#2 | 1500 |
+            | name | hostname | version | connected | draining | device | device_class | memory_GiB | usable | running | last_seen_ms |
+            | --- | --- | --- | --- | --- | --- | --- | ---: | --- | --- | ---: |
+            | a1 | host-1 | 0.1.0 | true | true | gpu:0 | gpu: H100 | 80.00 | yes | 01S/t00001#2 | 1500 |
+            | a1 | host-1 | 0.1.0 | true | true | gpu:1 | gpu: H100 | 80.00 | no: this agent was built without CUDA | 01S/t00001#2 | 1500 |
 
             dropped: []
         "#]].assert_eq(&table(&agent_columns(), &lines, None));
         expect![[r#"
-            name,hostname,version,connected,draining,device,device_class,memory_GiB,running,last_seen_ms
-            a1,host-1,0.1.0,true,true,gpu:0,gpu: H100,80,01S/t00001#2,1500
-            a1,host-1,0.1.0,true,true,gpu:1,gpu: H100,80,01S/t00001#2,1500
+            name,hostname,version,connected,draining,device,device_class,memory_GiB,usable,running,last_seen_ms
+            a1,host-1,0.1.0,true,true,gpu:0,gpu: H100,80,yes,01S/t00001#2,1500
+            a1,host-1,0.1.0,true,true,gpu:1,gpu: H100,80,no: this agent was built without CUDA,01S/t00001#2,1500
         "#]].assert_eq(&csv(&agent_columns(), &lines));
     }
 
@@ -576,6 +606,7 @@ mod tests {
             driver_version: "550".into(),
             device_class: "gpu: H100".into(),
             capabilities: vec!["generate".into(), "kernel/matmul".into()],
+            unusable_reason: String::new(),
         };
         proto::Agent {
             name: "a1".into(),

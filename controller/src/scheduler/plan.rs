@@ -86,6 +86,35 @@ fn no_device(spec: &chimera_domain::spec::SweepSpec) -> String {
     )
 }
 
+/// When no usable device of the fleet matches the sweep's target but some
+/// present ones do that cannot run trials (a GPU of an agent built without
+/// CUDA), the refusal naming them and why: waiting would wait forever.
+fn only_unusable(parsed: &ParsedSweep, fleet: &[FleetDevice]) -> Option<ApiError> {
+    let matching: Vec<&FleetDevice> = fleet
+        .iter()
+        .filter(|d| parsed.spec.target.matches(&d.view()))
+        .collect();
+    if matching.iter().any(|d| d.device.usable()) {
+        return None;
+    }
+    let why: BTreeSet<String> = matching
+        .iter()
+        .filter_map(|d| {
+            let reason = d.device.why_unusable()?;
+            Some(format!("{} ({}): {reason}", d.pin(), d.device.class))
+        })
+        .collect();
+    (!why.is_empty()).then(|| {
+        ApiError::InvalidArgument(format!(
+            "{}target: the devices matching {} cannot run trials: {}",
+            at_line(parsed, "target"),
+            serde_json::to_string(&parsed.spec.target)
+                .unwrap_or_else(|e| format!("(unprintable: {e})")),
+            why.into_iter().collect::<Vec<_>>().join("; ")
+        ))
+    })
+}
+
 /// `line N: ` where the spec first sets `key`, or nothing.
 fn at_line(parsed: &ParsedSweep, key: &str) -> String {
     parsed
@@ -342,6 +371,9 @@ impl Core {
         let matching = fleet
             .iter()
             .any(|d| d.schedulable && spec.target.matches(&d.view()));
+        if let Some(refusal) = only_unusable(parsed, &fleet).filter(|_| !matching) {
+            return Err(refusal);
+        }
         let plan = if wait && !matching {
             None
         } else {
@@ -550,3 +582,7 @@ impl Core {
         Ok(sweep)
     }
 }
+
+#[cfg(test)]
+#[path = "plan_unusable_tests.rs"]
+mod unusable_tests;

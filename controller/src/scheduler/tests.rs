@@ -38,6 +38,7 @@ fn device(id: &str, class: &str, caps: &[&str]) -> Device {
         driver_version: String::new(),
         class: class.to_owned(),
         capabilities: caps.iter().map(|c| c.to_string()).collect(),
+        unusable_reason: String::new(),
     }
 }
 
