@@ -59,6 +59,8 @@ pub struct Config {
     pub max_backoff: Duration,
     /// Directories models may be read from (`--model-dir`).
     pub model_dirs: Vec<std::path::PathBuf>,
+    /// Engine binaries `serve` trials may start (`--engine llama-server=PATH`).
+    pub engines: workloads::serve::Engines,
     /// Telemetry sampling interval per device (at least 10 ms); `None` turns
     /// the samplers off.
     pub telemetry_interval: Option<Duration>,
@@ -82,6 +84,7 @@ impl Config {
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             model_dirs: Vec::new(),
+            engines: Default::default(),
             telemetry_interval: Some(Duration::from_millis(100)),
             labels: BTreeMap::new(),
             state_dir: None,
@@ -156,6 +159,7 @@ struct State {
     outbox: outbox::Outbox,
     draining: bool,
     model_dirs: Arc<models::ModelDirs>,
+    engines: Arc<workloads::serve::Engines>,
     telemetry: Vec<Arc<telemetry::DeviceTelemetry>>,
 }
 
@@ -258,6 +262,7 @@ impl State {
             input: a.input,
             trace: a.trace_context,
             model_dirs: self.model_dirs.clone(),
+            engines: self.engines.clone(),
         };
         if let Err(e) = worker.start(job) {
             return fail(trial, e);
@@ -315,7 +320,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Some(dir) => outbox::Outbox::open(dir, MAX_OUTBOX)?,
         None => outbox::Outbox::in_memory(MAX_OUTBOX),
     };
-    let devices = discovery::discover();
+    let mut devices = discovery::discover();
+    // Engines the agent starts serve on every device that can serve.
+    for d in devices.iter_mut() {
+        if d.capabilities.iter().any(|c| c.starts_with("serve/")) {
+            d.capabilities.extend(config.engines.capabilities());
+        }
+    }
+    for (engine, path) in &config.engines.0 {
+        info!(engine = engine.name(), path = %path.display(), "engine");
+    }
     let (done_tx, mut done_rx) = mpsc::channel::<Outcome>(256);
     let mut workers = HashMap::new();
     let stop_samplers = Arc::new(AtomicBool::new(false));
@@ -356,6 +370,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         outbox,
         draining: false,
         model_dirs,
+        engines: Arc::new(config.engines.clone()),
         telemetry: samplers,
     };
     // systemd: ready once the devices and their threads are up (reaching the
@@ -641,6 +656,7 @@ mod attempt_tests {
             outbox: outbox::Outbox::in_memory(16),
             draining: false,
             model_dirs: Arc::new(models::ModelDirs::new(&[]).unwrap()),
+            engines: Default::default(),
             telemetry: vec![],
         };
         let flags: Vec<Arc<AtomicBool>> = (1..=2)

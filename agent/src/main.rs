@@ -48,6 +48,12 @@ struct Args {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "CHIMERA_AGENT_TLS_KEY", value_name = "PEM")]
     tls_key: Option<std::path::PathBuf>,
+    /// An inference engine `serve` trials may start, as NAME=PATH
+    /// (`llama-server=/opt/llama.cpp/bin/llama-server`); repeat for several.
+    /// The agent advertises them, and a sweep naming an engine no agent has
+    /// is refused at submit.
+    #[arg(long = "engine", env = "CHIMERA_AGENT_ENGINES", value_delimiter = ',')]
+    engines: Vec<String>,
     /// Print the devices this agent sees (id, class, memory bytes, capabilities,
     /// why it cannot run trials on one; tab-separated) and exit.
     #[arg(long)]
@@ -133,6 +139,13 @@ async fn main() {
         key: args.tls_key,
     };
     config.model_dirs = args.model_dirs;
+    config.engines = match chimera_agent::workloads::serve::Engines::parse(&args.engines) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("chimera-agent: failed to start: {e}");
+            std::process::exit(2);
+        }
+    };
     config.labels = args.labels.into_iter().collect();
     config.telemetry_interval = (args.telemetry_interval_ms > 0)
         .then(|| std::time::Duration::from_millis(args.telemetry_interval_ms));

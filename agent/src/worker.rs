@@ -27,6 +27,7 @@ pub struct Job {
     /// W3C trace context of the controller's assignment span.
     pub trace: std::collections::HashMap<String, String>,
     pub model_dirs: Arc<ModelDirs>,
+    pub engines: Arc<workloads::serve::Engines>,
 }
 
 /// How a trial ended.
@@ -130,6 +131,7 @@ fn run_job(mut job: Job, telemetry: Option<&Arc<DeviceTelemetry>>) -> Outcome {
             cancel: &job.cancel,
             model_dirs: &job.model_dirs,
             input: &job.input,
+            engines: &job.engines,
         };
         workloads::run(&job.workload, &job.params, &ctx)
     }))
@@ -310,6 +312,7 @@ mod tests {
                 model_dirs: Arc::new(
                     ModelDirs::new(std::slice::from_ref(&models_dir)).expect("dirs"),
                 ),
+                engines: Default::default(),
             };
             let log = Captured::default();
             let writer = log.clone();

@@ -126,6 +126,26 @@ pub async fn results(url: &str, sweep: &str, fmt: Format) -> anyhow::Result<i32>
 }
 
 /// `chimera telemetry SWEEP TRIAL`.
+/// `chimera requests SWEEP TRIAL`: every request of a `serve` trial.
+pub async fn requests(url: &str, sweep: &str, trial_id: &str, fmt: Format) -> anyhow::Result<i32> {
+    let results = load_results(url, sweep).await?;
+    let trial = results
+        .trials
+        .iter()
+        .find(|t| t.id == trial_id)
+        .ok_or_else(|| anyhow::anyhow!("requests: sweep {sweep} has no trial `{trial_id}`"))?;
+    let Some(list) = trial.detail.as_ref().and_then(|d| d.get("requests")) else {
+        bail!(
+            "requests: trial {trial_id} kept no request records (only `serve` trials do; state {})",
+            trial.state.name()
+        );
+    };
+    let records: Vec<chimera_domain::serve::RequestRecord> =
+        serde_json::from_value(list.clone()).context("requests: the trial's records")?;
+    output::requests(&records, fmt)?;
+    Ok(0)
+}
+
 pub async fn telemetry(
     url: &str,
     sweep: String,
@@ -189,12 +209,7 @@ pub async fn diff(
 
 /// The load `chimera cost` prices.
 #[derive(Clone, Copy, Debug)]
-pub struct CostLoad {
-    /// Monthly volume to serve, tokens.
-    pub tokens_per_month: f64,
-    /// Target utilisation of each device, 0 < u <= 1.
-    pub utilization: f64,
-}
+pub type CostLoad = chimera_domain::cost::Volume;
 
 /// `chimera cost SWEEP --prices FILE --tokens-per-month N`.
 pub async fn cost(
@@ -210,17 +225,14 @@ pub async fn cost(
     let prices = chimera_domain::cost::Prices::parse(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", prices_path.display()))?;
     let results = load_results(url, sweep).await?;
-    let rows = chimera_domain::cost::cost(
-        &results.trials,
-        &prices,
-        metric,
-        load.tokens_per_month,
-        load.utilization,
-    );
+    let rows = chimera_domain::cost::cost(&results.trials, &prices, metric, load);
     if rows.is_empty() {
-        bail!("cost {sweep}: no succeeded trial reports `{metric}` (a generate sweep does)");
+        bail!(
+            "cost {sweep}: no succeeded trial reports `{metric}` (a generate sweep does), \
+             and no serve configuration met its SLO at any load"
+        );
     }
-    output::cost(&rows, load.tokens_per_month, load.utilization, fmt)?;
+    output::cost(&rows, load, fmt)?;
     Ok(0)
 }
 
@@ -234,6 +246,9 @@ pub struct CompareBy {
     pub pareto: Option<String>,
     /// The device class each class is shown against.
     pub baseline: Option<String>,
+    /// Set from `metric`: a serve sweep shows its capacity table unless a
+    /// metric is asked for.
+    pub metric_given: Option<String>,
 }
 
 /// `chimera compare SWEEP [--with OTHER]...`.
@@ -261,9 +276,19 @@ pub async fn compare(
         output::pareto(&front, x.trim(), y.trim(), fmt)?;
         return Ok(0);
     }
-    let metric = how.metric.unwrap_or_else(|| {
+    let metric_given = how.metric.clone();
+    let how = CompareBy {
+        metric_given,
+        ..how
+    };
+    let metric = how.metric.clone().unwrap_or_else(|| {
         compare::default_metric(&results.sweep.workload, &results.trials).to_owned()
     });
+    let curves = chimera_domain::capacity::curves(&results.trials);
+    if !curves.is_empty() && how.metric_given.is_none() && how.baseline.is_none() {
+        output::capacity(&curves, fmt)?;
+        return Ok(0);
+    }
     let mut cmp = compare::compare(&results.trials, &metric);
     if let Some(b) = &how.baseline {
         cmp = cmp.with_baseline(b).map_err(anyhow::Error::msg)?;

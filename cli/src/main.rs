@@ -144,9 +144,14 @@ enum Command {
         /// Target utilisation of each device, 0 < u <= 1.
         #[arg(long, default_value_t = 0.5, value_parser = fraction)]
         utilization: f64,
-        /// Throughput metric, tokens/s.
+        /// Throughput metric, tokens/s (a serve sweep is priced at its
+        /// capacity's output tokens/s).
         #[arg(long, default_value = chimera_domain::cost::DEFAULT_THROUGHPUT)]
         metric: String,
+        /// Which price of each device: on-demand, spot (with its
+        /// interruption rate), reserved-1y or reserved-3y.
+        #[arg(long, default_value = "on-demand", value_parser = |s: &str| s.parse::<chimera_domain::cost::Pricing>())]
+        pricing: chimera_domain::cost::Pricing,
     },
     /// A static HTML report (comparison table, charts of the metric, the
     /// Pareto front and device telemetry) with every trial as CSV and JSON,
@@ -218,6 +223,15 @@ enum Command {
     /// (every attempt; the `measure` phase is what the summary covers).
     Telemetry {
         /// Sweep id, or a unique prefix of one.
+        sweep: String,
+        /// Trial id within the sweep (`t00003`).
+        trial: String,
+    },
+    /// Every request of a `serve` trial: when it was sent, time to first
+    /// token, end-to-end time, tokens in and out, its inter-token gaps
+    /// (json) and its error.
+    Requests {
+        /// Sweep id (or a unique prefix of one), or a results.json path.
         sweep: String,
         /// Trial id within the sweep (`t00003`).
         trial: String,
@@ -364,10 +378,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             tokens_per_month,
             utilization,
             metric,
+            pricing,
         } => {
             let load = commands::CostLoad {
                 tokens_per_month,
                 utilization,
+                pricing,
             };
             commands::cost(url, &sweep, &prices, &metric, load, fmt).await
         }
@@ -382,6 +398,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 metric,
                 pareto,
                 baseline,
+                metric_given: None,
             };
             commands::compare(url, &sweep, &with, how, fmt).await
         }
@@ -422,6 +439,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Telemetry { sweep, trial } => commands::telemetry(url, sweep, trial, fmt).await,
+        Command::Requests { sweep, trial } => commands::requests(url, &sweep, &trial, fmt).await,
         Command::Models(ModelsCmd::Fetch { dir }) => commands::fetch_model(dir),
     };
     match result {

@@ -20,15 +20,19 @@ pub enum Workload {
     Generate,
     /// Perplexity, and KL divergence / top-1 agreement against a reference.
     Eval,
+    /// A load test of an inference engine under concurrency: latency,
+    /// throughput and goodput at an SLO.
+    Serve,
 }
 
 impl Workload {
     /// Every workload.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Kernel,
         Workload::Quantize,
         Workload::Generate,
         Workload::Eval,
+        Workload::Serve,
     ];
 
     /// The workload's name in specs and on the wire.
@@ -38,6 +42,7 @@ impl Workload {
             Workload::Quantize => "quantize",
             Workload::Generate => "generate",
             Workload::Eval => "eval",
+            Workload::Serve => "serve",
         }
     }
 
@@ -48,6 +53,7 @@ impl Workload {
             Workload::Quantize => crate::metrics::RMSE,
             Workload::Generate => crate::metrics::DECODE_TOKENS_PER_S,
             Workload::Eval => crate::metrics::KL_MEAN,
+            Workload::Serve => crate::metrics::OUTPUT_TOKENS_PER_S,
         }
     }
 }
@@ -59,7 +65,7 @@ impl FromStr for Workload {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         pick(s, &Workload::ALL, Workload::name).map_err(|near| {
             format!(
-                "unknown workload `{s}`, expected one of: kernel, quantize, generate, eval{}",
+                "unknown workload `{s}`, expected one of: kernel, quantize, generate, eval, serve{}",
                 hint(near)
             )
         })
@@ -67,9 +73,16 @@ impl FromStr for Workload {
 }
 
 /// The capability a device must advertise to run a configuration of a workload:
-/// `kernel/<op>` for kernels, the workload's name for the others.
+/// `kernel/<op>` for kernels, `serve/<engine>` for serve, the workload's
+/// name for the others.
 pub fn capability(workload: &str, params: &crate::params::Params) -> String {
-    if workload == Workload::Kernel.name() {
+    if workload == Workload::Serve.name() {
+        let engine = params
+            .get("engine")
+            .and_then(|v| v.to_string().parse::<crate::serve::Engine>().ok())
+            .unwrap_or(crate::serve::Engine::Candle);
+        engine.capability()
+    } else if workload == Workload::Kernel.name() {
         let op = params.get("op").map(|v| v.to_string()).unwrap_or_default();
         match params.get("variant") {
             Some(v) => format!("{workload}/{op}/{v}"),
@@ -483,6 +496,12 @@ pub fn param_rank(name: &str) -> usize {
         "context",
         "chunks",
         "reference",
+        "engine",
+        "concurrency",
+        "request_rate",
+        "input_tokens",
+        "output_tokens",
+        "max_batch",
         "threads",
     ];
     ORDER.iter().position(|n| *n == name).unwrap_or(ORDER.len())

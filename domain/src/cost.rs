@@ -44,6 +44,75 @@ pub struct DevicePrice {
     /// Where the figure comes from.
     #[serde(default)]
     pub source: String,
+    /// Spot (preemptible) price, US dollars per hour (`--pricing spot`).
+    #[serde(default)]
+    pub spot_usd_per_hour: Option<f64>,
+    /// Share of time a spot device is lost to interruptions (0 to below 1):
+    /// the devices needed grow by 1 / (1 - rate).
+    #[serde(default)]
+    pub spot_interruption_rate: Option<f64>,
+    /// Effective hourly price with a one-year commitment (`--pricing reserved-1y`).
+    #[serde(default)]
+    pub reserved_1y_usd_per_hour: Option<f64>,
+    /// Effective hourly price with a three-year commitment (`--pricing reserved-3y`).
+    #[serde(default)]
+    pub reserved_3y_usd_per_hour: Option<f64>,
+}
+
+/// Which of a device's prices a cost uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pricing {
+    #[default]
+    OnDemand,
+    Spot,
+    Reserved1y,
+    Reserved3y,
+}
+
+impl Pricing {
+    pub const ALL: [Pricing; 4] = [
+        Pricing::OnDemand,
+        Pricing::Spot,
+        Pricing::Reserved1y,
+        Pricing::Reserved3y,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Pricing::OnDemand => "on-demand",
+            Pricing::Spot => "spot",
+            Pricing::Reserved1y => "reserved-1y",
+            Pricing::Reserved3y => "reserved-3y",
+        }
+    }
+}
+
+impl std::str::FromStr for Pricing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::names::pick(s, &Pricing::ALL, Pricing::name).map_err(|near| {
+            format!(
+                "unknown pricing `{s}`, expected one of: on-demand, spot, reserved-1y, reserved-3y{}",
+                crate::names::hint(near)
+            )
+        })
+    }
+}
+
+impl DevicePrice {
+    /// The hourly price under `pricing`, and the share of time the device
+    /// is usable (below 1 for spot); none when the file quotes no such price.
+    pub fn hourly(&self, pricing: Pricing) -> Option<(f64, f64)> {
+        match pricing {
+            Pricing::OnDemand => Some((self.usd_per_hour, 1.0)),
+            Pricing::Spot => self
+                .spot_usd_per_hour
+                .map(|p| (p, 1.0 - self.spot_interruption_rate.unwrap_or(0.0))),
+            Pricing::Reserved1y => self.reserved_1y_usd_per_hour.map(|p| (p, 1.0)),
+            Pricing::Reserved3y => self.reserved_3y_usd_per_hour.map(|p| (p, 1.0)),
+        }
+    }
 }
 
 impl Prices {
@@ -63,6 +132,27 @@ impl Prices {
                     d.pattern, d.usd_per_hour
                 ));
             }
+            for (name, v) in [
+                ("spot_usd_per_hour", d.spot_usd_per_hour),
+                ("reserved_1y_usd_per_hour", d.reserved_1y_usd_per_hour),
+                ("reserved_3y_usd_per_hour", d.reserved_3y_usd_per_hour),
+            ] {
+                if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+                    return Err(format!(
+                        "prices file: device[{i}] (match = `{}`): {name} = {v} must be a non-negative number",
+                        d.pattern
+                    ));
+                }
+            }
+            if let Some(r) = d
+                .spot_interruption_rate
+                .filter(|r| !(r.is_finite() && (0.0..1.0).contains(r)))
+            {
+                return Err(format!(
+                    "prices file: device[{i}] (match = `{}`): spot_interruption_rate = {r} must be from 0 to below 1",
+                    d.pattern
+                ));
+            }
         }
         Ok(p)
     }
@@ -79,6 +169,10 @@ pub struct CostRow {
     pub group: String,
     pub setup: String,
     pub class: String,
+    /// The load the throughput was measured at, for a `serve` sweep: its
+    /// capacity within the SLO (`concurrency 4 within ttft<=500ms @90%`),
+    /// or its peak without one.
+    pub load: Option<String>,
     /// Median over repeats, tokens/s per device.
     pub tokens_per_s: f64,
     /// Repeats the median is over.
@@ -95,18 +189,82 @@ pub struct CostRow {
     pub usd_per_million_tokens: Option<f64>,
 }
 
+/// What a monthly volume is priced at.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Volume {
+    pub tokens_per_month: f64,
+    /// Share of the month the fleet is busy.
+    pub utilization: f64,
+    pub pricing: Pricing,
+}
+
 /// Prices every configuration of a sweep that reports `throughput` (tokens/s).
+/// A `serve` sweep is priced at its capacity: the output tokens/s a device
+/// gives at the highest load within the sweep's SLO (see
+/// [`crate::capacity`]), so batching's gain is in the price.
 pub fn cost(
     trials: &[TrialRecord],
     prices: &Prices,
     throughput: &str,
-    tokens_per_month: f64,
-    utilization: f64,
+    volume: Volume,
 ) -> Vec<CostRow> {
     type Key = (String, String, String);
     let mut tps: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
     let mut jpt: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
-    for t in trials.iter().filter(|t| t.state == TrialState::Succeeded) {
+    let mut loads: BTreeMap<Key, String> = BTreeMap::new();
+    let serve = trials
+        .iter()
+        .any(|t| t.metrics.contains_key(metrics::REQUESTS_OK));
+    if serve {
+        for c in crate::capacity::curves(trials) {
+            let (point, how) = match (c.capacity_point(), &c.slo) {
+                (Some(p), Some(slo)) => (Some(p), format!("within {}", slo.label())),
+                (None, Some(slo)) => {
+                    loads.insert(
+                        (String::new(), c.setup.clone(), c.class.clone()),
+                        format!("no load met {}", slo.label()),
+                    );
+                    (None, String::new())
+                }
+                (_, None) => (
+                    c.points.iter().max_by(|a, b| {
+                        a.output_tokens_per_s
+                            .unwrap_or(0.0)
+                            .total_cmp(&b.output_tokens_per_s.unwrap_or(0.0))
+                    }),
+                    "peak, no slo".to_owned(),
+                ),
+            };
+            let Some(p) = point else { continue };
+            let key = (String::new(), c.setup.clone(), c.class.clone());
+            let at = |t: &&TrialRecord| {
+                let (setup, param, level) = crate::capacity::position(t);
+                t.device_class == c.class
+                    && t.state == TrialState::Succeeded
+                    && setup == c.setup
+                    && param == p.load_param
+                    && level == p.load
+            };
+            for t in trials.iter().filter(at) {
+                if let Some(v) = t.metrics.get(metrics::OUTPUT_TOKENS_PER_S) {
+                    tps.entry(key.clone()).or_default().push(*v);
+                }
+                if let Some(v) = t.metrics.get(metrics::JOULES_PER_TOKEN) {
+                    jpt.entry(key.clone()).or_default().push(*v);
+                }
+            }
+            let load = if p.load_param == "concurrency" {
+                format!("concurrency {}", p.load)
+            } else {
+                format!("request_rate {}/s", p.load)
+            };
+            loads.insert(key, format!("{load} {how}"));
+        }
+    }
+    for t in trials
+        .iter()
+        .filter(|t| !serve && t.state == TrialState::Succeeded)
+    {
         let (g, s) = split(&t.params);
         let key = (g, s, t.device_class.clone());
         if let Some(v) = t
@@ -124,29 +282,39 @@ pub fn cost(
             jpt.entry(key).or_default().push(*v);
         }
     }
+    let Volume {
+        tokens_per_month,
+        utilization,
+        pricing,
+    } = volume;
     tps.into_iter()
+        .filter(|(_, v)| v.iter().all(|x| x.is_finite() && *x > 0.0) && !v.is_empty())
         .map(|(key, mut v)| {
             let samples = v.len();
             let rate = median(&mut v);
-            let per_device_month = rate * 3600.0 * HOURS_PER_MONTH * utilization;
+            let device_price = prices.device(&key.2);
+            let price = device_price.and_then(|p| p.hourly(pricing));
+            // Spot devices are lost part of the time: more are needed.
+            let usable = price.map_or(1.0, |p| p.1);
+            let per_device_month = rate * 3600.0 * HOURS_PER_MONTH * utilization * usable;
             let devices = (tokens_per_month / per_device_month).ceil().max(1.0) as u64;
-            let price = prices.device(&key.2);
-            let power_included = price.is_some_and(|p| p.power_included);
-            let hardware = price.map(|p| devices as f64 * p.usd_per_hour * HOURS_PER_MONTH);
+            let power_included = device_price.is_some_and(|p| p.power_included);
+            let hardware = price.map(|p| devices as f64 * p.0 * HOURS_PER_MONTH);
             // Joules per token, where measured and not already paid for.
             let joules = jpt
                 .get_mut(&key)
                 .filter(|_| !power_included)
                 .map(|j| median(j));
             let energy = joules.map(|j| tokens_per_month * j / 3.6e6 * prices.energy_usd_per_kwh);
-            let per_million = price.map(|p| {
-                let hw = p.usd_per_hour / (rate * 3600.0 * utilization) * 1e6;
+            let per_million = price.map(|(hourly, usable)| {
+                let hw = hourly / (rate * 3600.0 * utilization * usable) * 1e6;
                 let en = joules
                     .map(|j| j * 1e6 / 3.6e6 * prices.energy_usd_per_kwh)
                     .unwrap_or(0.0);
                 hw + en
             });
             CostRow {
+                load: loads.get(&key).cloned(),
                 group: key.0,
                 setup: key.1,
                 class: key.2,
@@ -201,12 +369,16 @@ mod tests {
             assigned_unix_ms: None,
         };
         // 1000 tokens/s at 50 %: 1.296e9 tokens per device-month.
+        let volume = |pricing| Volume {
+            tokens_per_month: 2.0e9,
+            utilization: 0.5,
+            pricing,
+        };
         let rows = cost(
             std::slice::from_ref(&t),
             &prices,
             "decode_tokens_per_s",
-            2.0e9,
-            0.5,
+            volume(Pricing::OnDemand),
         );
         let r = &rows[0];
         assert_eq!(r.devices, 2);
@@ -221,10 +393,26 @@ mod tests {
             "energy_usd_per_kwh = 0.10\n[[device]]\nmatch = \"H100\"\nusd_per_hour = 3.6\npower_included = true\n",
         )
         .unwrap();
-        let rows = cost(&[t], &rental, "decode_tokens_per_s", 2.0e9, 0.5);
+        let rows = cost(std::slice::from_ref(&t), &rental, "decode_tokens_per_s", volume(Pricing::OnDemand));
         let r = &rows[0];
         assert!(r.power_included && r.energy_usd_per_month.is_none());
         assert!((r.usd_per_million_tokens.unwrap() - 2.0).abs() < 1e-9);
+        // Spot: a cheaper hour, but half the time lost: twice the devices.
+        let spot = Prices::parse(
+            "energy_usd_per_kwh = 0.10\n[[device]]\nmatch = \"H100\"\nusd_per_hour = 3.6\npower_included = true\nspot_usd_per_hour = 1.2\nspot_interruption_rate = 0.5\n",
+        )
+        .unwrap();
+        let r = &cost(std::slice::from_ref(&t), &spot, "decode_tokens_per_s", volume(Pricing::Spot))[0];
+        assert_eq!(r.devices, 4);
+        assert!((r.usd_per_million_tokens.unwrap() - 1.2 / (1.8e6 * 0.5) * 1e6).abs() < 1e-9);
+        // A tier the file does not quote: no price, still the devices.
+        let r = &cost(std::slice::from_ref(&t), &spot, "decode_tokens_per_s", volume(Pricing::Reserved3y))[0];
+        assert!(r.usd_per_million_tokens.is_none() && r.devices == 2);
+        let e = Prices::parse(
+            "energy_usd_per_kwh = 0.1\n[[device]]\nmatch = \"x\"\nusd_per_hour = 1\nspot_interruption_rate = 1.5\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("spot_interruption_rate = 1.5"), "{e}");
         // The shipped example: cloud rentals, power included.
         let shipped = Prices::parse(include_str!("../../examples/prices.toml")).unwrap();
         assert!(!shipped.devices.is_empty());

@@ -6,6 +6,7 @@
 //! classes, the results file format and the comparison over results.
 
 pub mod attempt;
+pub mod capacity;
 pub mod catalog;
 pub mod compare;
 pub mod cost;
@@ -21,6 +22,7 @@ pub mod order;
 pub mod params;
 pub mod results;
 pub mod search;
+pub mod serve;
 pub mod spec;
 pub mod stats;
 pub mod telemetry;

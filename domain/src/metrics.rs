@@ -110,6 +110,44 @@ pub const SCORED_TOKENS: &str = "scored_tokens";
 /// Bytes of the reference distribution a reference trial hands on, bytes.
 pub const REFERENCE_BYTES: &str = "reference_bytes";
 
+// `serve`.
+/// Median time from sending a request to its first token, ms.
+pub const TTFT_MS_P50: &str = "ttft_ms_p50";
+/// 90th-percentile time to first token, ms.
+pub const TTFT_MS_P90: &str = "ttft_ms_p90";
+/// 99th-percentile time to first token, ms.
+pub const TTFT_MS_P99: &str = "ttft_ms_p99";
+/// Median gap between consecutive tokens of a request, ms.
+pub const ITL_MS_P50: &str = "itl_ms_p50";
+/// 90th-percentile inter-token gap, ms.
+pub const ITL_MS_P90: &str = "itl_ms_p90";
+/// 99th-percentile inter-token gap, ms.
+pub const ITL_MS_P99: &str = "itl_ms_p99";
+/// Median over requests of the mean time per output token after the first, ms.
+pub const TPOT_MS_P50: &str = "tpot_ms_p50";
+/// Median end-to-end latency of a request, ms.
+pub const E2E_MS_P50: &str = "e2e_ms_p50";
+/// 99th-percentile end-to-end latency, ms.
+pub const E2E_MS_P99: &str = "e2e_ms_p99";
+/// Requests completed per second of the load, requests/s.
+pub const REQUEST_THROUGHPUT_PER_S: &str = "request_throughput_per_s";
+/// Output tokens per second of the load, over all users, tokens/s.
+pub const OUTPUT_TOKENS_PER_S: &str = "output_tokens_per_s";
+/// Input and output tokens per second of the load, tokens/s.
+pub const TOTAL_TOKENS_PER_S: &str = "total_tokens_per_s";
+/// Requests per second that met every SLO bound, requests/s.
+pub const GOODPUT_REQUESTS_PER_S: &str = "goodput_requests_per_s";
+/// Fraction of requests that met every SLO bound (failed requests count against).
+pub const SLO_ATTAINMENT: &str = "slo_attainment";
+/// Requests answered in full.
+pub const REQUESTS_OK: &str = "requests_ok";
+/// Requests that failed or timed out.
+pub const REQUESTS_FAILED: &str = "requests_failed";
+/// Mean sequences per decode step of the candle engine's running batch.
+pub const BATCH_SIZE_MEAN: &str = "batch_size_mean";
+/// Output tokens per second seen by one user (1000 / median TPOT), tokens/s.
+pub const USER_TOKENS_PER_S: &str = "user_tokens_per_s";
+
 // Telemetry summary (every workload, where the device has the sensor).
 /// Telemetry samples taken in the measured window.
 pub const TELEMETRY_SAMPLES: &str = "telemetry_samples";
@@ -243,11 +281,30 @@ pub const METRICS: &[Metric] = &[
     m(EVAL_TOKENS_PER_S, "tokens/s", Higher, "Tokens evaluated per second."),
     m(SCORED_TOKENS, "", Lower, "Number of tokens scored."),
     m(REFERENCE_BYTES, "bytes", Lower, "Bytes of the reference distribution a reference trial hands on (`kl: topk`)."),
+    // `serve`.
+    m(TTFT_MS_P50, "ms", Lower, "Median time from sending a request to its first token."),
+    m(TTFT_MS_P90, "ms", Lower, "90th-percentile time to first token."),
+    m(TTFT_MS_P99, "ms", Lower, "99th-percentile time to first token."),
+    m(ITL_MS_P50, "ms", Lower, "Median gap between consecutive tokens of a request."),
+    m(ITL_MS_P90, "ms", Lower, "90th-percentile inter-token gap."),
+    m(ITL_MS_P99, "ms", Lower, "99th-percentile inter-token gap."),
+    m(TPOT_MS_P50, "ms", Lower, "Median over requests of the mean time per output token after the first."),
+    m(E2E_MS_P50, "ms", Lower, "Median end-to-end latency of a request."),
+    m(E2E_MS_P99, "ms", Lower, "99th-percentile end-to-end latency of a request."),
+    m(REQUEST_THROUGHPUT_PER_S, "requests/s", Higher, "Requests completed per second of the load."),
+    m(OUTPUT_TOKENS_PER_S, "tokens/s", Higher, "Output tokens per second of the load, over all users."),
+    m(TOTAL_TOKENS_PER_S, "tokens/s", Higher, "Input and output tokens per second of the load."),
+    m(GOODPUT_REQUESTS_PER_S, "requests/s", Higher, "Requests per second that met every SLO bound."),
+    m(SLO_ATTAINMENT, "", Higher, "Fraction of requests that met every SLO bound (failed requests count against)."),
+    m(REQUESTS_OK, "", Higher, "Requests answered in full."),
+    m(REQUESTS_FAILED, "", Lower, "Requests that failed or timed out."),
+    m(BATCH_SIZE_MEAN, "", Higher, "Mean sequences per decode step of the candle engine's running batch."),
+    m(USER_TOKENS_PER_S, "tokens/s", Higher, "Output tokens per second one user sees (1000 / median TPOT)."),
     // Telemetry summary (every workload, where the device has the sensor).
     m(TELEMETRY_SAMPLES, "", Lower, "Telemetry samples taken in the measured window."),
     m(ENERGY_J, "J", Lower, "Energy used in the measured window."),
     m(ENERGY_J_NET, "J", Lower, "Energy used above the idle power."),
-    m(JOULES_PER_TOKEN, "J", Lower, "Energy per token (`generate`, `eval`)."),
+    m(JOULES_PER_TOKEN, "J", Lower, "Energy per token (`generate`, `eval`; per output token for `serve`)."),
     m(JOULES_PER_OP, "J", Lower, "Energy per measured iteration (`kernel`)."),
     m(JOULES_PER_WEIGHT, "J", Lower, "Energy per weight converted (`quantize`)."),
     m(IDLE_POWER_W, "W", Lower, "Mean power while idle just before the trial."),
@@ -354,6 +411,16 @@ pub fn headline(workload: Workload) -> &'static [&'static str] {
             COV,
         ],
         Workload::Eval => &[PERPLEXITY, KL_MEAN, KL_P99, TOP1_AGREE, EVAL_S],
+        Workload::Serve => &[
+            OUTPUT_TOKENS_PER_S,
+            GOODPUT_REQUESTS_PER_S,
+            SLO_ATTAINMENT,
+            TTFT_MS_P99,
+            ITL_MS_P50,
+            TPOT_MS_P50,
+            E2E_MS_P99,
+            REQUESTS_FAILED,
+        ],
     }
 }
 
@@ -405,6 +472,20 @@ fn workload_metrics(workload: Workload) -> &'static [&'static str] {
             REFERENCE_BYTES,
             LOAD_S,
             EVAL_TOKENS_PER_S,
+        ],
+        Workload::Serve => &[
+            TTFT_MS_P50,
+            TTFT_MS_P90,
+            ITL_MS_P90,
+            ITL_MS_P99,
+            E2E_MS_P50,
+            REQUEST_THROUGHPUT_PER_S,
+            TOTAL_TOKENS_PER_S,
+            USER_TOKENS_PER_S,
+            REQUESTS_OK,
+            BATCH_SIZE_MEAN,
+            LOAD_S,
+            PEAK_RSS_BYTES,
         ],
     }
 }
@@ -467,7 +548,12 @@ mod tests {
     fn the_table_keeps_the_directions_and_units_names_suggest() {
         // The one metric whose direction the table corrects: a roofline
         // fraction is better higher, as `roofline_frac` always was.
-        let corrected = [DECODE_ROOFLINE_FRAC];
+        let corrected = [
+            DECODE_ROOFLINE_FRAC,
+            SLO_ATTAINMENT,
+            REQUESTS_OK,
+            BATCH_SIZE_MEAN,
+        ];
         for m in METRICS {
             if !corrected.contains(&m.name) {
                 assert_eq!(

@@ -137,13 +137,13 @@ pub const ROLE: &str = "role";
 pub const ROLE_REFERENCE: &str = "reference";
 
 /// Typed access to a configuration's parameters, with errors that name them.
-struct Reader<'a> {
-    params: &'a Params,
-    workload: &'static str,
+pub(crate) struct Reader<'a> {
+    pub(crate) params: &'a Params,
+    pub(crate) workload: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    fn check_known(&self, known: &[&str]) -> Result<(), String> {
+    pub(crate) fn check_known(&self, known: &[&str]) -> Result<(), String> {
         match self.params.keys().find(|k| !known.contains(&k.as_str())) {
             Some(k) => Err(format!(
                 "unknown parameter `{k}` for workload {}; it takes: {}",
@@ -154,7 +154,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn text(&self, name: &str) -> Result<Option<&'a str>, String> {
+    pub(crate) fn text(&self, name: &str) -> Result<Option<&'a str>, String> {
         match self.params.get(name) {
             None => Ok(None),
             Some(ParamValue::Text(s)) => Ok(Some(s)),
@@ -162,13 +162,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn parsed<T: FromStr<Err = String>>(&self, name: &str) -> Result<Option<T>, String> {
+    pub(crate) fn parsed<T: FromStr<Err = String>>(&self, name: &str) -> Result<Option<T>, String> {
         self.text(name)?
             .map(|s| s.parse().map_err(|e| format!("parameter `{name}`: {e}")))
             .transpose()
     }
 
-    fn int(&self, name: &str, min: u32, max: u32) -> Result<Option<u32>, String> {
+    pub(crate) fn int(&self, name: &str, min: u32, max: u32) -> Result<Option<u32>, String> {
         match self.params.get(name) {
             None => Ok(None),
             Some(ParamValue::Int(v)) if (min as i64..=max as i64).contains(v) => {
@@ -180,7 +180,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn flag(&self, name: &str) -> Result<Option<bool>, String> {
+    pub(crate) fn flag(&self, name: &str) -> Result<Option<bool>, String> {
         match self.params.get(name) {
             None => Ok(None),
             Some(ParamValue::Flag(b)) => Ok(Some(*b)),
@@ -190,13 +190,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn model(&self) -> Result<ModelPath, String> {
+    pub(crate) fn model(&self) -> Result<ModelPath, String> {
         self.parsed("model")?.ok_or_else(|| {
             "parameter `model` is missing: give a path relative to a model directory".to_owned()
         })
     }
 
-    fn threads(&self) -> Result<Option<u32>, String> {
+    pub(crate) fn threads(&self) -> Result<Option<u32>, String> {
         self.int("threads", 1, 1024)
     }
 }

@@ -8,12 +8,14 @@ pub mod eval;
 pub mod kernel;
 pub mod kl;
 pub mod model;
+pub mod serve;
 
 use crate::harness::Settings;
 use crate::models::ModelDirs;
 use chimera_domain::catalog::{KernelOp, Workload};
 use chimera_domain::models::{EvalTrial, GenerateTrial, QuantizeTrial};
 use chimera_domain::params::Params;
+use chimera_domain::serve::{Engine, ServeTrial};
 use chimera_domain::spec::KernelTrial;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -53,6 +55,8 @@ pub struct Context<'a> {
     pub model_dirs: &'a ModelDirs,
     /// What the controller sent along (an eval trial's reference distribution).
     pub input: &'a [u8],
+    /// Engine binaries the agent may start (`serve`).
+    pub engines: &'a serve::Engines,
 }
 
 /// What this build can run on a device (`kernel/matmul`, `generate`, ...).
@@ -77,6 +81,9 @@ pub fn capabilities(device_id: &str) -> Vec<String> {
             .iter()
             .map(|w| w.name().to_owned()),
     );
+    // `serve`: the built-in engine, and driving a server given by endpoint;
+    // engines the agent starts are added where it was given them.
+    caps.extend([Engine::Candle, Engine::Openai].map(Engine::capability));
     caps
 }
 
@@ -90,6 +97,7 @@ pub fn run(workload: &str, params: &Params, ctx: &Context) -> Result<Output, Str
         Ok(Workload::Quantize) => model::quantize(&QuantizeTrial::from_params(params)?, ctx),
         Ok(Workload::Generate) => model::generate(&GenerateTrial::from_params(params)?, ctx),
         Ok(Workload::Eval) => eval::eval(&EvalTrial::from_params(params)?, ctx),
+        Ok(Workload::Serve) => serve::serve(&ServeTrial::from_params(params)?, ctx),
         Err(_) => Err(format!(
             "workload `{workload}` is not built into this agent"
         )),

@@ -35,12 +35,12 @@ pub(super) fn threads_of(t: Option<u32>) -> usize {
 }
 
 /// Resets the process's peak-RSS counter (Linux), so a trial's peak is its own.
-fn reset_peak_rss() {
+pub(super) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak resident set size of the process since the last reset, bytes.
-fn peak_rss_bytes() -> Option<f64> {
+pub(super) fn peak_rss_bytes() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -163,6 +163,9 @@ fn cost_columns(t: bool) -> Vec<Column<'static, CostRow>> {
         Column::new("problem", Col::text(6, 12), |r: &C| r.group.clone()),
         Column::new("setup", Col::text(8, 12), |r: &C| r.setup.clone()),
         Column::new("class", Col::text(7, 12), |r: &C| r.class.clone()),
+        Column::new("at load", Col::text(6, 12), |r: &C| {
+            r.load.clone().unwrap_or_else(|| "-".into())
+        }),
         Column::new("tokens/s per device", Col::num(9), move |r: &C| {
             value(t, Some(r.tokens_per_s))
         }),
@@ -191,22 +194,27 @@ fn cost_columns(t: bool) -> Vec<Column<'static, CostRow>> {
 }
 
 /// Cost per configuration and class.
-pub fn cost(
-    rows: &[CostRow],
-    tokens_per_month: f64,
-    utilization: f64,
-    fmt: Format,
-) -> anyhow::Result<()> {
+pub fn cost(rows: &[CostRow], volume: chimera_domain::cost::Volume, fmt: Format) -> anyhow::Result<()> {
     let t = fmt == Format::Table;
-    let columns = cost_columns(t);
+    let mut columns = cost_columns(t);
+    if rows.iter().all(|r| r.load.is_none()) {
+        columns.retain(|c| c.header != "at load");
+    }
     emit(fmt, &columns, rows, rows)?;
     if t {
         println!(
-            "{} tokens/month at {:.0}% utilisation, 720 h/month; medians over n repeats; \
+            "{} tokens/month at {:.0}% utilisation, 720 h/month, {} prices; medians over n repeats; \
              incl. = the device's price includes power (power_included in the prices file), \
-             so no energy is added; - = no price for the class, or no energy measured on it",
-            num(tokens_per_month),
-            utilization * 100.0
+             so no energy is added; - = no price for the class (or for this pricing), or no \
+             energy measured on it{}",
+            num(volume.tokens_per_month),
+            volume.utilization * 100.0,
+            volume.pricing.name(),
+            if rows.iter().any(|r| r.load.is_some()) {
+                "; a serve sweep is priced at its capacity: output tokens/s at the highest load within its SLO"
+            } else {
+                ""
+            }
         );
     }
     Ok(())

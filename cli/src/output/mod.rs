@@ -12,6 +12,7 @@
 
 mod analysis;
 mod fleet;
+mod serve;
 
 use crate::table::{self, Col};
 use chimera_proto::v1 as proto;
@@ -26,6 +27,7 @@ pub use analysis::{
     pareto, results, tradeoff, tradeoff_table, TRADEOFF_NOTE,
 };
 pub use fleet::{agents, sweep_status, sweeps, telemetry};
+pub use serve::{capacity, requests};
 
 /// How a listing is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -191,6 +191,25 @@ pub(super) fn plan_sweep(
             Placement::EachClass | Placement::All => !lacking.is_empty(),
             Placement::Any => lacking.len() == classes.len(),
         };
+        if refuse && workload == Workload::Serve.name() {
+            let engine = cap.trim_start_matches("serve/");
+            let e = SpecError::at(
+                &parsed.source,
+                "engine",
+                "engine",
+                Some(engine),
+                format!(
+                    "engine `{engine}` is not available on the agents of device class(es) {}{}",
+                    lacking.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
+                    if engine == "candle" || engine == "openai" {
+                        String::new()
+                    } else {
+                        format!("; start an agent with --engine {engine}=PATH")
+                    }
+                ),
+            );
+            return Err(ApiError::InvalidArgument(e.to_string()));
+        }
         if refuse {
             let e = SpecError::at(
                 &parsed.source,

@@ -38,6 +38,9 @@ pub struct SweepSpec {
     /// derived from the sweep's id ([`crate::order::default_seed`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_seed: Option<u64>,
+    /// `serve`: the latency bounds goodput and capacity are judged against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slo: Option<crate::serve::Slo>,
 }
 
 const FIELDS: &[&str] = &[
@@ -54,6 +57,7 @@ const FIELDS: &[&str] = &[
     "harness",
     "budget",
     "order_seed",
+    "slo",
 ];
 
 impl<'de> Deserialize<'de> for SweepSpec {
@@ -97,6 +101,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
         let mut harness = None;
         let mut budget = None;
         let mut order_seed = None;
+        let mut slo: Option<crate::serve::Slo> = None;
         let need_workload = |w: Option<Workload>, key: &str| {
             w.ok_or_else(|| de::Error::custom(format!("`workload` must be given before `{key}`")))
         };
@@ -169,6 +174,16 @@ impl<'de> Visitor<'de> for SpecVisitor {
                 }
                 "budget" => set_once(&mut budget, map.next_value()?, "budget")?,
                 "order_seed" => set_once(&mut order_seed, map.next_value()?, "order_seed")?,
+                "slo" => {
+                    if need_workload(workload, "slo")? != Workload::Serve {
+                        return Err(de::Error::custom(
+                            "`slo` is for workload serve (latency bounds of a load test)",
+                        ));
+                    }
+                    let v: crate::serve::Slo = map.next_value()?;
+                    v.check().map_err(de::Error::custom)?;
+                    set_once(&mut slo, v, "slo")?
+                }
                 other => return Err(de::Error::unknown_field(other, FIELDS)),
             }
         }
@@ -187,6 +202,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
             harness: harness.unwrap_or_default(),
             budget: budget.unwrap_or_default(),
             order_seed,
+            slo,
         })
     }
 }

@@ -4,6 +4,7 @@ use super::space::{KernelSpace, ModelSpace, OneOrMany, Space};
 use super::{SpecError, SweepSpec, Target, MAX_CONFIGS};
 use crate::catalog::{DType, KernelOp, Variant, Workload};
 use crate::models::{EvalTrial, GenerateTrial, QuantizeTrial, ROLE};
+use crate::serve::{ServeTrial, Slo};
 use crate::params::{ParamValue, Params};
 
 /// Expands the spec's space into concrete configurations, checking each, with
@@ -22,7 +23,9 @@ pub fn expand(spec: &SweepSpec, source: &str) -> Result<Vec<(Params, Option<Targ
         };
         match space {
             Space::Kernel(k) => expand_kernel(&k, &path, source, &mut out)?,
-            Space::Model(m) => expand_model(spec.workload, &m, &path, source, &mut out)?,
+            Space::Model(m) => {
+                expand_model(spec.workload, spec.slo.as_ref(), &m, &path, source, &mut out)?
+            }
         }
         conditions.resize(out.len(), when);
         if out.len() > MAX_CONFIGS {
@@ -132,6 +135,7 @@ fn merge(base: &Space, over: &Space) -> Space {
 /// workload's typed trial; an error names the parameter's path and line.
 fn expand_model(
     workload: Workload,
+    slo: Option<&Slo>,
     m: &ModelSpace,
     path: &str,
     source: &str,
@@ -150,6 +154,7 @@ fn expand_model(
                 }
                 Ok(())
             }
+            Workload::Serve => ServeTrial::from_params(p).map(drop),
             Workload::Kernel => Ok(()),
         }
     };
@@ -157,6 +162,7 @@ fn expand_model(
         Workload::Quantize => QuantizeTrial::PARAMS,
         Workload::Generate => GenerateTrial::PARAMS,
         Workload::Eval => &EvalTrial::PARAMS[..EvalTrial::PARAMS.len() - 1],
+        Workload::Serve => ServeTrial::spec_params(),
         Workload::Kernel => &[],
     };
     if let Some(k) = m.0.keys().find(|k| !known.contains(&k.as_str())) {
@@ -174,7 +180,8 @@ fn expand_model(
     }
     let mut keys: Vec<&String> = m.0.keys().collect();
     keys.sort_by_key(|k| (crate::catalog::param_rank(k), (*k).clone()));
-    let mut configs = vec![Params::new()];
+    // The sweep's SLO rides on every configuration (it varies nothing).
+    let mut configs = vec![slo.map(Slo::params).unwrap_or_default()];
     for key in keys {
         let values = &m.0[key].0;
         configs = configs
