@@ -500,3 +500,198 @@ fn a_safetensors_llama_runs_like_its_gguf() {
     .expect("quantize the safetensors model");
     assert!(q.metrics["bits_per_weight"] > 8.0 && q.metrics["bits_per_weight"] < 9.0);
 }
+
+// ---- the continuous-batching engine ------------------------------------------
+
+mod batching {
+    use super::{model_dir, MODEL};
+    use chimera_agent::models::llama::argmax_rows;
+    use chimera_agent::workloads::batcher::{Batcher, Event, Request};
+    use chimera_agent::workloads::model::{Loaded, EVAL_TEXT};
+    use std::sync::{Arc, OnceLock};
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+    /// SmolLM2 on the CPU, loaded once per process.
+    fn loaded() -> Arc<Loaded> {
+        static M: OnceLock<Arc<Loaded>> = OnceLock::new();
+        M.get_or_init(|| {
+            let w = chimera_agent::models::load(&model_dir().join(MODEL)).expect("load");
+            let tokenizer = w.tokenizer.clone();
+            let stored = w.stored.clone();
+            let llama = chimera_agent::models::llama::Llama::new(w, &candle_core::Device::Cpu)
+                .expect("build");
+            Arc::new(Loaded {
+                llama,
+                tokenizer,
+                stored,
+                load_s: 0.0,
+            })
+        })
+        .clone()
+    }
+
+    /// `n` tokens of the shipped text, from token `from` on.
+    fn prompt(from: usize, n: usize) -> Vec<u32> {
+        let ids = loaded()
+            .tokenizer
+            .encode(EVAL_TEXT, false)
+            .expect("encode")
+            .get_ids()
+            .to_vec();
+        ids.iter().copied().cycle().skip(from).take(n).collect()
+    }
+
+    /// `new` greedy tokens after `prompt`, as the `generate` workload's loop
+    /// makes them (batch 1, the concatenating cache).
+    fn greedy(prompt: &[u32], new: usize) -> Vec<u32> {
+        use candle_core::{Device, Tensor};
+        let m = loaded();
+        let mut cache = m.llama.cache();
+        let x = Tensor::new(prompt, &Device::Cpu)
+            .and_then(|t| t.unsqueeze(0))
+            .expect("prompt");
+        let mut next = m
+            .llama
+            .forward(&x, &mut cache)
+            .and_then(|l| argmax_rows(&l))
+            .expect("prefill");
+        let mut out = vec![next[0]];
+        for _ in 1..new {
+            let x = Tensor::new(next.as_slice(), &Device::Cpu)
+                .and_then(|t| t.unsqueeze(0))
+                .expect("token");
+            next = m
+                .llama
+                .forward(&x, &mut cache)
+                .and_then(|l| argmax_rows(&l))
+                .expect("decode");
+            out.push(next[0]);
+        }
+        out
+    }
+
+    fn engine(max_batch: usize) -> Batcher {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("pool");
+        Batcher::start(
+            loaded(),
+            candle_core::Device::Cpu,
+            Arc::new(pool),
+            max_batch,
+        )
+        .expect("start")
+    }
+
+    fn submit(b: &Batcher, prompt: Vec<u32>, max_tokens: u32) -> UnboundedReceiver<Event> {
+        let (events, rx) = unbounded_channel();
+        b.submit(Request {
+            prompt,
+            max_tokens,
+            events,
+        })
+        .expect("submit");
+        rx
+    }
+
+    /// The tokens a request got, and how it ended.
+    fn collect(mut rx: UnboundedReceiver<Event>) -> (Vec<u32>, Option<Event>) {
+        let mut tokens = Vec::new();
+        while let Some(e) = rx.blocking_recv() {
+            match e {
+                Event::Token(t) => tokens.push(t),
+                end => return (tokens, Some(end)),
+            }
+        }
+        (tokens, None)
+    }
+
+    #[test]
+    fn batcher_single_request_matches_the_generate_loop() {
+        let p = prompt(0, 32);
+        let want = greedy(&p, 16);
+        let b = engine(4);
+        let (got, end) = collect(submit(&b, p, 16));
+        assert_eq!(end, Some(Event::Done));
+        assert_eq!(got, want);
+        let s = b.stats();
+        assert_eq!((s.prefills, s.steps, s.batched), (1, 15, 15), "{s:?}");
+        b.stop();
+    }
+
+    #[test]
+    fn batcher_batched_sequences_get_their_unbatched_tokens() {
+        let reqs = [(0, 8, 12), (40, 21, 16), (100, 33, 9), (7, 47, 14)];
+        let want: Vec<Vec<u32>> = reqs
+            .iter()
+            .map(|&(from, n, new)| greedy(&prompt(from, n), new as usize))
+            .collect();
+        let b = engine(4);
+        let rxs: Vec<_> = reqs
+            .iter()
+            .map(|&(from, n, new)| submit(&b, prompt(from, n), new))
+            .collect();
+        for (i, (rx, want)) in rxs.into_iter().zip(&want).enumerate() {
+            let (got, end) = collect(rx);
+            assert_eq!(end, Some(Event::Done), "request {i}");
+            assert_eq!(&got, want, "request {i}: batched differs from alone");
+        }
+        let s = b.stats();
+        assert_eq!(s.prefills, 4);
+        assert!(s.peak_running > 1 && s.peak_running <= 4, "{s:?}");
+        assert!(s.mean_batch() > 1.0, "decode steps ran batched: {s:?}");
+        // Every generated token but each request's first came from a step.
+        assert_eq!(s.batched, (12 + 16 + 9 + 14) - 4, "{s:?}");
+        b.stop();
+    }
+
+    #[test]
+    fn batcher_runs_at_most_max_batch_and_queues_the_rest() {
+        let b = engine(2);
+        let rxs: Vec<_> = (0..4)
+            .map(|i| submit(&b, prompt(i * 10, 6 + i), 5))
+            .collect();
+        for (i, rx) in rxs.into_iter().enumerate() {
+            let (got, end) = collect(rx);
+            assert_eq!(end, Some(Event::Done), "request {i}");
+            assert_eq!(got.len(), 5, "request {i}: exactly max_tokens tokens");
+        }
+        let s = b.stats();
+        assert_eq!(s.prefills, 4, "{s:?}");
+        assert!(s.peak_running <= 2, "{s:?}");
+        b.stop();
+    }
+
+    #[test]
+    fn batcher_refuses_bad_requests_and_survives_gone_clients() {
+        let b = engine(4);
+        let vocab = loaded().llama.vocab as u32;
+        let ctx = loaded().llama.config.context_length as u32;
+        for (p, n, why) in [
+            (vec![], 4, "empty"),
+            (prompt(0, 4), 0, "max_tokens"),
+            (prompt(0, 10), ctx - 9, "context length"),
+            (vec![1, vocab, 2], 4, "vocabulary"),
+        ] {
+            let (got, end) = collect(submit(&b, p, n));
+            assert!(got.is_empty());
+            match end {
+                Some(Event::Error(e)) => assert!(e.contains(why), "{why}: {e}"),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        // A client that goes away mid-generation frees its sequence.
+        let mut gone = submit(&b, prompt(0, 8), 1000);
+        assert!(matches!(gone.blocking_recv(), Some(Event::Token(_))));
+        drop(gone);
+        let (got, end) = collect(submit(&b, prompt(3, 8), 3));
+        assert_eq!((got.len(), end), (3, Some(Event::Done)));
+        // Stopping fails what is in flight.
+        let mut running = submit(&b, prompt(0, 8), 1000);
+        assert!(matches!(running.blocking_recv(), Some(Event::Token(_))));
+        b.stop();
+        let (_, end) = collect(running);
+        assert_eq!(end, Some(Event::Error("engine stopped".into())));
+    }
+}

@@ -4,6 +4,7 @@
 //! Architecture invariant: candle is used only under `agent::workloads` and
 //! `agent::models`.
 
+pub mod batcher;
 pub mod eval;
 pub mod kernel;
 pub mod kl;
