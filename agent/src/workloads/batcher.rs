@@ -87,6 +87,12 @@ pub struct Batcher {
     thread: Option<JoinHandle<()>>,
 }
 
+// Request handlers share one engine across threads (`Arc<Batcher>`).
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Batcher>();
+};
+
 impl Batcher {
     /// Starts the engine thread on `model` (already on `device`), running up
     /// to `max_batch` sequences at once. `pool` runs candle's CPU kernels.
