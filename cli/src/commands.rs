@@ -208,7 +208,6 @@ pub async fn diff(
 }
 
 /// The load `chimera cost` prices.
-#[derive(Clone, Copy, Debug)]
 pub type CostLoad = chimera_domain::cost::Volume;
 
 /// `chimera cost SWEEP --prices FILE --tokens-per-month N`.

@@ -193,6 +193,11 @@ enum Command {
         /// the model cache, with the small demo model fetched into it.
         #[arg(long = "model-dir")]
         model_dirs: Vec<PathBuf>,
+        /// An engine `serve` trials may start, NAME=PATH
+        /// (`llama-server=/path/to/llama-server`). Default for llama-server:
+        /// the build of bench/llamacpp.sh in ~/.cache/chimera/llama.cpp.
+        #[arg(long = "engine")]
+        engines: Vec<String>,
     },
     /// The kernel quick start, then the quantization comparison of a small real
     /// model (SmolLM2-135M): decode speed against KL divergence per format.
@@ -407,6 +412,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             out,
             metric,
             model_dirs,
+            engines,
         } => {
             let spec = client::read_spec(&file)?;
             let source_name = file.display().to_string();
@@ -416,6 +422,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 &out,
                 metric.as_deref(),
                 model_dirs,
+                &engines,
                 fmt,
             )
             .await

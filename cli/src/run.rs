@@ -45,7 +45,10 @@ struct Local {
 }
 
 impl Local {
-    async fn start(model_dirs: Vec<PathBuf>) -> anyhow::Result<Local> {
+    async fn start(
+        model_dirs: Vec<PathBuf>,
+        engines: chimera_agent::workloads::serve::Engines,
+    ) -> anyhow::Result<Local> {
         let data = tempfile::Builder::new()
             .prefix("chimera-run-")
             .tempdir()
@@ -63,6 +66,7 @@ impl Local {
         ));
         let mut config = chimera_agent::Config::new(url.clone(), "local");
         config.model_dirs = model_dirs;
+        config.engines = engines;
         let agent = tokio::spawn(chimera_agent::run(config, shutdown.child_token()));
         Ok(Local {
             url,
@@ -184,6 +188,41 @@ fn write(path: &Path, results: &ResultsFile) -> anyhow::Result<()> {
         .with_context(|| format!("write {}", path.display()))
 }
 
+/// Where bench/llamacpp.sh builds llama.cpp: `$LLAMACPP_DIR`, else
+/// ~/.cache/chimera/llama.cpp.
+fn llamacpp_server() -> Option<PathBuf> {
+    let dir = std::env::var_os("LLAMACPP_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/chimera/llama.cpp")))?;
+    Some(dir.join("build/bin/llama-server")).filter(|p| p.is_file())
+}
+
+/// The engines the local agent is given: those asked for, and llama-server
+/// from bench/llamacpp.sh's build when the spec names it and none is given.
+fn local_engines(
+    parsed: &ParsedSweep,
+    given: &[String],
+) -> anyhow::Result<chimera_agent::workloads::serve::Engines> {
+    use chimera_agent::workloads::serve::Engines;
+    use chimera_domain::serve::Engine;
+    let mut engines = Engines::parse(given).map_err(anyhow::Error::msg)?;
+    let wants = parsed.configs.iter().any(|c| {
+        c.get("engine")
+            .is_some_and(|e| e.to_string().parse::<Engine>() == Ok(Engine::LlamaServer))
+    });
+    if wants && !engines.0.contains_key(&Engine::LlamaServer) {
+        let bin = llamacpp_server().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the spec runs engine llama-server, and none was given: build it with \
+                 `bench/llamacpp.sh build` (into ~/.cache/chimera/llama.cpp, found there \
+                 by default) or give --engine llama-server=PATH"
+            )
+        })?;
+        engines.0.insert(Engine::LlamaServer, bin);
+    }
+    Ok(engines)
+}
+
 /// Runs the sweep `spec` end to end; returns the process exit code.
 pub async fn run(
     spec: &str,
@@ -191,14 +230,16 @@ pub async fn run(
     out: &Path,
     metric: Option<&str>,
     model_dirs_given: Vec<PathBuf>,
+    engines: &[String],
     fmt: Format,
 ) -> anyhow::Result<i32> {
     let started = Instant::now();
     // Refuse a bad spec before starting anything.
     let parsed = parse(spec, source_name)?;
     let dirs = model_dirs(model_dirs_given, parsed.spec.workload != Workload::Kernel)?;
+    let engines = local_engines(&parsed, engines)?;
     std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
-    let local = Local::start(dirs).await?;
+    let local = Local::start(dirs, engines).await?;
     let result = async {
         let mut client = local.client().await?;
         let (results, code) = sweep(&mut client, spec, source_name).await?;
@@ -217,11 +258,17 @@ pub async fn run(
         output::results(&results, fmt)?;
         println!();
     }
-    let metric = metric.unwrap_or(default_metric(&parsed, &results));
-    output::comparison(
-        &chimera_domain::compare::compare(&results.trials, metric),
-        fmt,
-    )?;
+    let curves = chimera_domain::capacity::curves(&results.trials);
+    if parsed.spec.workload == Workload::Serve && metric.is_none() && !curves.is_empty() {
+        // A load test's answer: the throughput-latency curves and capacity.
+        output::capacity(&curves, fmt)?;
+    } else {
+        let metric = metric.unwrap_or(default_metric(&parsed, &results));
+        output::comparison(
+            &chimera_domain::compare::compare(&results.trials, metric),
+            fmt,
+        )?;
+    }
     if let (Some(goal), Format::Table) = (parsed.spec.search.goal(), fmt) {
         // The search's answer: the best configuration of each class.
         let constraints: Vec<String> = goal.constraints.iter().map(|c| c.to_string()).collect();
@@ -281,7 +328,7 @@ pub async fn demo(out: &Path, model_dirs_given: Vec<PathBuf>, fmt: Format) -> an
     let started = Instant::now();
     let dirs = model_dirs(model_dirs_given, true)?;
     std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
-    let local = Local::start(dirs).await?;
+    let local = Local::start(dirs, Default::default()).await?;
     let result = async {
         let mut client = local.client().await?;
         let kernel = sweep(&mut client, QUICKSTART, "examples/quickstart.yaml").await?;

@@ -343,7 +343,9 @@ impl Slo {
 pub struct ServeTrial {
     /// The GGUF model the engine serves; also the tokenizer prompts are cut with.
     pub model: ModelPath,
-    /// Re-quantize at load (candle only).
+    /// Re-quantize at load: candle in memory; for llama-server the agent
+    /// writes the re-quantized weights as a GGUF file the server loads, so
+    /// both engines run the same weights.
     pub format: Option<WeightFormat>,
     pub engine: Engine,
     /// Base URL of an `openai` engine (`http://127.0.0.1:8080`).
@@ -456,12 +458,12 @@ impl ServeTrial {
             ));
         }
         let format: Option<WeightFormat> = r.parsed("format")?;
-        if format.is_some() && engine != Engine::Candle {
-            return Err(format!(
-                "parameter `format` re-quantizes for engine candle only; engine `{}` serves \
-                 the model file as it is (make the file with `quantize` and `save: true`)",
-                engine.name()
-            ));
+        if format.is_some() && engine == Engine::Openai {
+            return Err(
+                "parameter `format` re-quantizes for the engines the agent loads (candle, \
+                 llama-server); an `openai` endpoint serves what it serves"
+                    .into(),
+            );
         }
         let endpoint = r.text("endpoint")?.map(str::to_owned);
         match (&endpoint, engine) {
@@ -700,10 +702,11 @@ mod tests {
             (vec![("engine", ParamValue::Text("vllm".into()))], "unknown engine `vllm`"),
             (
                 vec![
-                    ("engine", ParamValue::Text("llama-server".into())),
+                    ("engine", ParamValue::Text("openai".into())),
+                    ("endpoint", ParamValue::Text("http://127.0.0.1:1".into())),
                     ("format", ParamValue::Text("q8_0".into())),
                 ],
-                "engine candle only",
+                "an `openai` endpoint serves what it serves",
             ),
             (vec![("input_tokens", ParamValue::Text("uniform(9,3)".into()))], "MIN above MAX"),
             (vec![("output_tokens", ParamValue::Int(0))], "`output_tokens` = `0`"),

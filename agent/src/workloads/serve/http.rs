@@ -21,22 +21,17 @@ pub struct Http {
     llama: bool,
 }
 
-/// What one streamed completion returned.
-pub struct Streamed {
-    /// Arrival time of each chunk that carried text (one token each, as the
-    /// server streams them).
-    pub chunks: Vec<Instant>,
-    /// The server's own count of completion tokens, when it sends usage.
-    pub completion_tokens: Option<u32>,
-}
-
 impl Http {
     /// A client of the server at `base` (`http://127.0.0.1:8080`), asking
     /// for `model`.
     pub fn new(base: &str, model: &str, llama: bool) -> Result<Http, String> {
+        // A new connection per request: servers close kept-alive
+        // connections after a few requests (llama-server's HTTP library
+        // after 5), and a request racing that close fails; a loopback
+        // connect costs microseconds.
         let client = reqwest::Client::builder()
             .no_proxy()
-            .pool_max_idle_per_host(4096)
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         Ok(Http {

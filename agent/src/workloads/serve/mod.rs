@@ -106,10 +106,11 @@ pub fn serve(t: &ServeTrial, ctx: &Context) -> Result<Output, String> {
         .map_err(|e| format!("load generator runtime: {e}"))?;
     let mut out = BTreeMap::new();
     let mut _server = None;
+    let requantized = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     let tokenizer: tokenizers::Tokenizer;
     let (target, engine_threads) = match t.engine {
         Engine::Candle => {
-            let pool = Arc::new(super::kernel::pool(threads)?);
+            let pool = super::kernel::pool(threads)?;
             let device = super::kernel::candle_device(ctx.device_id)?;
             model::reset_peak_rss();
             let loaded: Arc<Loaded> = model::load(ctx, &t.model, t.format, &device, &pool)?;
@@ -130,10 +131,24 @@ pub fn serve(t: &ServeTrial, ctx: &Context) -> Result<Output, String> {
             let bin = ctx.engines.0.get(&Engine::LlamaServer).ok_or(
                 "this agent was not given llama-server (start it with --engine llama-server=PATH)",
             )?;
-            let path = ctx.model_dirs.resolve(&t.model)?;
-            tokenizer = crate::models::load(&path)?.tokenizer;
-            let slot_ctx = longest + t.output_tokens.max() + 16;
+            let source = ctx.model_dirs.resolve(&t.model)?;
+            let mut weights = crate::models::load(&source)?;
+            tokenizer = weights.tokenizer.clone();
             let started = Instant::now();
+            let path = match t.format {
+                None => source,
+                Some(f) => {
+                    // The weights candle would run, as a file the server loads.
+                    let pool = super::kernel::pool(threads)?;
+                    crate::models::quant::quantize(&mut weights, crate::models::ggml_type(f), &pool, false)?;
+                    let out = requantized.path().join(format!("model.{}.gguf", f.name()));
+                    weights.write_gguf(&out)?;
+                    detail["weights"] = weights.stored.clone().into();
+                    out
+                }
+            };
+            drop(weights);
+            let slot_ctx = longest + t.output_tokens.max() + 16;
             let mut server =
                 http::LlamaServer::start(bin, &path, t.max_batch, slot_ctx, threads as u32)?;
             rt.block_on(server.ready())?;
@@ -176,10 +191,7 @@ pub fn serve(t: &ServeTrial, ctx: &Context) -> Result<Output, String> {
     if let Target::Candle(b) = &*target {
         let s = b.stats();
         if s.steps > 0 {
-            out.insert(
-                metrics::BATCH_SIZE_MEAN.to_owned(),
-                s.batched_sequences as f64 / s.steps as f64,
-            );
+            out.insert(metrics::BATCH_SIZE_MEAN.to_owned(), s.mean_batch());
         }
     }
     if let Ok(Target::Candle(b)) = Arc::try_unwrap(target) {

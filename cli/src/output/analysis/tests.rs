@@ -115,7 +115,12 @@ fn csv_columns_carry_numbers_only() {
         "energy_usd_per_kwh = 0.1\n[[device]]\nmatch = \"cpu\"\nusd_per_hour = 0.36\n",
     )
     .unwrap();
-    let rows = chimera_domain::cost::cost(&g, &prices, "decode_tokens_per_s", 1e9, 0.5);
+    let volume = chimera_domain::cost::Volume {
+        tokens_per_month: 1e9,
+        utilization: 0.5,
+        pricing: chimera_domain::cost::Pricing::OnDemand,
+    };
+    let rows = chimera_domain::cost::cost(&g, &prices, "decode_tokens_per_s", volume);
     let (h, cells) = grid(&cost_columns(false), &rows);
     assert_numeric(&h, &cells, &labels);
     let front = chimera_domain::compare::pareto(&g, "decode_tokens_per_s", "decode_tokens_per_s");
