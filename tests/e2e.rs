@@ -588,3 +588,89 @@ fn an_agent_restarted_with_an_undelivered_result_delivers_it_from_disk() {
         || (outbox_files(&state) == 0).then_some(()),
     );
 }
+
+#[test]
+fn a_serve_sweep_compares_candle_and_llama_server_and_prices_their_capacity() {
+    let models = model_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_controller(&dir.path().join("data"), "127.0.0.1:0", "3s");
+    let mut flags = vec!["--model-dir".to_owned(), models.display().to_string()];
+    let mut engines = vec!["candle"];
+    if let Some(bin) = llama_server() {
+        flags.push(format!("--engine=llama-server={}", bin.display()));
+        engines.push("llama-server");
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut a = start_agent_with(&c.url, "agent-s", &flags);
+    wait_for_agents(&c.url, 1);
+    let spec = spec_file(
+        dir.path(),
+        "serve.yaml",
+        &format!(
+            "name: sv\nworkload: serve\nparams:\n  model: SmolLM2-135M-Instruct.Q4_1.gguf\n  format: q8_0\n  engine: [{}]\n  concurrency: [1, 2]\n  requests: 4\n  input_tokens: 16\n  output_tokens: 8\n  threads: 2\nslo: {{ttft_ms: 60000, itl_ms: 10000}}\n",
+            engines.join(", ")
+        ),
+    );
+    let id = submit(&c.url, spec.to_str().unwrap(), true);
+    let all = trials(&c.url, &id);
+    assert_eq!(all.len(), 2 * engines.len(), "{all:?}");
+    for t in &all {
+        assert_eq!(t["state"], "succeeded", "{t}");
+        assert_eq!(t["metrics"]["requests_ok"], 4.0, "{t}");
+        assert_eq!(t["metrics"]["requests_failed"], 0.0, "{t}");
+    }
+    // Every request of a trial, as CSV and JSON.
+    let json = chimera_json(&c.url, &["requests", &id, "t00000"]);
+    let records = json.as_array().unwrap();
+    assert_eq!(records.len(), 4);
+    for r in records {
+        assert!(
+            r["ttft_ms"].as_f64().unwrap() <= r["e2e_ms"].as_f64().unwrap(),
+            "{r}"
+        );
+        assert_eq!(r["output_tokens"], 8);
+        assert_eq!(r["itl_ms"].as_array().unwrap().len(), 7);
+    }
+    let csv = chimera(&c.url, &["requests", &id, "t00000", "--output", "csv"]);
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        5,
+        "a header and one row per request: {csv}"
+    );
+    // compare: the capacity table, one curve per engine, capacity marked.
+    let out = chimera(&c.url, &["compare", &id]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    for e in &engines {
+        assert!(table.contains(&format!("engine={e}")), "{table}");
+    }
+    assert!(table.contains("<- capacity"), "{table}");
+    let curves = chimera_json(&c.url, &["compare", &id]);
+    assert_eq!(curves.as_array().unwrap().len(), engines.len(), "{curves}");
+    // cost: priced at capacity, the load named.
+    let prices = root().join("examples/prices.toml");
+    let out = chimera(
+        &c.url,
+        &[
+            "cost",
+            &id,
+            "--prices",
+            prices.to_str().unwrap(),
+            "--tokens-per-month",
+            "1e9",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for r in rows.as_array().unwrap() {
+        let load = r["load"].as_str().unwrap();
+        assert!(load.starts_with("concurrency 2 within ttft<="), "{load}");
+    }
+    a.kill();
+}

@@ -684,3 +684,39 @@ impl Drop for Supervised {
         }
     }
 }
+
+/// llama.cpp's `llama-server`, built from the pinned source by
+/// bench/llamacpp.sh into ~/.cache/chimera/llama.cpp (built when missing:
+/// minutes, once). `None`, after saying why, when it cannot be built; under
+/// `CI=true` that fails the test instead.
+pub fn llama_server() -> Option<PathBuf> {
+    static BIN: std::sync::Mutex<Option<Option<PathBuf>>> = std::sync::Mutex::new(None);
+    let mut slot = BIN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = slot.as_ref() {
+        return known.clone();
+    }
+    let out = Command::new("bash")
+        .arg(root().join("bench/llamacpp.sh"))
+        .arg("build")
+        .output()
+        .expect("run bench/llamacpp.sh");
+    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("llama-server");
+    let found = if out.status.success() && bin.is_file() {
+        Some(bin)
+    } else {
+        let why = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .join(" | ");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "bench/llamacpp.sh build failed: {why}"
+        );
+        eprintln!("skipping llama-server: bench/llamacpp.sh build failed: {why}");
+        None
+    };
+    *slot = Some(found.clone());
+    found
+}

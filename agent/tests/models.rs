@@ -770,10 +770,9 @@ fn serve_params(engine: &str, concurrency: i64) -> Params {
 /// for; returns the output tokens/s.
 fn check_serve(out: &Output, what: &str) -> f64 {
     use chimera_domain::metrics as m;
-    let records: Vec<chimera_domain::serve::RequestRecord> = serde_json::from_value(
-        out.detail.as_ref().expect("detail")["requests"].clone(),
-    )
-    .expect("request records");
+    let records: Vec<chimera_domain::serve::RequestRecord> =
+        serde_json::from_value(out.detail.as_ref().expect("detail")["requests"].clone())
+            .expect("request records");
     assert_eq!(records.len(), 8, "{what}: every request recorded");
     let failed: Vec<_> = records.iter().filter(|r| r.error.is_some()).collect();
     assert!(failed.is_empty(), "{what}: {failed:?}");
@@ -801,7 +800,10 @@ fn serve_loads_candle_and_llama_server_at_concurrency_1_and_4() {
     let mut engines = vec![("candle", Engines::default())];
     if let Some(bin) = llama_server() {
         let flag = format!("llama-server={}", bin.display());
-        engines.push(("llama-server", Engines::parse(&[flag]).expect("engine flag")));
+        engines.push((
+            "llama-server",
+            Engines::parse(&[flag]).expect("engine flag"),
+        ));
     }
     for (engine, given) in &engines {
         let one = run_with(&dirs, given, "serve", &serve_params(engine, 1), &[])
@@ -821,12 +823,19 @@ fn serve_loads_candle_and_llama_server_at_concurrency_1_and_4() {
             assert!(four.metrics[chimera_domain::metrics::BATCH_SIZE_MEAN] > 1.5);
         } else {
             let detail = four.detail.as_ref().expect("detail");
-            assert!(detail["engine_version"].as_str().is_some_and(|v| v.contains("version")));
+            assert!(detail["engine_version"]
+                .as_str()
+                .is_some_and(|v| v.contains("version")));
         }
     }
     // An engine the agent was not given is refused with the flag to give.
-    let Err(e) = run_with(&dirs, &Engines::default(), "serve", &serve_params("llama-server", 1), &[])
-    else {
+    let Err(e) = run_with(
+        &dirs,
+        &Engines::default(),
+        "serve",
+        &serve_params("llama-server", 1),
+        &[],
+    ) else {
         panic!("llama-server ran without --engine");
     };
     assert!(e.contains("--engine llama-server=PATH"), "{e}");

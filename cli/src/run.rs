@@ -193,7 +193,9 @@ fn write(path: &Path, results: &ResultsFile) -> anyhow::Result<()> {
 fn llamacpp_server() -> Option<PathBuf> {
     let dir = std::env::var_os("LLAMACPP_DIR")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/chimera/llama.cpp")))?;
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/chimera/llama.cpp"))
+        })?;
     Some(dir.join("build/bin/llama-server")).filter(|p| p.is_file())
 }
 

@@ -94,8 +94,9 @@ pub fn position(t: &TrialRecord) -> (String, String, f64) {
 /// The curves of the `serve` trials among `trials` (others are ignored).
 pub fn curves(trials: &[TrialRecord]) -> Vec<Curve> {
     type Key = (String, String);
-    let mut by: BTreeMap<Key, (Option<Slo>, BTreeMap<(String, u64), Vec<&TrialRecord>>)> =
-        BTreeMap::new();
+    /// Trials by load: (`concurrency` or `request_rate`, the level's bits).
+    type ByLoad<'a> = BTreeMap<(String, u64), Vec<&'a TrialRecord>>;
+    let mut by: BTreeMap<Key, (Option<Slo>, ByLoad)> = BTreeMap::new();
     for t in trials.iter().filter(|t| {
         t.state == TrialState::Succeeded && t.metrics.contains_key(metrics::REQUESTS_OK)
     }) {
@@ -103,11 +104,7 @@ pub fn curves(trials: &[TrialRecord]) -> Vec<Curve> {
         let entry = by
             .entry((t.device_class.clone(), setup))
             .or_insert_with(|| (Slo::from_params(&t.params).ok().flatten(), BTreeMap::new()));
-        entry
-            .1
-            .entry((param, level.to_bits()))
-            .or_default()
-            .push(t);
+        entry.1.entry((param, level.to_bits())).or_default().push(t);
     }
     by.into_iter()
         .map(|((class, setup), (slo, loads))| {

@@ -393,7 +393,12 @@ mod tests {
             "energy_usd_per_kwh = 0.10\n[[device]]\nmatch = \"H100\"\nusd_per_hour = 3.6\npower_included = true\n",
         )
         .unwrap();
-        let rows = cost(std::slice::from_ref(&t), &rental, "decode_tokens_per_s", volume(Pricing::OnDemand));
+        let rows = cost(
+            std::slice::from_ref(&t),
+            &rental,
+            "decode_tokens_per_s",
+            volume(Pricing::OnDemand),
+        );
         let r = &rows[0];
         assert!(r.power_included && r.energy_usd_per_month.is_none());
         assert!((r.usd_per_million_tokens.unwrap() - 2.0).abs() < 1e-9);
@@ -402,11 +407,21 @@ mod tests {
             "energy_usd_per_kwh = 0.10\n[[device]]\nmatch = \"H100\"\nusd_per_hour = 3.6\npower_included = true\nspot_usd_per_hour = 1.2\nspot_interruption_rate = 0.5\n",
         )
         .unwrap();
-        let r = &cost(std::slice::from_ref(&t), &spot, "decode_tokens_per_s", volume(Pricing::Spot))[0];
+        let r = &cost(
+            std::slice::from_ref(&t),
+            &spot,
+            "decode_tokens_per_s",
+            volume(Pricing::Spot),
+        )[0];
         assert_eq!(r.devices, 4);
         assert!((r.usd_per_million_tokens.unwrap() - 1.2 / (1.8e6 * 0.5) * 1e6).abs() < 1e-9);
         // A tier the file does not quote: no price, still the devices.
-        let r = &cost(std::slice::from_ref(&t), &spot, "decode_tokens_per_s", volume(Pricing::Reserved3y))[0];
+        let r = &cost(
+            std::slice::from_ref(&t),
+            &spot,
+            "decode_tokens_per_s",
+            volume(Pricing::Reserved3y),
+        )[0];
         assert!(r.usd_per_million_tokens.is_none() && r.devices == 2);
         let e = Prices::parse(
             "energy_usd_per_kwh = 0.1\n[[device]]\nmatch = \"x\"\nusd_per_hour = 1\nspot_interruption_rate = 1.5\n",

@@ -128,7 +128,10 @@ impl fmt::Display for Load {
 pub enum TokenDist {
     Fixed(u32),
     /// Uniform over `min..=max`.
-    Uniform { min: u32, max: u32 },
+    Uniform {
+        min: u32,
+        max: u32,
+    },
     /// Normal, rounded and clamped to `min..=max`.
     Normal {
         mean: f64,
@@ -169,7 +172,9 @@ impl TokenDist {
             if x.fract() == 0.0 && (1.0..=MAX_TOKENS as f64).contains(&x) {
                 Ok(x as u32)
             } else {
-                Err(bad(&format!("has {x}, not a whole number from 1 to {MAX_TOKENS}")))
+                Err(bad(&format!(
+                    "has {x}, not a whole number from 1 to {MAX_TOKENS}"
+                )))
             }
         };
         let text = match v {
@@ -446,8 +451,9 @@ impl ServeTrial {
             }
         }
         let dist = |k: &str, default: u32| -> Result<TokenDist, String> {
-            p.get(k)
-                .map_or(Ok(TokenDist::Fixed(default)), |v| TokenDist::from_param(k, v))
+            p.get(k).map_or(Ok(TokenDist::Fixed(default)), |v| {
+                TokenDist::from_param(k, v)
+            })
         };
         let input_tokens = dist("input_tokens", 128)?;
         let output_tokens = dist("output_tokens", 64)?;
@@ -481,9 +487,9 @@ impl ServeTrial {
             }
             (Some(_), other) => {
                 return Err(format!(
-                    "parameter `endpoint` is for engine `openai`; engine `{}` is started by the agent",
-                    other.name()
-                ))
+                "parameter `endpoint` is for engine `openai`; engine `{}` is started by the agent",
+                other.name()
+            ))
             }
             (None, _) => {}
         }
@@ -622,8 +628,22 @@ pub fn summarize(
         }
     };
     for (v, names) in [
-        (&ttft, [metrics::TTFT_MS_P50, metrics::TTFT_MS_P90, metrics::TTFT_MS_P99]),
-        (&itl, [metrics::ITL_MS_P50, metrics::ITL_MS_P90, metrics::ITL_MS_P99]),
+        (
+            &ttft,
+            [
+                metrics::TTFT_MS_P50,
+                metrics::TTFT_MS_P90,
+                metrics::TTFT_MS_P99,
+            ],
+        ),
+        (
+            &itl,
+            [
+                metrics::ITL_MS_P50,
+                metrics::ITL_MS_P90,
+                metrics::ITL_MS_P99,
+            ],
+        ),
     ] {
         if !v.is_empty() {
             for (q, n) in [0.5, 0.9, 0.99].into_iter().zip(names) {
@@ -644,7 +664,10 @@ pub fn summarize(
     put(metrics::REQUESTS_OK, ok.len() as f64);
     put(metrics::REQUESTS_FAILED, failed as f64);
     if window_s > 0.0 {
-        put(metrics::REQUEST_THROUGHPUT_PER_S, ok.len() as f64 / window_s);
+        put(
+            metrics::REQUEST_THROUGHPUT_PER_S,
+            ok.len() as f64 / window_s,
+        );
         put(metrics::OUTPUT_TOKENS_PER_S, out_tokens as f64 / window_s);
         put(
             metrics::TOTAL_TOKENS_PER_S,
@@ -668,7 +691,11 @@ pub fn within_slo(metrics: &BTreeMap<String, f64>, slo: &Slo) -> bool {
     metrics
         .get(metrics::SLO_ATTAINMENT)
         .is_some_and(|a| *a * 100.0 >= slo.percentile - 1e-9)
-        && metrics.get(metrics::REQUESTS_FAILED).copied().unwrap_or(0.0) == 0.0
+        && metrics
+            .get(metrics::REQUESTS_FAILED)
+            .copied()
+            .unwrap_or(0.0)
+            == 0.0
 }
 
 #[cfg(test)]
@@ -687,19 +714,26 @@ mod tests {
         let t = ServeTrial::from_params(&params(&[("concurrency", ParamValue::Int(4))])).unwrap();
         assert_eq!(t.load, Load::Concurrency(4));
         assert_eq!((t.engine, t.max_batch, t.requests), (Engine::Candle, 4, 32));
-        let t = ServeTrial::from_params(&params(&[(
-            "request_rate",
-            ParamValue::Text("inf".into()),
-        )]))
-        .unwrap();
+        let t =
+            ServeTrial::from_params(&params(&[("request_rate", ParamValue::Text("inf".into()))]))
+                .unwrap();
         assert!(matches!(t.load, Load::Rate(r) if r.is_infinite()));
         for (kv, needle) in [
             (
-                vec![("concurrency", ParamValue::Int(2)), ("request_rate", ParamValue::Real(1.0))],
+                vec![
+                    ("concurrency", ParamValue::Int(2)),
+                    ("request_rate", ParamValue::Real(1.0)),
+                ],
                 "not both",
             ),
-            (vec![("engine", ParamValue::Text("openai".into()))], "needs `endpoint`"),
-            (vec![("engine", ParamValue::Text("vllm".into()))], "unknown engine `vllm`"),
+            (
+                vec![("engine", ParamValue::Text("openai".into()))],
+                "needs `endpoint`",
+            ),
+            (
+                vec![("engine", ParamValue::Text("vllm".into()))],
+                "unknown engine `vllm`",
+            ),
             (
                 vec![
                     ("engine", ParamValue::Text("openai".into())),
@@ -708,10 +742,22 @@ mod tests {
                 ],
                 "an `openai` endpoint serves what it serves",
             ),
-            (vec![("input_tokens", ParamValue::Text("uniform(9,3)".into()))], "MIN above MAX"),
-            (vec![("output_tokens", ParamValue::Int(0))], "`output_tokens` = `0`"),
-            (vec![("request_rate", ParamValue::Real(-1.0))], "`request_rate`"),
-            (vec![("concurrency", ParamValue::Int(0))], "`concurrency` = `0`"),
+            (
+                vec![("input_tokens", ParamValue::Text("uniform(9,3)".into()))],
+                "MIN above MAX",
+            ),
+            (
+                vec![("output_tokens", ParamValue::Int(0))],
+                "`output_tokens` = `0`",
+            ),
+            (
+                vec![("request_rate", ParamValue::Real(-1.0))],
+                "`request_rate`",
+            ),
+            (
+                vec![("concurrency", ParamValue::Int(0))],
+                "`concurrency` = `0`",
+            ),
             (vec![("slo_percentile", ParamValue::Real(150.0))], "slo"),
         ] {
             let e = ServeTrial::from_params(&params(&kv)).unwrap_err();
@@ -720,12 +766,55 @@ mod tests {
     }
 
     #[test]
+    fn a_spec_slo_rides_on_every_configuration_and_is_checked() {
+        let spec = "name: s\nworkload: serve\nparams:\n  model: m.gguf\n  concurrency: [1, 4]\nslo: {ttft_ms: 500, itl_ms: 50}\n";
+        let p = crate::spec::parse(spec).unwrap();
+        assert_eq!(p.configs.len(), 2);
+        for c in &p.configs {
+            let t = ServeTrial::from_params(c).unwrap();
+            let slo = t.slo.unwrap();
+            assert_eq!(
+                (slo.ttft_ms, slo.itl_ms, slo.percentile),
+                (Some(500.0), Some(50.0), 90.0)
+            );
+        }
+        for (bad, needle) in [
+            ("slo: {ttft_ms: -1}\n", "slo.ttft_ms = -1"),
+            ("slo: {percentile: 90}\n", "at least one of"),
+            ("slo: {ttft: 5}\n", "ttft"),
+        ] {
+            let e = crate::spec::parse(&format!(
+                "name: s\nworkload: serve\nparams: {{model: m.gguf}}\n{bad}"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        // A spec cannot set the SLO's parameters directly, nor slo on another workload.
+        let e = crate::spec::parse(
+            "name: s\nworkload: serve\nparams: {model: m.gguf, slo_ttft_ms: 5}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown parameter `slo_ttft_ms`"), "{e}");
+        let e = crate::spec::parse(
+            "name: s\nworkload: generate\nparams: {model: m.gguf}\nslo: {ttft_ms: 5}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`slo` is for workload serve"), "{e}");
+    }
+
+    #[test]
     fn the_schedule_is_seeded_and_poisson_arrivals_have_the_asked_rate() {
         let mut t = ServeTrial::from_params(&params(&[
             ("request_rate", ParamValue::Real(10.0)),
             ("requests", ParamValue::Int(2000)),
             ("input_tokens", ParamValue::Text("uniform(16,64)".into())),
-            ("output_tokens", ParamValue::Text("normal(32,8,8,64)".into())),
+            (
+                "output_tokens",
+                ParamValue::Text("normal(32,8,8,64)".into()),
+            ),
         ]))
         .unwrap();
         let a = schedule(&t);

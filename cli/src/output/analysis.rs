@@ -194,7 +194,11 @@ fn cost_columns(t: bool) -> Vec<Column<'static, CostRow>> {
 }
 
 /// Cost per configuration and class.
-pub fn cost(rows: &[CostRow], volume: chimera_domain::cost::Volume, fmt: Format) -> anyhow::Result<()> {
+pub fn cost(
+    rows: &[CostRow],
+    volume: chimera_domain::cost::Volume,
+    fmt: Format,
+) -> anyhow::Result<()> {
     let t = fmt == Format::Table;
     let mut columns = cost_columns(t);
     if rows.iter().all(|r| r.load.is_none()) {

@@ -73,14 +73,18 @@ pub fn capacity(curves: &[Curve], fmt: Format) -> anyhow::Result<()> {
         Column::new("SLO met", Col::num(5), move |r: &Row| {
             opt(t, r.point.slo_attainment)
         }),
-        Column::new("failed", Col::num(6), |r: &Row| r.point.requests_failed.to_string()),
-        Column::new("capacity", Col::key(), move |r: &Row| match (t, r.capacity) {
-            (true, true) => "<- capacity".into(),
-            (true, false) => match r.point.within_slo {
-                Some(false) => "misses SLO".into(),
-                _ => String::new(),
-            },
-            (false, c) => c.to_string(),
+        Column::new("failed", Col::num(6), |r: &Row| {
+            r.point.requests_failed.to_string()
+        }),
+        Column::new("capacity", Col::key(), move |r: &Row| {
+            match (t, r.capacity) {
+                (true, true) => "<- capacity".into(),
+                (true, false) => match r.point.within_slo {
+                    Some(false) => "misses SLO".into(),
+                    _ => String::new(),
+                },
+                (false, c) => c.to_string(),
+            }
         }),
     ];
     emit(fmt, &columns, &rows, curves)?;
@@ -109,10 +113,18 @@ pub fn requests(records: &[RequestRecord], fmt: Format) -> anyhow::Result<()> {
         Column::number("ttft [ms]", 8, |r: &R| r.ttft_ms),
         Column::number("e2e [ms]", 8, |r: &R| r.e2e_ms),
         Column::number("tpot [ms]", 5, |r: &R| r.tpot_ms()),
-        Column::new("in [tokens]", Col::num(7), |r: &R| r.input_tokens.to_string()),
-        Column::new("out [tokens]", Col::num(7), |r: &R| r.output_tokens.to_string()),
-        Column::new("asked [tokens]", Col::num(4), |r: &R| r.requested_tokens.to_string()),
-        Column::new("error", Col::text(3, 12), |r: &R| r.error.clone().unwrap_or_default()),
+        Column::new("in [tokens]", Col::num(7), |r: &R| {
+            r.input_tokens.to_string()
+        }),
+        Column::new("out [tokens]", Col::num(7), |r: &R| {
+            r.output_tokens.to_string()
+        }),
+        Column::new("asked [tokens]", Col::num(4), |r: &R| {
+            r.requested_tokens.to_string()
+        }),
+        Column::new("error", Col::text(3, 12), |r: &R| {
+            r.error.clone().unwrap_or_default()
+        }),
     ];
     emit(fmt, &columns, records, records)?;
     if t {

@@ -200,7 +200,11 @@ pub(super) fn plan_sweep(
                 Some(engine),
                 format!(
                     "engine `{engine}` is not available on the agents of device class(es) {}{}",
-                    lacking.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
+                    lacking
+                        .iter()
+                        .map(|c| format!("`{c}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     if engine == "candle" || engine == "openai" {
                         String::new()
                     } else {

@@ -452,6 +452,32 @@ fn a_sweep_no_device_can_run_is_refused_naming_the_field_and_changes_nothing() {
 }
 
 #[test]
+fn a_serve_sweep_naming_an_engine_no_agent_has_is_refused_with_the_flag_to_give() {
+    let mut s = Sim::new();
+    s.at(0);
+    s.join(
+        "a",
+        vec![device("cpu", "c1", &["serve/candle", "serve/openai"])],
+    );
+    let spec = "name: s\nworkload: serve\nparams:\n  model: m.gguf\n  engine: [candle, llama-server]\nslo: {ttft_ms: 500}\n";
+    let err = s.submit("S", spec).err().map(|e| e.to_string());
+    expect!["line 5: engine: engine `llama-server` is not available on the agents of device class(es) `c1`; start an agent with --engine llama-server=PATH"].assert_eq(&err.unwrap_or_default());
+    assert!(s.core.list_sweeps(None, 10).is_empty());
+    // The engine it has: accepted.
+    let spec = "name: s\nworkload: serve\nparams:\n  model: m.gguf\n  concurrency: [1, 2]\nslo: {ttft_ms: 500}\n";
+    let effects = ok(s.submit("S", spec));
+    check(
+        &effects,
+        expect![[r#"
+            write trial S/t00000 pending attempt=0 queue=c1
+            write trial S/t00001 pending attempt=0 queue=c1
+            write sweep S running trials_total=2
+            event S running pending=2 running=0 succeeded=0 failed=0 cancelled=0
+        "#]],
+    );
+}
+
+#[test]
 fn successive_halving_proposes_the_next_rung_when_a_generation_ends() {
     let mut s = Sim::new();
     s.at(0);

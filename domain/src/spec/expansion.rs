@@ -4,8 +4,8 @@ use super::space::{KernelSpace, ModelSpace, OneOrMany, Space};
 use super::{SpecError, SweepSpec, Target, MAX_CONFIGS};
 use crate::catalog::{DType, KernelOp, Variant, Workload};
 use crate::models::{EvalTrial, GenerateTrial, QuantizeTrial, ROLE};
-use crate::serve::{ServeTrial, Slo};
 use crate::params::{ParamValue, Params};
+use crate::serve::{ServeTrial, Slo};
 
 /// Expands the spec's space into concrete configurations, checking each, with
 /// the `when` of the variant each came from.
@@ -23,9 +23,14 @@ pub fn expand(spec: &SweepSpec, source: &str) -> Result<Vec<(Params, Option<Targ
         };
         match space {
             Space::Kernel(k) => expand_kernel(&k, &path, source, &mut out)?,
-            Space::Model(m) => {
-                expand_model(spec.workload, spec.slo.as_ref(), &m, &path, source, &mut out)?
-            }
+            Space::Model(m) => expand_model(
+                spec.workload,
+                spec.slo.as_ref(),
+                &m,
+                &path,
+                source,
+                &mut out,
+            )?,
         }
         conditions.resize(out.len(), when);
         if out.len() > MAX_CONFIGS {

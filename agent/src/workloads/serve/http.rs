@@ -170,7 +170,9 @@ impl LlamaServer {
         let log = dir.path().join("llama-server.log");
         let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
-        let ctx = slots.checked_mul(slot_ctx).ok_or("context size overflows")?;
+        let ctx = slots
+            .checked_mul(slot_ctx)
+            .ok_or("context size overflows")?;
         let child = Command::new(bin)
             .arg("-m")
             .arg(model)

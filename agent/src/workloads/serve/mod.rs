@@ -140,7 +140,12 @@ pub fn serve(t: &ServeTrial, ctx: &Context) -> Result<Output, String> {
                 Some(f) => {
                     // The weights candle would run, as a file the server loads.
                     let pool = super::kernel::pool(threads)?;
-                    crate::models::quant::quantize(&mut weights, crate::models::ggml_type(f), &pool, false)?;
+                    crate::models::quant::quantize(
+                        &mut weights,
+                        crate::models::ggml_type(f),
+                        &pool,
+                        false,
+                    )?;
                     let out = requantized.path().join(format!("model.{}.gguf", f.name()));
                     weights.write_gguf(&out)?;
                     detail["weights"] = weights.stored.clone().into();
@@ -160,10 +165,16 @@ pub fn serve(t: &ServeTrial, ctx: &Context) -> Result<Output, String> {
             (Target::Http(client), threads)
         }
         Engine::Openai => {
-            let base = t.endpoint.as_deref().ok_or("engine `openai` needs `endpoint`")?;
+            let base = t
+                .endpoint
+                .as_deref()
+                .ok_or("engine `openai` needs `endpoint`")?;
             tokenizer = crate::models::load(&ctx.model_dirs.resolve(&t.model)?)?.tokenizer;
             detail["endpoint"] = base.into();
-            (Target::Http(http::Http::new(base, t.model.as_str(), false)?), threads)
+            (
+                Target::Http(http::Http::new(base, t.model.as_str(), false)?),
+                threads,
+            )
         }
     };
     let prompts = Prompts::new(&tokenizer, longest as usize)?;
@@ -176,7 +187,12 @@ pub fn serve(t: &ServeTrial, ctx: &Context) -> Result<Output, String> {
             input_tokens: t.input_tokens.max(),
             output_tokens: t.output_tokens.max(),
         });
-        let r = rt.block_on(send(&target, prompts.cut(u32::MAX - i, p.input_tokens), p.output_tokens, timeout));
+        let r = rt.block_on(send(
+            &target,
+            prompts.cut(u32::MAX - i, p.input_tokens),
+            p.output_tokens,
+            timeout,
+        ));
         if let Some(e) = r.error {
             return Err(format!("warm-up request failed: {e}"));
         }
@@ -211,7 +227,10 @@ fn finish(
     threads: usize,
 ) -> Result<Output, String> {
     records.sort_by_key(|r| r.record.id);
-    let itls: Vec<f64> = records.iter().flat_map(|r| r.itls.iter().copied()).collect();
+    let itls: Vec<f64> = records
+        .iter()
+        .flat_map(|r| r.itls.iter().copied())
+        .collect();
     let mut kept = 0usize;
     let records: Vec<RequestRecord> = records
         .into_iter()
@@ -365,7 +384,13 @@ async fn run_load(
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(p) = plan.get(i).copied() else { break };
-                    let s = send(&target, prompts.cut(i as u32, p.input_tokens), p.output_tokens, timeout).await;
+                    let s = send(
+                        &target,
+                        prompts.cut(i as u32, p.input_tokens),
+                        p.output_tokens,
+                        timeout,
+                    )
+                    .await;
                     mine.push(record(i as u32, p, s));
                 }
                 mine
