@@ -828,6 +828,30 @@ fn serve_loads_candle_and_llama_server_at_concurrency_1_and_4() {
                 .is_some_and(|v| v.contains("version")));
         }
     }
+    // `openai`: any OpenAI-compatible server at an endpoint; here a
+    // llama-server started by hand, measured the same way.
+    if let Some(bin) = llama_server() {
+        let path = model_dir().join(MODEL);
+        let mut server =
+            chimera_agent::workloads::serve::http::LlamaServer::start(&bin, &path, 4, 64, 2)
+                .expect("start llama-server");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(server.ready())
+            .expect("llama-server ready");
+        let mut p = serve_params("openai", 4);
+        p.remove("format");
+        p.insert("endpoint".into(), text(&server.base));
+        let out = run_with(&dirs, &Engines::default(), "serve", &p, &[])
+            .unwrap_or_else(|e| panic!("openai endpoint: {e}"));
+        check_serve(&out, "openai c=4");
+        assert_eq!(
+            out.detail.as_ref().expect("detail")["endpoint"],
+            server.base.as_str()
+        );
+    }
     // An engine the agent was not given is refused with the flag to give.
     let Err(e) = run_with(
         &dirs,

@@ -479,7 +479,19 @@ impl<'de> Deserialize<'de> for Shape {
 
 /// Parameters that choose *how* a trial computes (the setup being compared);
 /// every other parameter says *what* it computes (the problem).
-pub const SETUP_PARAMS: &[&str] = &["op", "variant", "dtype", "format", "threads"];
+pub const SETUP_PARAMS: &[&str] = &[
+    "op",
+    "variant",
+    "dtype",
+    "format",
+    "threads",
+    // `serve`: how a load is served (the engine, its batch) and the load
+    // offered are the setup; the model and request sizes the problem.
+    "engine",
+    "max_batch",
+    "concurrency",
+    "request_rate",
+];
 
 /// Order in which parameters are shown: the ones that define the configuration first.
 pub fn param_rank(name: &str) -> usize {

@@ -31,8 +31,11 @@ pub const MAX_CONCURRENCY: u32 = 4096;
 pub const MAX_DURATION_S: f64 = 3600.0;
 /// Inter-token gaps a trial keeps in its request records, over all its
 /// requests; past it the records keep TTFT and E2E only (`itl_ms` empty)
-/// and the metrics still use every gap.
-pub const MAX_KEPT_ITLS: usize = 200_000;
+/// and the metrics still use every gap. With [`MAX_KEPT_REQUESTS`] it keeps
+/// a trial's stored record well under the controller's 1 MiB per record.
+pub const MAX_KEPT_ITLS: usize = 30_000;
+/// Request records a trial keeps (the first, by id); the metrics use all.
+pub const MAX_KEPT_REQUESTS: usize = 2_000;
 
 /// The parameters of the SLO a sweep's `slo:` sets on every trial.
 pub const SLO_TTFT_MS: &str = "slo_ttft_ms";

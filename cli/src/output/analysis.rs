@@ -163,8 +163,10 @@ fn cost_columns(t: bool) -> Vec<Column<'static, CostRow>> {
         Column::new("problem", Col::text(6, 12), |r: &C| r.group.clone()),
         Column::new("setup", Col::text(8, 12), |r: &C| r.setup.clone()),
         Column::new("class", Col::text(7, 12), |r: &C| r.class.clone()),
-        Column::new("at load", Col::text(6, 12), |r: &C| {
-            r.load.clone().unwrap_or_else(|| "-".into())
+        Column::new("at load", Col::text(6, 12), move |r: &C| {
+            r.load
+                .clone()
+                .unwrap_or_else(|| if t { "-".into() } else { String::new() })
         }),
         Column::new("tokens/s per device", Col::num(9), move |r: &C| {
             value(t, Some(r.tokens_per_s))

@@ -93,12 +93,17 @@ pub fn pareto_front(points: &[ParetoPoint], x: &str, y: &str) -> Vec<ParetoPoint
 /// The trade-off a report plots when none is asked for, from the workloads
 /// of the results joined: a `generate` sweep with an `eval` sweep of the same
 /// formats is decode speed against divergence from the reference (what
-/// [`tradeoff`] tabulates); a `quantize` sweep is size against error. Kernel
+/// [`tradeoff`] tabulates); a `quantize` sweep is size against error; a
+/// `serve` sweep is per-user tokens/s against the device's tokens/s. Kernel
 /// sweeps have none: their configurations solve different problems, and a
 /// front across problems would compare unequal work.
 pub fn default_pareto(workloads: &[&str]) -> Option<(&'static str, &'static str)> {
     let has = |w: &str| workloads.contains(&w);
-    if has("generate") && has("eval") {
+    if has("serve") {
+        // AIPerf's view: what one user sees against what the device serves,
+        // each (engine, format, load) a point.
+        Some((metrics::USER_TOKENS_PER_S, metrics::OUTPUT_TOKENS_PER_S))
+    } else if has("generate") && has("eval") {
         Some((metrics::DECODE_TOKENS_PER_S, metrics::KL_MEAN))
     } else if has("quantize") {
         Some((metrics::BITS_PER_WEIGHT, metrics::RMSE))

@@ -262,7 +262,11 @@ fn finish(
         detail["slo"] = slo.label().into();
     }
     detail["window_s"] = window_s.into();
-    detail["requests"] = serde_json::to_value(&records).map_err(|e| e.to_string())?;
+    let shown = records.len().min(serve::MAX_KEPT_REQUESTS);
+    detail["requests"] = serde_json::to_value(&records[..shown]).map_err(|e| e.to_string())?;
+    if shown < records.len() {
+        detail["requests_kept"] = shown.into();
+    }
     if kept > serve::MAX_KEPT_ITLS {
         detail["itl_ms_kept"] = false.into();
     }

@@ -99,6 +99,7 @@ fn csv_columns_carry_numbers_only() {
         "verdict",
         "configuration",
         "power_included",
+        "at load",
     ];
     let c = chimera_domain::compare::compare(&sweep(), "gflop_per_s");
     let (h, rows) = comparison_table(&c, false);
