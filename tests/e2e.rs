@@ -616,6 +616,12 @@ fn a_serve_sweep_compares_candle_and_llama_server_and_prices_their_capacity() {
     assert_eq!(all.len(), 2 * engines.len(), "{all:?}");
     for t in &all {
         assert_eq!(t["state"], "succeeded", "{t}");
+        if t["params"]["engine"] == "llama-server" {
+            let v = t["fingerprint"]["extra"]["engine_version"]
+                .as_str()
+                .unwrap();
+            assert!(v.contains("version"), "{v}");
+        }
         assert_eq!(t["metrics"]["requests_ok"], 4.0, "{t}");
         assert_eq!(t["metrics"]["requests_failed"], 0.0, "{t}");
     }

@@ -159,9 +159,21 @@ fn run_job(mut job: Job, telemetry: Option<&Arc<DeviceTelemetry>>) -> Outcome {
                 wall_ms = start.elapsed().as_millis() as u64,
                 "trial finished"
             );
+            let mut fingerprint = discovery::fingerprint_on(&job.device_id, out.threads);
+            // An engine a `serve` trial started is part of the environment.
+            if let Some(v) = out
+                .detail
+                .as_ref()
+                .and_then(|d| d.get("engine_version"))
+                .and_then(|v| v.as_str())
+            {
+                fingerprint
+                    .extra
+                    .insert("engine_version".to_owned(), v.to_owned());
+            }
             let output = TrialOutput {
                 metrics: out.metrics,
-                fingerprint: discovery::fingerprint_on(&job.device_id, out.threads),
+                fingerprint,
                 wall_ms: start.elapsed().as_secs_f64() * 1e3,
                 detail: out.detail,
                 artifact: out.artifact,
