@@ -157,7 +157,7 @@ fn the_exit_codes_are_documented_in_the_help() {
     );
 }
 
-/// Runs the tiny kernel spec offline (`chimera run`) into `DIR/NAME/`.
+/// Runs the kernel spec offline (`chimera run`) into `DIR/NAME/`.
 fn real_run(dir: &Path, spec: &Path, name: &str) -> PathBuf {
     let out_dir = dir.join(name);
     let out = chimera(&[
@@ -183,27 +183,29 @@ fn an_a_a_diff_of_two_real_runs_passes_the_gate() {
     let spec = dir.path().join("aa.yaml");
     std::fs::write(
         &spec,
-        "name: aa\nworkload: kernel\nparams:\n  op: matmul\n  shape: \"16,256,256\"\n  threads: 1\n\
+        "name: aa\nworkload: kernel\nparams:\n  op: qmatmul\n  format: q8_0\n  shape: \"1,1024,1024\"\n  threads: 1\n\
          repeats: 6\nharness: {warmup_iters: 3, min_iters: 10, min_time_ms: 100}\n",
     )
     .unwrap();
     let a = real_run(dir.path(), &spec, "a");
     let b = real_run(dir.path(), &spec, "b");
-    // One thread and a kernel of ~2 MFLOP run for 100 ms per repeat: a
-    // microsecond kernel (8,64,64, as this test had) moved by a third
-    // between two runs under CI (-32.9 %).
-    // The same spec on the same host: nothing regressed. The threshold is
-    // 25 %, not 5 %: this 2-core test machine is shared with other builds,
-    // and its medians drift between two runs a few seconds apart (three A/A
-    // pairs by hand: -16.5 %, -17.8 %, -0.8 %). A drift between runs is
-    // the same for every repeat of a run, so no test on the repeats can
-    // tell it from a change: at 5 % those pairs exited 3, 4 and 0.
+    // The same spec on the same host, run after run: nothing regressed.
+    // The threshold is 40 %, not 5 %, because this 2-core VM's speed moves
+    // between two runs seconds apart by a constant for the whole run: six
+    // sequential A/A pairs of this spec by hand gave +5.9, -18.0, +18.1,
+    // +15.5, +2.2 and -22.5 %, and in CI a 16x256x256 matmul moved -32.9
+    // and -33.4 % (the second run slower both times). A shift the same for
+    // every repeat of a run is not something a test on the repeats can
+    // tell from a change; two runs side by side are no cure here either
+    // (one of the pair fell to 2 GFLOP/s from 13: the two vCPUs share a
+    // core). A gate on this machine needs a threshold above its drift, or
+    // A and B interleaved in one sweep.
     let out = chimera(&[
         "diff",
         a.to_str().unwrap(),
         b.to_str().unwrap(),
         "--fail-on",
-        "regression>25%",
+        "regression>40%",
     ]);
     assert_eq!(
         out.status.code(),
