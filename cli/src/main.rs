@@ -179,10 +179,14 @@ enum Command {
         out: PathBuf,
     },
     /// Run a sweep on an in-process controller and local agent, print the
-    /// comparison and write DIR/results.json.
+    /// comparison and write DIR/results.json. Several specs run together,
+    /// their trials taking turns on the device, each into DIR/NAME/ (NAME:
+    /// the file's stem): run a baseline beside a candidate so that `chimera
+    /// diff` between them compares like with like.
     Run {
-        /// Sweep spec (YAML).
-        file: PathBuf,
+        /// Sweep spec (YAML); several run interleaved.
+        #[arg(required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
         /// Output directory.
         #[arg(long, default_value = "chimera-run")]
         out: PathBuf,
@@ -408,24 +412,40 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             commands::compare(url, &sweep, &with, how, fmt).await
         }
         Command::Run {
-            file,
+            files,
             out,
             metric,
             model_dirs,
             engines,
         } => {
-            let spec = client::read_spec(&file)?;
-            let source_name = file.display().to_string();
-            run::run(
-                &spec,
-                &source_name,
-                &out,
-                metric.as_deref(),
-                model_dirs,
-                &engines,
-                fmt,
-            )
-            .await
+            if files.len() > 1 && fmt != output::Format::Table {
+                use clap::CommandFactory;
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!(
+                            "--output json and csv print one sweep, and {} specs were \
+                             given: print tables, and read each sweep's numbers from \
+                             OUT/NAME/results.json",
+                            files.len()
+                        ),
+                    )
+                    .exit();
+            }
+            let specs = files
+                .iter()
+                .map(|f| {
+                    anyhow::Ok(run::SpecFile {
+                        text: client::read_spec(f)?,
+                        source_name: f.display().to_string(),
+                        dir_name: f
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| "sweep".into()),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            run::run(&specs, &out, metric.as_deref(), model_dirs, &engines, fmt).await
         }
         Command::Report {
             sweeps,

@@ -127,19 +127,20 @@ fn parse(spec: &str, source_name: &str) -> anyhow::Result<ParsedSweep> {
     chimera_domain::spec::parse(spec).map_err(|e| anyhow::anyhow!("read {source_name}: {e}"))
 }
 
-/// Submits a sweep, follows it to the end and returns its results and exit code.
-async fn sweep(
-    client: &mut Client,
-    spec: &str,
-    source_name: &str,
-) -> anyhow::Result<(ResultsFile, i32)> {
+/// Submits a sweep; its id.
+async fn submit(client: &mut Client, spec: &str, source_name: &str) -> anyhow::Result<String> {
     let resp = client::submit(client, spec.to_owned(), source_name, false).await?;
     eprintln!(
         "running sweep {} ({source_name}, {} trials) on the local agent",
         resp.sweep_id, resp.trials
     );
-    let last = watch::watch(client, &resp.sweep_id, None).await?;
-    let results = fetch_results(client, &resp.sweep_id).await?;
+    Ok(resp.sweep_id)
+}
+
+/// Follows a submitted sweep to the end; its results and exit code.
+async fn follow(client: &mut Client, sweep_id: &str) -> anyhow::Result<(ResultsFile, i32)> {
+    let last = watch::watch(client, sweep_id, None).await?;
+    let results = fetch_results(client, sweep_id).await?;
     for t in results.trials.iter().filter(|t| t.error.is_some()) {
         eprintln!(
             "trial {} failed: {}",
@@ -148,6 +149,16 @@ async fn sweep(
         );
     }
     Ok((results, watch::exit_code(&last)))
+}
+
+/// Submits a sweep, follows it to the end and returns its results and exit code.
+async fn sweep(
+    client: &mut Client,
+    spec: &str,
+    source_name: &str,
+) -> anyhow::Result<(ResultsFile, i32)> {
+    let id = submit(client, spec, source_name).await?;
+    follow(client, &id).await
 }
 
 /// The telemetry samples of finished sweeps to save beside their results
@@ -202,13 +213,13 @@ fn llamacpp_server() -> Option<PathBuf> {
 /// The engines the local agent is given: those asked for, and llama-server
 /// from bench/llamacpp.sh's build when the spec names it and none is given.
 fn local_engines(
-    parsed: &ParsedSweep,
+    parsed: &[ParsedSweep],
     given: &[String],
 ) -> anyhow::Result<chimera_agent::workloads::serve::Engines> {
     use chimera_agent::workloads::serve::Engines;
     use chimera_domain::serve::Engine;
     let mut engines = Engines::parse(given).map_err(anyhow::Error::msg)?;
-    let wants = parsed.configs.iter().any(|c| {
+    let wants = parsed.iter().flat_map(|p| &p.configs).any(|c| {
         c.get("engine")
             .is_some_and(|e| e.to_string().parse::<Engine>() == Ok(Engine::LlamaServer))
     });
@@ -225,10 +236,23 @@ fn local_engines(
     Ok(engines)
 }
 
-/// Runs the sweep `spec` end to end; returns the process exit code.
+/// One spec `chimera run` was given: its text and where it came from.
+pub struct SpecFile {
+    pub text: String,
+    pub source_name: String,
+    /// The directory under `--out` its results go to when several run.
+    pub dir_name: String,
+}
+
+/// Runs the sweeps `specs` end to end on one local agent, all submitted
+/// before the first trial ends so that their trials take turns on the
+/// device (the scheduler serves sweeps in turn): a baseline and a candidate
+/// run together see the same machine, and `chimera diff` between them does
+/// not take the machine's drift for a change. One spec writes
+/// `OUT/results.json`; several write `OUT/NAME/results.json` each (NAME:
+/// the spec file's stem). Returns the process exit code (the worst).
 pub async fn run(
-    spec: &str,
-    source_name: &str,
+    specs: &[SpecFile],
     out: &Path,
     metric: Option<&str>,
     model_dirs_given: Vec<PathBuf>,
@@ -236,28 +260,103 @@ pub async fn run(
     fmt: Format,
 ) -> anyhow::Result<i32> {
     let started = Instant::now();
-    // Refuse a bad spec before starting anything.
-    let parsed = parse(spec, source_name)?;
-    let dirs = model_dirs(model_dirs_given, parsed.spec.workload != Workload::Kernel)?;
+    // Refuse a bad spec, or two that would write to one place, before
+    // starting anything.
+    let parsed = specs
+        .iter()
+        .map(|s| parse(&s.text, &s.source_name))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let several = specs.len() > 1;
+    let mut dirs_out = Vec::with_capacity(specs.len());
+    for s in specs {
+        let dir = if several {
+            out.join(&s.dir_name)
+        } else {
+            out.to_owned()
+        };
+        anyhow::ensure!(
+            !dirs_out.contains(&dir),
+            "two specs would write to {}: give files with different names",
+            dir.display()
+        );
+        dirs_out.push(dir);
+    }
+    let needs_model = parsed.iter().any(|p| p.spec.workload != Workload::Kernel);
+    let dirs = model_dirs(model_dirs_given, needs_model)?;
     let engines = local_engines(&parsed, engines)?;
-    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    for dir in &dirs_out {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
     let local = Local::start(dirs, engines).await?;
     let result = async {
         let mut client = local.client().await?;
-        let (results, code) = sweep(&mut client, spec, source_name).await?;
-        let metric = metric.unwrap_or(default_metric(&parsed, &results));
-        let samples = telemetry(&mut client, &[(&results, metric)]).await;
-        anyhow::Ok((results, code, samples))
+        let mut ids = Vec::with_capacity(specs.len());
+        for s in specs {
+            ids.push(submit(&mut client, &s.text, &s.source_name).await?);
+        }
+        let mut done = Vec::with_capacity(ids.len());
+        for id in &ids {
+            done.push(follow(&mut client, id).await?);
+        }
+        let runs: Vec<(&ResultsFile, &str)> = done
+            .iter()
+            .zip(&parsed)
+            .map(|((results, _), p)| (results, metric.unwrap_or(default_metric(p, results))))
+            .collect();
+        let samples = telemetry(&mut client, &runs).await;
+        anyhow::Ok((done, samples))
     }
     .await;
     local.stop().await;
-    let (results, code, samples) = result?;
-    let path = out.join("results.json");
-    write(&path, &results)?;
-    report::write_telemetry(&out.join(TELEMETRY_FILE), &samples)?;
+    let (done, samples) = result?;
+    let mut code = 0;
+    for (i, ((results, c), dir)) in done.iter().zip(&dirs_out).enumerate() {
+        code = code.max(*c);
+        let parsed = &parsed[i];
+        let path = dir.join("results.json");
+        write(&path, results)?;
+        let samples: Vec<TrialSample> = samples
+            .iter()
+            .filter(|s| s.sweep_id == results.sweep.id)
+            .cloned()
+            .collect();
+        report::write_telemetry(&dir.join(TELEMETRY_FILE), &samples)?;
+        if several && fmt == Format::Table {
+            if i > 0 {
+                println!();
+            }
+            println!("== {} ==", specs[i].source_name);
+        }
+        print_run(parsed, results, metric, fmt)?;
+        eprintln!(
+            "wrote {} and {TELEMETRY_FILE} ({} samples)",
+            path.display(),
+            samples.len(),
+        );
+    }
+    if let [a, b] = dirs_out.as_slice() {
+        eprintln!(
+            "compare the two: chimera diff {} {}",
+            a.join("results.json").display(),
+            b.join("results.json").display()
+        );
+    }
+    eprintln!("{} wall time", wall_time(started));
+    Ok(code)
+}
+
+/// What `chimera run` prints for one finished sweep: the trials (a model
+/// workload's), then the comparison or a load test's capacity, then a
+/// search's best configuration per class.
+fn print_run(
+    parsed: &ParsedSweep,
+    results: &ResultsFile,
+    metric: Option<&str>,
+    fmt: Format,
+) -> anyhow::Result<()> {
     if parsed.spec.workload != Workload::Kernel && fmt == Format::Table {
         // Every trial with the workload's headline metrics, then the comparison.
-        output::results(&results, fmt)?;
+        output::results(results, fmt)?;
         println!();
     }
     let curves = chimera_domain::capacity::curves(&results.trials);
@@ -265,7 +364,7 @@ pub async fn run(
         // A load test's answer: the throughput-latency curves and capacity.
         output::capacity(&curves, fmt)?;
     } else {
-        let metric = metric.unwrap_or(default_metric(&parsed, &results));
+        let metric = metric.unwrap_or(default_metric(parsed, results));
         output::comparison(
             &chimera_domain::compare::compare(&results.trials, metric),
             fmt,
@@ -304,13 +403,7 @@ pub async fn run(
             );
         }
     }
-    eprintln!(
-        "wrote {} and {TELEMETRY_FILE} ({} samples) ({} wall time)",
-        path.display(),
-        samples.len(),
-        wall_time(started)
-    );
-    Ok(code)
+    Ok(())
 }
 
 /// The comparison's metric: an adaptive search's objective, else the

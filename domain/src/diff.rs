@@ -14,6 +14,12 @@ use std::collections::{BTreeMap, BTreeSet};
 /// configurations compared.
 pub const ALPHA: f64 = 0.05;
 
+/// The smallest change a verdict names (as criterion's noise threshold): a
+/// significant change whose interval reaches inside ±1 % is within noise.
+/// With medians of few repeats the bootstrap interval can end exactly at
+/// 0 % for a change of 0 %, and "worse by 0.0 %" helps nobody.
+pub const NOISE: f64 = 0.01;
+
 /// What the change means for the metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -189,7 +195,8 @@ fn finish(va: Values, vb: Values, metric: &str, higher: bool, class_label: Optio
 /// only if its repeats could give a significant result at all: with the
 /// smallest p-value its sample sizes allow, Holm's procedure (the other
 /// rows as measured) would have to reject it. A significant row is better
-/// or worse only where the interval of the change also excludes 0.
+/// or worse only where the interval of the change also lies wholly beyond
+/// ±[`NOISE`].
 fn judge_rows(rows: &mut [DiffRow], higher: bool) {
     // The family Holm corrects over: the rows that were tested (2+ repeats
     // on each side); an untested row adds no test.
@@ -205,8 +212,8 @@ fn judge_rows(rows: &mut [DiffRow], higher: bool) {
             row.change.is_some() && row.ci().is_some() && stats::holm(&best_case)[k] < ALPHA;
         row.verdict = match row.ci() {
             _ if !decidable => Verdict::Inconclusive,
-            Some((lo, hi)) if adjusted[k] < ALPHA && (lo > 0.0 || hi < 0.0) => {
-                if (lo > 0.0) == higher {
+            Some((lo, hi)) if adjusted[k] < ALPHA && (lo > NOISE || hi < -NOISE) => {
+                if (lo > NOISE) == higher {
                     Verdict::Better
                 } else {
                     Verdict::Worse

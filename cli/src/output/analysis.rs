@@ -293,7 +293,7 @@ pub fn diff_note(d: &Diff) -> String {
         "{} ({}): B against A, change of the median over n repeats; 95% interval: \
          bootstrap interval of the change (seeded); p: Mann-Whitney rank test, \
          Holm-corrected over the {} configuration(s) with 2+ repeats a side; \
-         better/worse: p < 0.05 and the interval excludes 0; \
+         better/worse: p < 0.05 and the interval wholly beyond ±{}%; \
          inconclusive: too few repeats to decide{}",
         d.metric,
         if d.higher_is_better {
@@ -302,6 +302,7 @@ pub fn diff_note(d: &Diff) -> String {
             "lower is better"
         },
         d.rows.iter().filter(|r| r.p.is_some()).count(),
+        chimera_domain::diff::NOISE * 100.0,
         if d.unmatched > 0 {
             format!("; {} configuration(s) in only one sweep", d.unmatched)
         } else {

@@ -4,6 +4,7 @@
 //! injected clock ([`Now`]) in, [`Effects`](super::effects::Effects) out; no
 //! network, no store, no sleep.
 
+use super::queue::FairQueue;
 use super::records::{Queue, SweepRecord, SweepState};
 use super::search_run::SearchRun;
 use super::{Gauges, SchedulerConfig};
@@ -12,7 +13,7 @@ use crate::store::LeaseId;
 use chimera_domain::device::Device;
 use chimera_domain::results::{TrialRecord, TrialState};
 use chimera_domain::{AgentId, SweepId, TrialKey, TrialRef};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -168,7 +169,8 @@ pub struct Core {
     pub(super) sweeps: BTreeMap<SweepId, SweepMeta>,
     /// Trials not yet ended.
     pub(super) live: HashMap<TrialKey, TrialRecord>,
-    pub(super) queues: HashMap<Queue, VecDeque<TrialKey>>,
+    /// Pending trials by placement queue, each served fairly across sweeps.
+    pub(super) queues: HashMap<Queue, FairQueue>,
     /// Free devices by class.
     pub(super) idle: BTreeMap<String, BTreeSet<(AgentId, usize)>>,
     /// Pending trials held back until the trial they depend on succeeds, by

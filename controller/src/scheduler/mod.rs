@@ -15,8 +15,9 @@
 //!   it is durable; a store write that fails stops the controller (it recovers
 //!   from the store on restart) rather than let memory and store disagree.
 //! - No scan of the store per assignment: pending trials wait in a FIFO per
-//!   [`records::Queue`], free devices sit in an index per class; assignment is
-//!   a pop from each.
+//!   sweep within each [`records::Queue`] (sweeps served in turn, so sweeps
+//!   sharing devices interleave; `queue.rs`), free devices sit in an index per
+//!   class; assignment is a pop from each.
 //! - An attempt number fences every trial: a report for any attempt but the
 //!   current one, or from another agent, is refused.
 
@@ -24,6 +25,7 @@ mod agents;
 pub mod core;
 pub mod effects;
 mod plan;
+mod queue;
 pub mod records;
 mod recover;
 mod search_run;

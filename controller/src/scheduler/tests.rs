@@ -749,3 +749,35 @@ fn a_sweep_submitted_before_its_device_joins_waits_then_starts() {
     let fx = s.dispatch();
     assert!(fx.to_string().contains("assign S/t0000"), "{fx}");
 }
+
+#[test]
+fn two_sweeps_sharing_a_device_take_turns() {
+    let mut s = Sim::new();
+    s.at(0);
+    let a = s.join("a", vec![cpu("c1")]);
+    // A (three trials) first, then B (two): the device alternates between
+    // them rather than run all of A before B.
+    ok(s.submit("A", &matmul(3, 1, "each-class")));
+    ok(s.submit("B", &matmul(2, 1, "each-class")));
+    let mut order = Vec::new();
+    for t in 1..=5 {
+        let fx = s.dispatch();
+        let text = fx.to_string();
+        let assigned: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("send a#1 assign "))
+            .filter_map(|l| l.split_whitespace().nth(3))
+            .collect();
+        assert_eq!(assigned.len(), 1, "one device, one assignment: {fx}");
+        let (sweep, rest) = assigned[0].split_once('/').unwrap_or_default();
+        let trial_id = rest.split('#').next().unwrap_or_default();
+        order.push(format!("{sweep}/{trial_id}"));
+        s.at(t);
+        s.event("a", a, AgentEvent::Started(trial(sweep, trial_id, 1)));
+        s.event("a", a, finished(trial(sweep, trial_id, 1), 7.0));
+    }
+    assert_eq!(
+        order,
+        ["A/t00000", "B/t00000", "A/t00001", "B/t00001", "A/t00002"]
+    );
+}

@@ -4,6 +4,7 @@
 
 use super::core::Core;
 use super::effects::{Assignment, Effects, Observation, SweepEvent, ToAgent, Write};
+use super::queue::Look;
 use super::records::{pin_of, Queue, SweepState};
 use chimera_domain::results::{TrialRecord, TrialState};
 use chimera_domain::{AgentId, SweepId, TrialId, TrialKey, TrialRef};
@@ -226,12 +227,7 @@ impl Core {
     /// after a lost attempt).
     pub(super) fn enqueue(&mut self, queue: Queue, key: TrialKey, front: bool) {
         self.queued_at.insert(key.clone(), self.now.at);
-        let q = self.queues.entry(queue).or_default();
-        if front {
-            q.push_front(key);
-        } else {
-            q.push_back(key);
-        }
+        self.queues.entry(queue).or_default().push(key, front);
     }
 
     fn assign(&mut self, key: &TrialKey, agent: &AgentId, slot: usize, fx: &mut Effects) {
@@ -393,28 +389,28 @@ impl Core {
         }
     }
 
-    /// The first pending trial of `queue` this device can run (looking a
-    /// bounded way down the queue); drops entries that are no longer pending.
+    /// The next pending trial of `queue` this device can run: the queue's
+    /// sweeps in turn, each looked a bounded way down; entries no longer
+    /// pending are dropped on the way.
     fn pop_for(&mut self, queue: &Queue, agent: &AgentId, slot: usize) -> Option<TrialKey> {
-        let mut i = 0;
-        loop {
-            let key = self.queues.get(queue)?.get(i)?.clone();
+        let mut q = self.queues.remove(queue)?;
+        let taken = q.pop(LOOKAHEAD, |key| {
             let pending = self
                 .live
-                .get(&key)
+                .get(key)
                 .is_some_and(|t| t.state == TrialState::Pending);
             if !pending {
-                self.queues.get_mut(queue)?.remove(i);
-                continue;
+                Look::Drop
+            } else if self.device_fits(agent, slot, key) {
+                Look::Take
+            } else {
+                Look::Skip
             }
-            if self.device_fits(agent, slot, &key) {
-                return self.queues.get_mut(queue)?.remove(i);
-            }
-            i += 1;
-            if i >= LOOKAHEAD {
-                return None;
-            }
+        });
+        if !q.is_empty() {
+            self.queues.insert(queue.clone(), q);
         }
+        taken
     }
 
     /// A trial's key from its record.

@@ -68,6 +68,28 @@ impl<'de> Deserialize<'de> for SweepSpec {
 
 struct SpecVisitor;
 
+/// A value read with a check of its own: an error of the check is the
+/// value's error, so it carries the field's path (`repeats`, not the
+/// document) and the rest of the spec can still be checked.
+struct Checked<T, F>(F, std::marker::PhantomData<T>);
+
+fn checked<T, F: FnOnce(&T) -> Result<(), String>>(f: F) -> Checked<T, F> {
+    Checked(f, std::marker::PhantomData)
+}
+
+impl<'de, T, F> de::DeserializeSeed<'de> for Checked<T, F>
+where
+    T: Deserialize<'de>,
+    F: FnOnce(&T) -> Result<(), String>,
+{
+    type Value = T;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        let v = T::deserialize(d)?;
+        (self.0)(&v).map_err(de::Error::custom)?;
+        Ok(v)
+    }
+}
+
 pub(super) fn set_once<T, E: de::Error>(
     slot: &mut Option<T>,
     v: T,
@@ -108,21 +130,25 @@ impl<'de> Visitor<'de> for SpecVisitor {
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "version" => {
-                    let v: u32 = map.next_value()?;
-                    if v != SPEC_VERSION {
-                        return Err(de::Error::custom(format!(
-                            "version {v} is not supported; this build reads version {SPEC_VERSION}"
-                        )));
-                    }
+                    let v: u32 = map.next_value_seed(checked(|v: &u32| {
+                        if *v == SPEC_VERSION {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "version {v} is not supported; this build reads version {SPEC_VERSION}"
+                            ))
+                        }
+                    }))?;
                     set_once(&mut version, v, "version")?
                 }
                 "name" => {
-                    let v: String = map.next_value()?;
-                    if v.trim().is_empty() || v.len() > 200 {
-                        return Err(de::Error::custom(format!(
-                            "name `{v}` must be 1 to 200 characters"
-                        )));
-                    }
+                    let v: String = map.next_value_seed(checked(|v: &String| {
+                        if v.trim().is_empty() || v.len() > 200 {
+                            Err(format!("name `{v}` must be 1 to 200 characters"))
+                        } else {
+                            Ok(())
+                        }
+                    }))?;
                     set_once(&mut name, v, "name")?
                 }
                 "description" => set_once(&mut description, map.next_value()?, "description")?,
@@ -151,25 +177,28 @@ impl<'de> Visitor<'de> for SpecVisitor {
                 "placement" => set_once(&mut placement, map.next_value()?, "placement")?,
                 "target" => set_once(&mut target, map.next_value()?, "target")?,
                 "repeats" => {
-                    let v: u32 = map.next_value()?;
-                    if v == 0 || v > 1000 {
-                        return Err(de::Error::custom(format!(
-                            "repeats = {v} must be between 1 and 1000"
-                        )));
-                    }
+                    let v: u32 = map.next_value_seed(checked(|v: &u32| {
+                        if (1..=1000).contains(v) {
+                            Ok(())
+                        } else {
+                            Err(format!("repeats = {v} must be between 1 and 1000"))
+                        }
+                    }))?;
                     set_once(&mut repeats, v, "repeats")?
                 }
                 "harness" => {
-                    let h: Harness = map.next_value()?;
-                    if h.min_iters == 0 {
-                        return Err(de::Error::custom("harness.min_iters must be at least 1"));
-                    }
-                    if h.max_time_ms < h.min_time_ms {
-                        return Err(de::Error::custom(format!(
-                            "harness.max_time_ms = {} is less than min_time_ms = {}",
-                            h.max_time_ms, h.min_time_ms
-                        )));
-                    }
+                    let h: Harness = map.next_value_seed(checked(|h: &Harness| {
+                        if h.min_iters == 0 {
+                            Err("harness.min_iters must be at least 1".to_owned())
+                        } else if h.max_time_ms < h.min_time_ms {
+                            Err(format!(
+                                "harness.max_time_ms = {} is less than min_time_ms = {}",
+                                h.max_time_ms, h.min_time_ms
+                            ))
+                        } else {
+                            Ok(())
+                        }
+                    }))?;
                     set_once(&mut harness, h, "harness")?
                 }
                 "budget" => set_once(&mut budget, map.next_value()?, "budget")?,
@@ -180,8 +209,8 @@ impl<'de> Visitor<'de> for SpecVisitor {
                             "`slo` is for workload serve (latency bounds of a load test)",
                         ));
                     }
-                    let v: crate::serve::Slo = map.next_value()?;
-                    v.check().map_err(de::Error::custom)?;
+                    let v: crate::serve::Slo =
+                        map.next_value_seed(checked(|v: &crate::serve::Slo| v.check()))?;
                     set_once(&mut slo, v, "slo")?
                 }
                 other => return Err(de::Error::unknown_field(other, FIELDS)),

@@ -38,6 +38,7 @@ pub fn expand(spec: &SweepSpec, source: &str) -> Result<Vec<(Params, Option<Targ
                 path,
                 line: None,
                 message: format!("the sweep expands into more than {MAX_CONFIGS} configurations"),
+                also: Vec::new(),
             });
         }
     }
@@ -77,6 +78,7 @@ pub(super) fn count_spaces(variants: &[(String, Space)]) -> Result<u64, SpecErro
                     "the sweep expands into more than {MAX_CONFIGS} configurations{}",
                     n.map(|n| format!(" ({n} from {path})")).unwrap_or_default()
                 ),
+                also: Vec::new(),
             })?;
     }
     Ok(count)
@@ -205,11 +207,16 @@ fn expand_model(
     }
     for c in configs {
         if let Err(message) = check(&c) {
-            // Point at the parameter the message names, if any.
+            // Point at the parameter the message names, if any: one the
+            // configuration has, else (a missing one) the first it quotes.
             let field = c
                 .keys()
                 .find(|k| message.contains(&format!("`{k}`")))
                 .cloned()
+                .or_else(|| {
+                    let quoted = message.split('`').nth(1)?;
+                    known.contains(&quoted).then(|| quoted.to_owned())
+                })
                 .unwrap_or_else(|| "params".to_owned());
             let value = c.get(&field).map(|v| v.to_string());
             return Err(SpecError::at(

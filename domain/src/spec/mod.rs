@@ -24,7 +24,7 @@ mod target;
 pub use crate::harness::Harness;
 pub use crate::search::{Budget, Search};
 pub use document::SweepSpec;
-pub use errors::{find_line, readable, SpecError};
+pub use errors::{find_line, locate, readable, SpecError, MAX_ERRORS};
 pub use expansion::expand;
 pub use kernel_trial::KernelTrial;
 pub use nesting::check_nesting;

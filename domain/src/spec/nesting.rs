@@ -15,6 +15,7 @@ pub fn check_nesting(source: &str) -> Result<(), SpecError> {
             path: String::new(),
             line: Some(line),
             message: "aliases (`*name`) are not accepted in a sweep spec: write the values out, or share them through `params` and `variants`".to_owned(),
+            also: Vec::new(),
         });
     }
     if deepest.depth > MAX_NESTING {
@@ -24,6 +25,7 @@ pub fn check_nesting(source: &str) -> Result<(), SpecError> {
             message: format!(
                 "the document nests collections more than {MAX_NESTING} deep; a sweep spec needs about 5"
             ),
+            also: Vec::new(),
         });
     }
     Ok(())

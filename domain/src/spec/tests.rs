@@ -386,12 +386,85 @@ fn names_are_read_case_aside_and_errors_read_as_words_with_suggestions() {
     assert!(parse("name: x\nworkload: Kernel\nparams:\n  op: MatMul\n  shape: 1,64,64\n").is_ok());
     expect_test::expect![[r#"line 6: params.format: unknown format `q8-0`, expected one of: q4_0, q4_1, q5_0, q5_1, q8_0, q2k, q3k, q4k, q5k, q6k, q8k; did you mean `q8_0`?"#]]
         .assert_eq(&refusal(&format!("{base}  format: q8-0\n")));
-    expect_test::expect![[r#"line 6: params.threads: `many` is text, expected a whole number"#]]
+    let base = format!("{base}  format: q8_0\n");
+    expect_test::expect![[r#"line 7: params.threads: `many` is text, expected a whole number"#]]
         .assert_eq(&refusal(&format!("{base}  threads: many\n")));
-    expect_test::expect![[r#"line 6: params.colour: unknown field `colour`, expected one of `op`, `dtype`, `format`, `shape`, `threads`, `variant`, `when`"#]]
+    expect_test::expect![[r#"line 7: params.colour: unknown field `colour`, expected one of `op`, `dtype`, `format`, `shape`, `threads`, `variant`, `when`"#]]
         .assert_eq(&refusal(&format!("{base}  colour: red\n")));
-    expect_test::expect![[r#"line 6: params.shapes: unknown field `shapes`, expected one of `op`, `dtype`, `format`, `shape`, `threads`, `variant`, `when`; did you mean `shape`?"#]]
+    expect_test::expect![[r#"line 7: params.shapes: unknown field `shapes`, expected one of `op`, `dtype`, `format`, `shape`, `threads`, `variant`, `when`; did you mean `shape`?"#]]
         .assert_eq(&refusal(&format!("{base}  shapes: 1,8,8\n")));
-    expect_test::expect![[r#"line 6: placement: unknown variant `each_class`, expected one of `each-class`, `any`, `all`; did you mean `each-class`?"#]]
+    expect_test::expect![[r#"line 7: placement: unknown variant `each_class`, expected one of `each-class`, `any`, `all`; did you mean `each-class`?"#]]
         .assert_eq(&refusal(&format!("{base}placement: each_class\n")));
+    // A missing qmatmul format is a second error of its own.
+    expect_test::expect![[r#"
+        2 errors:
+          line 6: params.threads: `many` is text, expected a whole number
+          params.format: missing: op qmatmul needs a quantization `format` (q4_0, q8_0, q4k, ...)"#]]
+        .assert_eq(&refusal("name: x\nworkload: kernel\nparams:\n  op: qmatmul\n  shape: 1,64,64\n  threads: many\n"));
+}
+
+#[test]
+fn every_error_is_reported_in_one_pass_each_with_its_line() {
+    let spec = "name: x
+workload: kernel
+params:
+  op: qmatmul
+  format: q8-0
+  shape: 1,64,64
+  threads: many
+repeats: 0
+placement: each_class
+colour: red
+";
+    expect_test::expect![[r#"
+        5 errors:
+          line 5: params.format: unknown format `q8-0`, expected one of: q4_0, q4_1, q5_0, q5_1, q8_0, q2k, q3k, q4k, q5k, q6k, q8k; did you mean `q8_0`?
+          line 7: params.threads: `many` is text, expected a whole number
+          line 8: repeats: repeats = 0 must be between 1 and 1000
+          line 9: placement: unknown variant `each_class`, expected one of `each-class`, `any`, `all`; did you mean `each-class`?
+          line 10: colour: unknown field `colour`, expected one of `version`, `name`, `description`, `workload`, `params`, `variants`, `search`, `placement`, `target`, `repeats`, `harness`, `budget`, `order_seed`, `slo`"#]]
+    .assert_eq(&refusal(spec));
+    // Variants: each error at its own variant's line; a missing field the
+    // removal of a bad one causes is not reported.
+    let spec = "name: x
+workload: kernel
+params:
+  op: matmul
+  shape: 1,64,64
+variants:
+  - threads: 1
+  - threads: lots
+    dtype: f33
+  - threads: 2
+";
+    let e = err(spec);
+    let all: Vec<(Option<usize>, &str)> = std::iter::once(&e)
+        .chain(&e.also)
+        .map(|e| (e.line, e.path.as_str()))
+        .collect();
+    assert_eq!(
+        all,
+        [
+            (Some(8), "variants[1].threads"),
+            (Some(9), "variants[1].dtype")
+        ],
+        "{e}"
+    );
+    // One error reads as before.
+    assert!(err(
+        "name: x\nworkload: kernel\nparams:\n  op: matmul\n  shape: 1,64,64\nrepeats: 0\n"
+    )
+    .also
+    .is_empty());
+}
+
+#[test]
+fn locate_follows_the_path_into_lists() {
+    let src = "params:\n  threads: 1\nvariants:\n  - threads: 2\n  - dtype: f16\n    threads: 3\nharness:\n  threads: 9\n";
+    assert_eq!(locate(src, "params.threads"), Some(2));
+    assert_eq!(locate(src, "variants[0].threads"), Some(4));
+    assert_eq!(locate(src, "variants[1].threads"), Some(6));
+    assert_eq!(locate(src, "harness.threads"), Some(8));
+    // Not there: the first line naming the last key.
+    assert_eq!(locate(src, "budget.threads"), Some(2));
 }

@@ -66,7 +66,7 @@ fn the_diff_table_and_its_note() {
     expect_test::expect![[r#"
         problem | setup | class | A median [GFLOP/s] | B median [GFLOP/s] | change | 95% interval | p (Holm) | verdict
         shape=1,64,64 | op=qmatmul format=q8_0 | cpu: test x2 | 100.0 (n=5) | 50.00 (n=5) | -50.0% | -51.0% .. -49.0% | 0.007937 | worse"#]].assert_eq(&lines(diff_table(&d, true)));
-    expect_test::expect!["gflop_per_s (higher is better): B against A, change of the median over n repeats; 95% interval: bootstrap interval of the change (seeded); p: Mann-Whitney rank test, Holm-corrected over the 1 configuration(s) with 2+ repeats a side; better/worse: p < 0.05 and the interval excludes 0; inconclusive: too few repeats to decide"].assert_eq(&diff_note(&d));
+    expect_test::expect!["gflop_per_s (higher is better): B against A, change of the median over n repeats; 95% interval: bootstrap interval of the change (seeded); p: Mann-Whitney rank test, Holm-corrected over the 1 configuration(s) with 2+ repeats a side; better/worse: p < 0.05 and the interval wholly beyond ±1%; inconclusive: too few repeats to decide"].assert_eq(&diff_note(&d));
     let one = chimera_domain::diff::diff(&a[..1], &b[..1], "gflop_per_s");
     expect_test::expect![[r#"
         problem | setup | class | A median [GFLOP/s] | B median [GFLOP/s] | change | 95% interval | p (Holm) | verdict
