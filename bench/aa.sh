@@ -7,6 +7,11 @@
 # regression, 4 inconclusive).
 #
 #   bench/aa.sh [PAIRS [REPEATS]]   (defaults 6 and 6; builds `chimera` first)
+#
+# NOISY_NEIGHBOUR=1 adds a SYNTHETIC load for the length of the bench: a
+# shell loop that spins one core for 4 s, then idles 4 s, over and over (the
+# kind of on/off neighbour a shared VM has), so the two designs can be
+# compared under drift on demand rather than when the host happens to drift.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pairs=${1:-6}
@@ -23,6 +28,12 @@ params:
   threads: 1
 repeats: $repeats
 harness: {warmup_iters: 3, min_iters: 10, min_time_ms: 100}"
+if [ "${NOISY_NEIGHBOUR:-0}" = 1 ]; then
+  echo "(with a synthetic noisy neighbour: one core spinning 4 s on, 4 s off)"
+  ( while :; do timeout 4 sh -c 'while :; do :; done' || true; sleep 4; done ) &
+  neighbour=$!
+  trap 'kill $neighbour 2>/dev/null; pkill -P $neighbour 2>/dev/null; rm -rf "$dir"' EXIT
+fi
 printf 'name: a\n%s\n' "$body" >"$dir/a.yaml"
 printf 'name: b\n%s\n' "$body" >"$dir/b.yaml"
 

@@ -205,11 +205,11 @@ fn an_a_a_diff_of_two_real_runs_passes_the_gate() {
     let (a, b) = run_together(
         dir.path(),
         "workload: kernel\nparams:\n  op: qmatmul\n  format: q8_0\n  shape: \"1,1024,1024\"\n  threads: 1\n\
-         repeats: 6\nharness: {warmup_iters: 3, min_iters: 10, min_time_ms: 100}\n",
+         repeats: 10\nharness: {warmup_iters: 3, min_iters: 10, min_time_ms: 100}\n",
     );
     // The two sweeps ran interleaved: in the order the device took their
-    // trials, neither sweep ran three in a row (the first sweep may take two
-    // at the start: its first trial was running when the second arrived).
+    // trials, neither sweep ran three in a row (the scheduler alternates
+    // them: a b a b ...).
     let mut order: Vec<(i64, String)> = [read(&a), read(&b)]
         .iter()
         .flat_map(|r| {
@@ -221,24 +221,25 @@ fn an_a_a_diff_of_two_real_runs_passes_the_gate() {
         .collect();
     order.sort();
     let names: Vec<&str> = order.iter().map(|(_, n)| n.as_str()).collect();
-    assert_eq!(names.len(), 12);
+    assert_eq!(names.len(), 20);
     assert!(
         names.windows(3).all(|w| !(w[0] == w[1] && w[1] == w[2])),
         "not interleaved: {names:?}"
     );
     // The same spec on the same host, measured side by side in time:
-    // nothing regressed beyond 5 %. (Run one after the other instead, this
-    // 2-core VM's speed moves by a constant for a whole run: six sequential
-    // A/A pairs of this spec gave +5.9, -18.0, +18.1, +15.5, +2.2 and
-    // -22.5 %, which no test on the repeats can tell from a change. Taking
-    // turns on the device puts both sweeps under the same conditions;
-    // docs/BENCHMARKS.md "A/A" has the figures.)
+    // nothing regressed beyond 10 %. Run one after the other instead, this
+    // 2-core VM's speed moved by up to -24 % and +36 % between runs in a
+    // noisy hour, and a 5 % gate called one such pair a regression; taken
+    // in turns, the same spec's two sweeps stayed within 6.2 % in that hour
+    // and within 0.2 % in a quiet one (bench/aa.sh; docs/BENCHMARKS.md
+    // "A/A"). 10 %, not 5 %: the point estimate of a noisy A/A can still
+    // cross 5 %, and the gate then answers "inconclusive" (exit 4).
     let out = chimera(&[
         "diff",
         a.to_str().unwrap(),
         b.to_str().unwrap(),
         "--fail-on",
-        "regression>5%",
+        "regression>10%",
     ]);
     assert_eq!(
         out.status.code(),

@@ -329,38 +329,82 @@ pub fn diff(d: &Diff, fmt: Format) -> anyhow::Result<()> {
 
 /// The trade-off's columns; `marks` adds the `*` marks of the terminal
 /// table (CSV leaves them out).
-fn tradeoff_columns(marks: bool) -> Vec<Column<'static, TradeoffRow>> {
+/// An uncertainty to two significant digits (`0.00030`, `0.90`, `13`).
+fn two_digits(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return num(v);
+    }
+    let decimals = (1.0 - v.abs().log10().floor()).clamp(0.0, 12.0) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// A trade-off row's number, or flag, for a CSV column of its own.
+type TradeoffNumber = fn(&TradeoffRow) -> Option<f64>;
+type TradeoffFlag = fn(&TradeoffRow) -> bool;
+
+/// The trade-off's columns. `table`: the terminal's (the `*` marks, each
+/// accuracy figure `± its standard error`); otherwise (CSV) one raw number
+/// per quantity, the standard errors and marks in columns of their own.
+fn tradeoff_columns(table: bool) -> Vec<Column<'static, TradeoffRow>> {
     type T = TradeoffRow;
-    let mark = move |v: String, best: bool| if best && marks { format!("{v} *") } else { v };
-    vec![
+    let mark = move |v: String, best: bool| if best && table { format!("{v} *") } else { v };
+    let with_se = move |v: Option<f64>, se: Option<f64>| match (v, se, table) {
+        (Some(v), Some(se), true) => format!("{} ±{}", num(v), two_digits(se)),
+        (v, _, _) => value(table, v),
+    };
+    let mut columns = vec![
         Column::new("device class", Col::text(6, 12), |r: &T| {
             r.device_class.clone()
         }),
         Column::new("format", Col::text(Col::KEEP, 8), |r: &T| r.format.clone()),
         Column::new("decode [tokens/s]", Col::num(9), move |r: &T| {
-            mark(num_or_dash(r.decode_tokens_per_s), r.fastest)
+            mark(value(table, r.decode_tokens_per_s), r.fastest)
         }),
-        Column::new("prefill [tokens/s]", Col::num(4), |r: &T| {
-            num_or_dash(r.prefill_tokens_per_s)
+        Column::new("prefill [tokens/s]", Col::num(4), move |r: &T| {
+            value(table, r.prefill_tokens_per_s)
         }),
-        Column::new("weights [MB]", Col::num(3), |r: &T| {
-            num_or_dash(r.weight_bytes.map(|b| b / 1e6))
+        Column::new("weights [MB]", Col::num(3), move |r: &T| {
+            value(table, r.weight_bytes.map(|b| b / 1e6))
         }),
         Column::new("KL mean [nats]", Col::num(8), move |r: &T| {
-            mark(num_or_dash(r.kl_mean), r.closest)
+            mark(with_se(r.kl_mean, r.kl_mean_se), r.closest)
         }),
-        Column::new("top-1 agree", Col::num(5), |r: &T| {
-            num_or_dash(r.top1_agree)
+        Column::new("top-1 agree", Col::num(5), move |r: &T| {
+            with_se(r.top1_agree, r.top1_agree_se)
         }),
-        Column::new("perplexity", Col::num(2), |r: &T| num_or_dash(r.perplexity)),
-        Column::new("", Col::text(7, 6), |r: &T| {
+        Column::new("perplexity", Col::num(2), move |r: &T| {
+            with_se(r.perplexity, r.perplexity_se)
+        }),
+    ];
+    if table {
+        columns.push(Column::new("", Col::text(7, 6), |r: &T| {
             if r.pareto {
                 "pareto".into()
             } else {
                 String::new()
             }
-        }),
-    ]
+        }));
+    } else {
+        let ses: [(&str, TradeoffNumber); 3] = [
+            ("KL mean se [nats]", |r| r.kl_mean_se),
+            ("top-1 agree se", |r| r.top1_agree_se),
+            ("perplexity se", |r| r.perplexity_se),
+        ];
+        for (name, f) in ses {
+            columns.push(Column::new(name, Col::key(), move |r: &T| {
+                value(false, f(r))
+            }));
+        }
+        let flags: [(&str, TradeoffFlag); 3] = [
+            ("fastest", |r| r.fastest),
+            ("closest", |r| r.closest),
+            ("pareto", |r| r.pareto),
+        ];
+        for (name, f) in flags {
+            columns.push(Column::new(name, Col::key(), move |r: &T| f(r).to_string()));
+        }
+    }
+    columns
 }
 
 /// The trade-off as a table: header and rows; `marks` adds the `*` marks
@@ -371,8 +415,8 @@ pub fn tradeoff_table(rows: &[TradeoffRow], marks: bool) -> (Vec<String>, Vec<Ve
 
 /// What the trade-off table's marks mean.
 pub const TRADEOFF_NOTE: &str =
-    "medians over repeats; * = fastest decode / closest to the reference on the class; \
-     pareto = no format is both faster and closer. KL is against the f32 reference \
+    "medians over repeats; ± = standard error over the scored tokens; * = fastest decode / \
+     closest to the reference on the class; pareto = no format is both faster and closer. KL is against the f32 reference \
      (the model's Q4_1 weights dequantized), over the full vocabulary \
      (over the top 32 tokens plus the rest, a lower bound, where the eval sweep says `kl: topk`).";
 

@@ -20,6 +20,11 @@ pub struct TradeoffRow {
     pub kl_mean: Option<f64>,
     pub top1_agree: Option<f64>,
     pub perplexity: Option<f64>,
+    /// Standard errors of the three over the scored tokens (median over
+    /// repeats), where the eval reported them.
+    pub kl_mean_se: Option<f64>,
+    pub top1_agree_se: Option<f64>,
+    pub perplexity_se: Option<f64>,
     /// No other format on the class is both at least as fast and at least as
     /// close to the reference (and better in one).
     pub pareto: bool,
@@ -53,7 +58,14 @@ pub fn tradeoff(generate: &[TrialRecord], eval: &[TrialRecord]) -> Vec<TradeoffR
         ),
         (
             eval,
-            &[metrics::KL_MEAN, metrics::TOP1_AGREE, metrics::PERPLEXITY][..],
+            &[
+                metrics::KL_MEAN,
+                metrics::TOP1_AGREE,
+                metrics::PERPLEXITY,
+                metrics::KL_MEAN_SE,
+                metrics::TOP1_AGREE_SE,
+                metrics::PERPLEXITY_SE,
+            ][..],
         ),
     ] {
         for t in trials
@@ -93,6 +105,9 @@ pub fn tradeoff(generate: &[TrialRecord], eval: &[TrialRecord]) -> Vec<TradeoffR
             kl_mean: get(k, metrics::KL_MEAN),
             top1_agree: get(k, metrics::TOP1_AGREE),
             perplexity: get(k, metrics::PERPLEXITY),
+            kl_mean_se: get(k, metrics::KL_MEAN_SE),
+            top1_agree_se: get(k, metrics::TOP1_AGREE_SE),
+            perplexity_se: get(k, metrics::PERPLEXITY_SE),
             pareto: false,
             fastest: false,
             closest: false,

@@ -128,3 +128,64 @@ fn csv_columns_carry_numbers_only() {
     let (h, cells) = grid(&pareto_columns("x", "y", false), &front);
     assert_numeric(&h, &cells, &labels);
 }
+
+/// A generate sweep and an eval sweep of two formats, as the demo joins them.
+fn speed_and_accuracy() -> (Vec<TrialRecord>, Vec<TrialRecord>) {
+    use crate::report::fixtures::trial;
+    let generate = vec![
+        trial("t00000", 0, "q8_0", &[("decode_tokens_per_s", 40.0)]),
+        trial("t00001", 1, "q4_0", &[("decode_tokens_per_s", 55.0)]),
+    ];
+    let eval = vec![
+        trial(
+            "t00000",
+            0,
+            "q8_0",
+            &[
+                ("kl_mean", 0.0012),
+                ("kl_mean_se", 0.0003),
+                ("top1_agree", 0.98),
+                ("top1_agree_se", 0.006),
+                ("perplexity", 12.5),
+                ("perplexity_se", 0.8),
+            ],
+        ),
+        trial(
+            "t00001",
+            1,
+            "q4_0",
+            &[
+                ("kl_mean", 0.031),
+                ("kl_mean_se", 0.002),
+                ("top1_agree", 0.9),
+                ("top1_agree_se", 0.013),
+                ("perplexity", 13.9),
+                ("perplexity_se", 0.9),
+            ],
+        ),
+    ];
+    (generate, eval)
+}
+
+#[test]
+fn the_tradeoff_table_shows_each_accuracy_with_its_standard_error() {
+    let (g, e) = speed_and_accuracy();
+    let rows = chimera_domain::compare::tradeoff(&g, &e);
+    expect_test::expect![[r#"
+        device class | format | decode [tokens/s] | prefill [tokens/s] | weights [MB] | KL mean [nats] | top-1 agree | perplexity | 
+        cpu: test x2 | q4_0 | 55.00 * | - | - | 0.03100 ±0.0020 | 0.9000 ±0.013 | 13.90 ±0.90 | pareto
+        cpu: test x2 | q8_0 | 40.00 | - | - | 0.001200 ±0.00030 * | 0.9800 ±0.0060 | 12.50 ±0.80 | pareto"#]]
+    .assert_eq(&lines(tradeoff_table(&rows, true)));
+    // CSV: raw numbers, the standard errors and marks in columns of their own.
+    let (h, cells) = tradeoff_table(&rows, false);
+    assert_numeric(
+        &h,
+        &cells,
+        &["device class", "format", "fastest", "closest", "pareto"],
+    );
+    expect_test::expect![[r#"
+        device class | format | decode [tokens/s] | prefill [tokens/s] | weights [MB] | KL mean [nats] | top-1 agree | perplexity | KL mean se [nats] | top-1 agree se | perplexity se | fastest | closest | pareto
+        cpu: test x2 | q4_0 | 55 |  |  | 0.031 | 0.9 | 13.9 | 0.002 | 0.013 | 0.9 | true | false | true
+        cpu: test x2 | q8_0 | 40 |  |  | 0.0012 | 0.98 | 12.5 | 0.0003 | 0.006 | 0.8 | false | true | true"#]]
+    .assert_eq(&lines((h, cells)));
+}
