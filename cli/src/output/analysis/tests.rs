@@ -189,3 +189,56 @@ fn the_tradeoff_table_shows_each_accuracy_with_its_standard_error() {
         cpu: test x2 | q8_0 | 40 |  |  | 0.0012 | 0.98 | 12.5 | 0.0003 | 0.006 | 0.8 | false | true | true"#]]
     .assert_eq(&lines((h, cells)));
 }
+
+#[test]
+fn the_cost_and_pareto_tables() {
+    let mut g = repeats(0, 0, "q8_0", "decode_tokens_per_s", &[90.0, 100.0, 110.0]);
+    g.extend(repeats(
+        3,
+        1,
+        "q4_0",
+        "decode_tokens_per_s",
+        &[120.0, 125.0, 130.0],
+    ));
+    let prices = chimera_domain::cost::Prices::parse(
+        "energy_usd_per_kwh = 0.1\n[[device]]\nmatch = \"cpu\"\nusd_per_hour = 0.36\npower_included = true\n",
+    )
+    .unwrap();
+    let volume = chimera_domain::cost::Volume {
+        tokens_per_month: 1e9,
+        utilization: 0.5,
+        pricing: chimera_domain::cost::Pricing::OnDemand,
+    };
+    let rows = chimera_domain::cost::cost(&g, &prices, "decode_tokens_per_s", volume);
+    expect_test::expect![[r#"
+        problem | setup | class | at load | tokens/s per device | n | devices | hardware [$/month] | energy [$/month] | [$/M tokens]
+        shape=1,64,64 | op=qmatmul format=q4_0 | cpu: test x2 | - | 125.0 | 3 | 7 | 1814.40 | incl. | 1.60
+        shape=1,64,64 | op=qmatmul format=q8_0 | cpu: test x2 | - | 100.0 | 3 | 8 | 2073.60 | incl. | 2.00"#]].assert_eq(&lines(grid(&cost_columns(true), &rows)));
+    // Speed against size: three formats, one beaten on both.
+    use crate::report::fixtures::trial;
+    let p = [
+        ("q8_0", 100.0, 143.0),
+        ("q4_0", 125.0, 76.0),
+        ("q4_1", 18.0, 84.0),
+    ];
+    let t: Vec<TrialRecord> = p
+        .iter()
+        .enumerate()
+        .map(|(i, (f, speed, mb))| {
+            trial(
+                &format!("t{i:05}"),
+                i as u32,
+                f,
+                &[("decode_tokens_per_s", *speed), ("weight_bytes", mb * 1e6)],
+            )
+        })
+        .collect();
+    let front = chimera_domain::compare::pareto(&t, "decode_tokens_per_s", "weight_bytes");
+    expect_test::expect![[r#"
+        class | configuration | decode_tokens_per_s [tokens/s] | weight_bytes [bytes]
+        cpu: test x2 | op=qmatmul format=q4_0 | 125.0 | 7.600e7"#]]
+    .assert_eq(&lines(grid(
+        &pareto_columns("decode_tokens_per_s", "weight_bytes", true),
+        &front,
+    )));
+}
