@@ -31,10 +31,8 @@ fn load(p: &LoadPoint) -> String {
     }
 }
 
-/// The capacity table of `serve` results.
-pub fn capacity(curves: &[Curve], fmt: Format) -> anyhow::Result<()> {
-    let t = fmt == Format::Table;
-    let rows: Vec<Row> = curves
+fn capacity_rows(curves: &[Curve]) -> Vec<Row<'_>> {
+    curves
         .iter()
         .flat_map(|c| {
             c.points.iter().enumerate().map(move |(i, p)| Row {
@@ -43,8 +41,11 @@ pub fn capacity(curves: &[Curve], fmt: Format) -> anyhow::Result<()> {
                 capacity: c.capacity == Some(i),
             })
         })
-        .collect();
-    let columns: Vec<Column<Row>> = vec![
+        .collect()
+}
+
+fn capacity_columns<'a>(t: bool) -> Vec<Column<'a, Row<'a>>> {
+    vec![
         Column::new("class", Col::text(7, 12), |r: &Row| r.curve.class.clone()),
         Column::new("setup", Col::text(8, 12), |r: &Row| r.curve.setup.clone()),
         Column::new("load", Col::key(), move |r: &Row| {
@@ -86,19 +87,29 @@ pub fn capacity(curves: &[Curve], fmt: Format) -> anyhow::Result<()> {
                 (false, c) => c.to_string(),
             }
         }),
-    ];
-    emit(fmt, &columns, &rows, curves)?;
+    ]
+}
+
+/// What the capacity table's columns mean, with the SLOs it was judged by.
+pub fn capacity_note(curves: &[Curve]) -> String {
+    let slos: std::collections::BTreeSet<String> = curves
+        .iter()
+        .map(|c| c.slo.map_or_else(|| "none".to_owned(), |s| s.label()))
+        .collect();
+    format!(
+        "medians over n repeats; per user = 1000 / median TPOT; SLO met = share of requests \
+         within every bound (failed requests count against); capacity = the highest load \
+         at and below which every load met the SLO ({})",
+        slos.into_iter().collect::<Vec<_>>().join("; ")
+    )
+}
+
+/// The capacity table of `serve` results.
+pub fn capacity(curves: &[Curve], fmt: Format) -> anyhow::Result<()> {
+    let t = fmt == Format::Table;
+    emit(fmt, &capacity_columns(t), &capacity_rows(curves), curves)?;
     if t {
-        let slos: std::collections::BTreeSet<String> = curves
-            .iter()
-            .map(|c| c.slo.map_or_else(|| "none".to_owned(), |s| s.label()))
-            .collect();
-        println!(
-            "medians over n repeats; per user = 1000 / median TPOT; SLO met = share of requests \
-             within every bound (failed requests count against); capacity = the highest load \
-             at and below which every load met the SLO ({})",
-            slos.into_iter().collect::<Vec<_>>().join("; ")
-        );
+        println!("{}", capacity_note(curves));
     }
     Ok(())
 }
@@ -133,3 +144,6 @@ pub fn requests(records: &[RequestRecord], fmt: Format) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
