@@ -207,6 +207,44 @@ fn nvidia_gpus() -> Vec<proto::Device> {
         .collect()
 }
 
+/// The instruction-set tier candle's quantized CPU kernels dispatch to at
+/// run time, decided as candle 0.11 decides it (`quantized/repack_x86.rs`,
+/// with its `MISTRALRS_FORCE_*` overrides). It changes results, not only
+/// speed: with VNNI, q8_0's matmul runs a repacked kernel that quantizes
+/// the activations per 256 values instead of per 32, so two hosts with one
+/// CPU model name score q8_0 differently (docs/BENCHMARKS.md).
+pub fn cpu_simd() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let forced = |v: &str| std::env::var(v).as_deref() == Ok("1");
+        let (avx2_only, vnni) = (
+            forced("MISTRALRS_FORCE_AVX2"),
+            forced("MISTRALRS_FORCE_AVXVNNI"),
+        );
+        if !avx2_only
+            && !vnni
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vnni")
+        {
+            return "avx512vnni";
+        }
+        if !avx2_only
+            && (vnni || std::is_x86_feature_detected!("avxvnni"))
+            && std::is_x86_feature_detected!("avx2")
+        {
+            return "avxvnni";
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return "avx2";
+        }
+        "x86-64"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH
+    }
+}
+
 /// The environment a result was measured in.
 pub fn fingerprint(threads: u32) -> Fingerprint {
     let read = |p: &str| {
@@ -220,6 +258,7 @@ pub fn fingerprint(threads: u32) -> Fingerprint {
         extra.insert("cpu_governor".to_owned(), g);
     }
     extra.insert("features".to_owned(), crate::features().join(","));
+    extra.insert("cpu_simd".to_owned(), cpu_simd().to_owned());
     Fingerprint {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         agent_git_sha: env!("CHIMERA_GIT_SHA").into(),
@@ -304,6 +343,35 @@ mod tests {
         assert!(!extra.contains_key("cuda_driver_version"), "{extra:?}");
         // A CPU trial's fingerprint names no GPU.
         assert!(!fingerprint_on("cpu", 1).extra.contains_key("gpu_model"));
+    }
+
+    /// The tier candle dispatches to, told from the kernel's own account of
+    /// the CPU (`/proc/cpuinfo` flags) rather than from the same detection.
+    #[test]
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    fn a_cpu_fingerprint_names_the_kernel_tier_of_its_cpu_flags() {
+        let tier = fingerprint(1).extra["cpu_simd"].clone();
+        if std::env::var_os("MISTRALRS_FORCE_AVX2").is_some()
+            || std::env::var_os("MISTRALRS_FORCE_AVXVNNI").is_some()
+        {
+            return;
+        }
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+        let flags = info
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .unwrap_or_default();
+        let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+        let expected = if has("avx512f") && has("avx512_vnni") {
+            "avx512vnni"
+        } else if has("avx_vnni") && has("avx2") {
+            "avxvnni"
+        } else if has("avx2") && has("fma") {
+            "avx2"
+        } else {
+            "x86-64"
+        };
+        assert_eq!(tier, expected, "{flags}");
     }
 
     #[test]

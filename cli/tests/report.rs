@@ -411,7 +411,7 @@ fn the_demos_results_drive_compare_diff_cost_and_report() {
         "decode_tokens_per_s,kl_mean",
     ]);
     let front = front.as_array().unwrap();
-    assert!(!front.is_empty() && front.len() <= 5, "{front:?}");
+    assert!(!front.is_empty() && front.len() <= 4, "{front:?}");
     assert!(front.iter().all(|p| p["x"].as_f64().unwrap() > 0.0));
 
     // diff: a sweep against itself never fails the gate with a regression;
@@ -468,8 +468,18 @@ fn the_demos_results_drive_compare_diff_cost_and_report() {
         ]);
         cost.as_array().unwrap().clone()
     };
+    // One row per format the demo's generate sweep measured.
+    let generated: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(demo.join("generate.json")).unwrap()).unwrap();
+    let formats: std::collections::BTreeSet<&str> = generated["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["params"]["format"].as_str().unwrap())
+        .collect();
+    assert!(formats.len() >= 2, "{formats:?}");
     let cost = cost_with(shipped);
-    assert_eq!(cost.len(), 5, "{cost:?}");
+    assert_eq!(cost.len(), formats.len(), "{cost:?}");
     // With a price for this machine's class, every format gets a $ per
     // million tokens.
     let class = cost[0]["class"].as_str().unwrap();
@@ -482,7 +492,7 @@ fn the_demos_results_drive_compare_diff_cost_and_report() {
     )
     .unwrap();
     let cost = cost_with(own.to_str().unwrap());
-    assert_eq!(cost.len(), 5, "{cost:?}");
+    assert_eq!(cost.len(), formats.len(), "{cost:?}");
     assert!(
         cost.iter().all(|r| r["usd_per_million_tokens"]
             .as_f64()

@@ -5,7 +5,7 @@
 
 use crate::compare::split;
 use crate::metrics;
-use crate::results::{TrialRecord, TrialState};
+use crate::results::{Fingerprint, TrialRecord, TrialState};
 use crate::stats;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -113,6 +113,102 @@ pub struct Diff {
     pub rows: Vec<DiffRow>,
     /// Configurations present in only one of the sweeps.
     pub unmatched: usize,
+    /// Where the two sweeps' environments differ ([`environment_changes`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub environment: Vec<EnvChange>,
+}
+
+impl Diff {
+    /// What the operator should know before trusting a verdict: the
+    /// environments the two sweeps ran in differ.
+    pub fn warnings(&self) -> Vec<String> {
+        if self.environment.is_empty() {
+            return Vec::new();
+        }
+        let fields: Vec<String> = self
+            .environment
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}: {} in A, {} in B",
+                    c.field,
+                    c.a.join(" / "),
+                    c.b.join(" / ")
+                )
+            })
+            .collect();
+        vec![format!(
+            "warning: A and B ran in different environments ({}): a change may come from \
+             that, not from what you changed; compare runs from one machine and toolchain",
+            fields.join("; ")
+        )]
+    }
+}
+
+/// A field of the environment whose values differ between two sweeps.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EnvChange {
+    /// The fingerprint field (`cpu_model`, `cpu_simd`, ...).
+    pub field: String,
+    /// Its values in A, sorted.
+    pub a: Vec<String>,
+    /// Its values in B, sorted.
+    pub b: Vec<String>,
+}
+
+/// The fingerprint fields that can move a result without any change to
+/// what is measured. The agent's version and git sha are left out: an A/B
+/// of two builds differs there by design. `cpu_simd` is the instruction set
+/// candle's quantized CPU kernels dispatch to at run time (with VNNI its
+/// q8_0 matmul quantizes activations differently, which moves q8_0's KL),
+/// so two hosts of one CPU model name are told apart.
+pub const ENV_FIELDS: [&str; 9] = [
+    "cpu_model",
+    "cpu_simd",
+    "threads",
+    "candle_version",
+    "rustc_version",
+    "os",
+    "gpu_model",
+    "gpu_driver_version",
+    "cuda_build",
+];
+
+fn env_value(f: &Fingerprint, field: &str) -> Option<String> {
+    match field {
+        "cpu_model" => Some(f.cpu_model.clone()),
+        "threads" => Some(f.threads.to_string()),
+        "candle_version" => Some(f.candle_version.clone()),
+        "rustc_version" => Some(f.rustc_version.clone()),
+        "os" => Some(f.os.clone()),
+        other => f.extra.get(other).cloned(),
+    }
+    .filter(|v| !v.is_empty())
+}
+
+/// The [`ENV_FIELDS`] whose values differ between the succeeded trials of
+/// `a` and of `b`. A field one side does not record (an older agent, no
+/// GPU) is not compared.
+pub fn environment_changes(a: &[TrialRecord], b: &[TrialRecord]) -> Vec<EnvChange> {
+    let values = |trials: &[TrialRecord], field: &str| -> BTreeSet<String> {
+        trials
+            .iter()
+            .filter(|t| t.state == TrialState::Succeeded)
+            .filter_map(|t| t.fingerprint.as_ref())
+            .filter_map(|f| env_value(f, field))
+            .collect()
+    };
+    ENV_FIELDS
+        .iter()
+        .filter_map(|field| {
+            let (va, vb) = (values(a, field), values(b, field));
+            (!va.is_empty() && !vb.is_empty() && va != vb).then(|| EnvChange {
+                field: (*field).to_owned(),
+                a: va.into_iter().collect(),
+                b: vb.into_iter().collect(),
+            })
+        })
+        .collect()
 }
 
 fn values(trials: &[TrialRecord], metric: &str) -> Values {
@@ -145,10 +241,14 @@ pub fn diff(a: &[TrialRecord], b: &[TrialRecord], metric: &str) -> Diff {
                 .into_iter()
                 .map(|((g, s, _), v)| ((g, s, from.clone()), v))
                 .collect();
-            return finish(va, vb, metric, higher, Some(label));
+            let mut d = finish(va, vb, metric, higher, Some(label));
+            d.environment = environment_changes(a, b);
+            return d;
         }
     }
-    finish(va, vb, metric, higher, None)
+    let mut d = finish(va, vb, metric, higher, None);
+    d.environment = environment_changes(a, b);
+    d
 }
 
 type Values = BTreeMap<(String, String, String), Vec<f64>>;
@@ -188,6 +288,7 @@ fn finish(va: Values, vb: Values, metric: &str, higher: bool, class_label: Optio
         higher_is_better: higher,
         rows,
         unmatched,
+        environment: Vec::new(),
     }
 }
 
@@ -557,5 +658,47 @@ mod tests {
         assert_eq!(d.rows[0].class, "laptop -> h100");
         assert_eq!(d.rows[0].verdict, Verdict::Inconclusive);
         assert!((d.rows[0].change.unwrap() - 9.0).abs() < 1e-9);
+    }
+
+    fn on(mut t: TrialRecord, sha: &str, simd: &str) -> TrialRecord {
+        t.fingerprint = Some(Fingerprint {
+            agent_version: "0.1.0".into(),
+            agent_git_sha: sha.into(),
+            candle_version: "0.11.1".into(),
+            rustc_version: "1.95".into(),
+            cpu_model: "AMD EPYC".into(),
+            threads: 2,
+            os: "linux 6.8 x86_64".into(),
+            extra: [("cpu_simd".to_owned(), simd.to_owned())].into(),
+        });
+        t
+    }
+
+    #[test]
+    fn a_diff_across_environments_says_so_and_builds_alone_do_not() {
+        let a: Vec<TrialRecord> = side("q8_0", &[100.0, 101.0, 99.0])
+            .into_iter()
+            .map(|t| on(t, "aaaa", "avx2"))
+            .collect();
+        // Another build on the same machine: what an A/B is for, no warning.
+        let same: Vec<TrialRecord> = side("q8_0", &[100.0, 101.0, 99.0])
+            .into_iter()
+            .map(|t| on(t, "bbbb", "avx2"))
+            .collect();
+        let d = diff(&a, &same, "gflop_per_s");
+        assert!(d.environment.is_empty(), "{:?}", d.environment);
+        assert!(d.warnings().is_empty());
+        // The same CPU model name, another kernel tier (and one trial with
+        // no fingerprint, which changes nothing).
+        let mut other: Vec<TrialRecord> = side("q8_0", &[100.0, 101.0, 99.0])
+            .into_iter()
+            .map(|t| on(t, "aaaa", "avx512vnni"))
+            .collect();
+        other[0].fingerprint = None;
+        let d = diff(&a, &other, "gflop_per_s");
+        expect_test::expect!["warning: A and B ran in different environments (cpu_simd: avx2 in A, avx512vnni in B): a change may come from that, not from what you changed; compare runs from one machine and toolchain"].assert_eq(&d.warnings().join("\n"));
+        // No fingerprints on one side: nothing to compare, no warning.
+        let bare = side("q8_0", &[100.0, 101.0, 99.0]);
+        assert!(diff(&a, &bare, "gflop_per_s").environment.is_empty());
     }
 }

@@ -324,6 +324,9 @@ pub fn diff(d: &Diff, fmt: Format) -> anyhow::Result<()> {
     if table {
         println!("{}", diff_note(d));
     }
+    for w in d.warnings() {
+        eprintln!("{w}");
+    }
     Ok(())
 }
 

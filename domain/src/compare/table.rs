@@ -221,8 +221,12 @@ pub fn compare(trials: &[TrialRecord], metric: &str) -> Comparison {
             envs.entry((t.config_index, t.device_class.clone()))
                 .or_default()
                 .insert(format!(
-                    "{} {} {} {}",
-                    f.agent_git_sha, f.candle_version, f.rustc_version, f.cpu_model
+                    "{} {} {} {} {}",
+                    f.agent_git_sha,
+                    f.candle_version,
+                    f.rustc_version,
+                    f.cpu_model,
+                    f.extra.get("cpu_simd").map_or("", String::as_str)
                 ));
         }
         if let Some(c) = t.metrics.get(metrics::COV).filter(|c| c.is_finite()) {
