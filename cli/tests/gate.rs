@@ -233,13 +233,19 @@ fn an_a_a_diff_of_two_real_runs_passes_the_gate() {
     // in turns, the same spec's two sweeps stayed within 6.2 % in that hour
     // and within 0.2 % in a quiet one (bench/aa.sh; docs/BENCHMARKS.md
     // "A/A"). 10 %, not 5 %: the point estimate of a noisy A/A can still
-    // cross 5 %, and the gate then answers "inconclusive" (exit 4).
+    // cross 5 %. What must hold is that noise never proves a regression:
+    // an undecided A/A (exit 4 without the flag) is the gate doing its job
+    // on a noisy machine; on an AVX-512 host one CI run measured -10.1 %,
+    // interval -15.3 % .. +3.9 %, p 0.12: inconclusive, not a regression.
+    // The tests above show the same gate exiting 3 on a real halving and 4
+    // on an undecided one.
     let out = chimera(&[
         "diff",
         a.to_str().unwrap(),
         b.to_str().unwrap(),
         "--fail-on",
         "regression>10%",
+        "--allow-inconclusive",
     ]);
     assert_eq!(
         out.status.code(),
